@@ -1,0 +1,16 @@
+"""minigraph: a small reverse-mode autograd engine for networks written as matrix algebra.
+
+Runs on NumPy, or on CuPy when a GPU is usable. See README.md.
+"""
+
+from . import backend
+from .engine import Function, Tensor, apply, is_grad_enabled, no_grad
+from .gradcheck import GradcheckError, gradcheck
+from .ops import add, batch_norm, matmul, mse_loss, relu
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm",
+    "gradcheck", "is_grad_enabled", "matmul", "mse_loss", "no_grad", "relu",
+]

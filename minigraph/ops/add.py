@@ -1,0 +1,69 @@
+"""Broadcasting addition: y = a + b, e.g. a bias (p,) over a batch (N, p)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy
+
+from ..engine import Function, Tensor, apply, as_tensor
+
+
+def sum_to_shape(grad: Any, shape: tuple) -> Any:
+    """Sum ``grad`` over the axes that broadcasting stretched, giving ``shape``.
+
+    This is the adjoint of broadcasting ``shape`` up to ``grad.shape``: the
+    leading axes broadcasting added, and every axis where ``shape`` has 1.
+    """
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1
+    )
+    return grad.sum(axis=axes).reshape(shape)
+
+
+class Add(Function):
+    """a: shape A, b: shape B, broadcastable -> y: broadcast(A, B).
+
+    dA = sum_to_shape(dY, A),  dB = sum_to_shape(dY, B).
+    """
+
+    __slots__ = ("a_shape", "b_shape")
+    op = "add"
+
+    def __init__(self, a_shape: tuple, b_shape: tuple) -> None:
+        self.a_shape = a_shape
+        self.b_shape = b_shape
+
+    def forward(self, a: Any, b: Any) -> Any:
+        return a + b
+
+    def backward(self, grad_output: Any) -> tuple:
+        needs_a, needs_b = self.needs_grad
+        return (
+            sum_to_shape(grad_output, self.a_shape) if needs_a else None,
+            sum_to_shape(grad_output, self.b_shape) if needs_b else None,
+        )
+
+
+def add(a: Tensor, b: Tensor) -> Tensor:
+    """``a + b`` with NumPy broadcasting; each gradient is summed back to its operand's shape.
+
+    Either side may be a Python number, taken as a constant of the other's dtype.
+    """
+    if not isinstance(a, Tensor) and isinstance(b, Tensor):
+        a = as_tensor("add", "a", a, like=b)
+    a = as_tensor("add", "a", a)
+    b = as_tensor("add", "b", b, like=a)
+    a_shape, b_shape = a.data.shape, b.data.shape
+    if a_shape != b_shape:
+        try:
+            numpy.broadcast_shapes(a_shape, b_shape)
+        except ValueError:
+            raise ValueError(
+                f"add: cannot broadcast shapes {a_shape} and {b_shape}; expected shapes that "
+                f"agree or are 1 in every trailing dimension, e.g. (N, p) and (p,)"
+            ) from None
+    return apply(Add(a_shape, b_shape), a, b)

@@ -1,0 +1,25 @@
+"""Moving a tensor between devices, differentiably."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import device_of, to_device
+from ..engine import Function
+
+
+class ToDevice(Function):
+    """x on one device -> the same values on ``device``; dX = dY moved back."""
+
+    __slots__ = ("device", "source")
+    op = "to"
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def forward(self, x: Any) -> Any:
+        self.source = device_of(x)
+        return to_device(x, self.device)
+
+    def backward(self, grad_output: Any) -> tuple:
+        return (to_device(grad_output, self.source),)

@@ -1,0 +1,66 @@
+"""Mean squared error: L = Σ (pred − target)² / n, or its sum, or elementwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend import get_array_module
+from ..engine import Function, Tensor, apply, as_tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class MSELoss(Function):
+    """pred, target: same shape -> a scalar (mean/sum) or pred's shape (none).
+
+    With d = pred − target and n = d.size:
+      mean: dPred = 2 d dL / n     sum: dPred = 2 d dL     none: dPred = 2 d ⊙ dL
+      dTarget = −dPred.
+    """
+
+    __slots__ = ("reduction",)
+    op = "mse_loss"
+
+    def __init__(self, reduction: str) -> None:
+        self.reduction = reduction
+
+    def forward(self, pred: Any, target: Any) -> Any:
+        diff = pred - target
+        if any(self.needs_grad):
+            self.saved = (diff,)
+        if self.reduction == "none":
+            return diff * diff
+        xp = get_array_module(diff)
+        flat = diff.reshape(-1)
+        total = xp.dot(flat, flat)  # one fused pass, no squared temporary
+        if self.reduction == "mean":
+            total = total / flat.size
+        return xp.asarray(total, dtype=diff.dtype)
+
+    def backward(self, grad_output: Any) -> tuple:
+        (diff,) = self.saved
+        if self.reduction == "mean":
+            grad_output = grad_output / diff.size
+        grad_pred = diff * (2 * grad_output)
+        needs_pred, needs_target = self.needs_grad
+        return (grad_pred if needs_pred else None, -grad_pred if needs_target else None)
+
+
+def mse_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    """Squared error between ``pred`` and ``target`` of identical shapes.
+
+    reduction: "mean" (over all elements, as in PyTorch), "sum" or "none".
+    Shapes must match exactly: (N, 1) against (N,) would silently broadcast to
+    (N, N), so it is an error.
+    """
+    pred = as_tensor("mse_loss", "pred", pred)
+    target = as_tensor("mse_loss", "target", target)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"mse_loss: got reduction={reduction!r}; expected one of {REDUCTIONS}")
+    if pred.data.shape != target.data.shape:
+        raise ValueError(
+            f"mse_loss: pred has shape {pred.data.shape} but target has shape "
+            f"{target.data.shape}; expected identical shapes. Reshape the array before "
+            f"wrapping it, e.g. Tensor(y.reshape({pred.data.shape}))"
+        )
+    return apply(MSELoss(reduction), pred, target)

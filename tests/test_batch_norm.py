@@ -1,0 +1,73 @@
+"""Batch norm's forward values, running statistics and numerical stability."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+from minigraph.backend import to_device
+
+
+def host(a):
+    return to_device(a, "cpu")
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_training_forward_normalises_each_column_by_its_batch_statistics(on, rng, ddof):
+    x = rng.normal(size=(9, 4)) * [1.0, 5.0, 0.1, 2.0] + [0.0, -3.0, 7.0, 1.0]
+    gamma, beta = rng.normal(size=4), rng.normal(size=4)
+    out = mg.batch_norm(mg.Tensor(on(x)), mg.Tensor(on(gamma)), mg.Tensor(on(beta)), eps=1e-5, ddof=ddof)
+    expected = (x - x.mean(0)) / np.sqrt(x.var(0, ddof=ddof) + 1e-5) * gamma + beta
+    np.testing.assert_allclose(host(out.data), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_ddof_1_with_eps_0_reproduces_r_scale(on, rng):
+    x = rng.normal(size=(10, 4))
+    out = mg.batch_norm(mg.Tensor(on(x)), None, None, eps=0.0, ddof=1)
+    r_scale = (x - x.mean(0)) / x.std(0, ddof=1)  # what R's scale() computes
+    np.testing.assert_allclose(host(out.data), r_scale, rtol=1e-12)
+
+
+def test_running_statistics_follow_the_pytorch_momentum_convention(on, rng):
+    running_mean, running_var = on(np.full(3, 0.5)), on(np.full(3, 2.0))
+    x = rng.normal(size=(6, 3)) * 3 + 1
+    mg.batch_norm(mg.Tensor(on(x)), None, None, running_mean, running_var, momentum=0.2, ddof=0)
+    np.testing.assert_allclose(host(running_mean), 0.8 * 0.5 + 0.2 * x.mean(0))
+    np.testing.assert_allclose(host(running_var), 0.8 * 2.0 + 0.2 * x.var(0, ddof=1))  # unbiased
+
+
+def test_running_statistics_update_under_no_grad_and_accept_tensors(on, rng):
+    running_mean, running_var = mg.Tensor(on(np.zeros(2))), mg.Tensor(on(np.ones(2)))
+    x = rng.normal(size=(4, 2))
+    with mg.no_grad():
+        mg.batch_norm(mg.Tensor(on(x)), None, None, running_mean, running_var)
+    np.testing.assert_allclose(running_mean.numpy(), 0.1 * x.mean(0))
+
+
+def test_eval_mode_uses_running_statistics_and_leaves_them_alone(on, rng):
+    mean, var = rng.normal(size=3), rng.uniform(0.5, 2, size=3)
+    running_mean, running_var = on(mean.copy()), on(var.copy())
+    x, gamma, beta = rng.normal(size=(5, 3)), rng.normal(size=3), rng.normal(size=3)
+    out = mg.batch_norm(mg.Tensor(on(x)), mg.Tensor(on(gamma)), mg.Tensor(on(beta)),
+                        running_mean, running_var, training=False, eps=1e-3)
+    np.testing.assert_allclose(host(out.data), (x - mean) / np.sqrt(var + 1e-3) * gamma + beta)
+    np.testing.assert_array_equal(host(running_mean), mean)
+    np.testing.assert_array_equal(host(running_var), var)
+
+
+def test_variance_is_stable_for_a_large_mean_in_float32(on, rng):
+    """E[x²] − E[x]² loses every digit here; the two-pass variance does not."""
+    x = (100.0 + 0.01 * rng.normal(size=(512, 3))).astype(np.float32)
+    out = host(mg.batch_norm(mg.Tensor(on(x)), None, None, eps=0.0).data)
+    np.testing.assert_allclose(out.std(axis=0), 1.0, rtol=1e-2)
+    naive_var = (x * x).mean(0) - x.mean(0) ** 2
+    assert np.all(np.abs(naive_var / x.astype(np.float64).var(0) - 1) > 0.1)  # the trap is real
+
+
+def test_gradient_of_sum_of_outputs_with_respect_to_x_is_zero(on, rng):
+    """Why BN tests need random upstream gradients: a uniform one proves nothing."""
+    x = mg.Tensor(on(rng.normal(size=(6, 3))), requires_grad=True)
+    out = mg.batch_norm(x, mg.Tensor(on(rng.normal(size=3))), None)
+    out.backward(on(np.ones((6, 3))))
+    np.testing.assert_allclose(host(x.grad), 0.0, atol=1e-12)

@@ -1,0 +1,214 @@
+"""The engine's contract: order, accumulation, graph release, memory, no_grad, dtypes."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+
+
+def leaf(on, array):
+    return mg.Tensor(on(array), requires_grad=True)
+
+
+def test_backward_through_a_20000_node_chain_needs_no_recursion(on):
+    x = leaf(on, np.full((2, 2), 3.0))
+    h = x
+    for _ in range(20_000):
+        h = mg.relu(h)
+    h.backward(on(np.array([[1.0, 2.0], [3.0, 4.0]])))
+    np.testing.assert_array_equal(mg.backend.to_device(x.grad, "cpu"), [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_a_tensor_used_twice_receives_the_sum_of_its_gradients(on, rng):
+    x = leaf(on, rng.normal(size=(3, 2)))
+    w = leaf(on, rng.normal(size=(2, 2)))
+    h = x @ w
+    out = mg.mse_loss(h + h + mg.relu(h), mg.Tensor(on(np.zeros((3, 2)))), "sum")
+    out.backward()
+    hd = mg.backend.to_device(h.data, "cpu")
+    slope = 2 + (hd > 0)  # d(2h + relu(h))/dh
+    d_h = 2 * (hd * slope) * slope  # d/dh of Σ(2h + relu(h))²
+    np.testing.assert_allclose(mg.backend.to_device(w.grad, "cpu"),
+                               mg.backend.to_device(x.data, "cpu").T @ d_h)
+
+
+def test_leaves_accumulate_across_backward_calls(on, rng):
+    x = leaf(on, rng.normal(size=(4, 3)))
+    target = mg.Tensor(on(rng.normal(size=(4, 3))))
+    mg.mse_loss(x, target).backward()
+    first = mg.backend.to_device(x.grad, "cpu").copy()
+    mg.mse_loss(x, target).backward()
+    np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"), 2 * first)
+
+
+def test_intermediate_gradients_are_not_kept(on, rng):
+    x, w = leaf(on, rng.normal(size=(4, 3))), leaf(on, rng.normal(size=(3, 2)))
+    hidden = x @ w
+    mg.mse_loss(mg.relu(hidden), mg.Tensor(on(np.zeros((4, 2))))).backward()
+    assert hidden.grad is None and not hidden.is_leaf
+    assert x.grad is not None and w.grad is not None
+
+
+def test_second_backward_without_retain_graph_raises(on, rng):
+    x = leaf(on, rng.normal(size=(4, 3)))
+    loss = mg.mse_loss(mg.relu(x), mg.Tensor(on(np.zeros((4, 3)))))
+    loss.backward()
+    with pytest.raises(RuntimeError, match="retain_graph=True"):
+        loss.backward()
+
+
+def test_retain_graph_allows_a_second_backward_that_accumulates(on, rng):
+    x = leaf(on, rng.normal(size=(5, 2)))
+    gamma, beta = leaf(on, np.ones(2)), leaf(on, np.zeros(2))
+    loss = mg.mse_loss(mg.batch_norm(x, gamma, beta), mg.Tensor(on(rng.normal(size=(5, 2)))))
+    loss.backward(retain_graph=True)
+    first = mg.backend.to_device(x.grad, "cpu").copy()
+    loss.backward()
+    np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"), 2 * first)
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
+
+
+def test_backward_frees_the_saved_arrays(rng):
+    x = mg.Tensor(rng.normal(size=(6, 3)), requires_grad=True)
+    out = mg.batch_norm(x, None, None)
+    saved = weakref.ref(out.grad_fn.saved[0])  # the centred data
+    out.backward(rng.normal(size=(6, 3)))
+    gc.collect()
+    assert saved() is None
+
+
+def test_a_step_is_freed_by_reference_counting_alone(rng):
+    """No reference cycles: dropping the loss frees the whole graph with the collector off."""
+    w = mg.Tensor(rng.normal(size=(3, 4)), requires_grad=True)
+    gc.collect()
+    gc.disable()
+    try:
+        x = mg.Tensor(rng.normal(size=(8, 3)))
+        hidden = mg.relu(mg.batch_norm(x @ w, None, None))
+        loss = mg.mse_loss(hidden, mg.Tensor(np.zeros((8, 4))))
+        watched = [weakref.ref(hidden), weakref.ref(loss), weakref.ref(hidden.grad_fn.saved[0])]
+        del hidden, loss
+        assert all(ref() is None for ref in watched)
+    finally:
+        gc.enable()
+
+
+def test_a_dropped_intermediate_is_not_kept_alive_by_the_graph(rng):
+    w = mg.Tensor(rng.normal(size=(3, 4)), requires_grad=True)
+    hidden = mg.Tensor(rng.normal(size=(8, 3))) @ w
+    watched = weakref.ref(hidden)
+    loss = mg.mse_loss(hidden + 1.0, mg.Tensor(np.zeros((8, 4))))
+    del hidden
+    assert watched() is None  # the graph keeps only what ops saved
+    loss.backward()
+    assert w.grad.shape == (3, 4)
+
+
+def test_no_grad_records_nothing_and_restores_itself(on, rng):
+    x = leaf(on, rng.normal(size=(3, 3)))
+    with mg.no_grad():
+        y = mg.relu(x @ x)
+        assert not mg.is_grad_enabled()
+    assert not y.requires_grad and y.grad_fn is None
+    assert mg.is_grad_enabled()
+    with pytest.raises(ZeroDivisionError):
+        with mg.no_grad():
+            1 / 0
+    assert mg.is_grad_enabled()
+
+
+def test_no_grad_works_as_a_decorator(rng):
+    @mg.no_grad()
+    def forward(t):
+        return mg.relu(t)
+
+    assert not forward(mg.Tensor(rng.normal(size=3), requires_grad=True)).requires_grad
+
+
+def test_only_inputs_requiring_grad_record_a_graph(rng):
+    out = mg.mse_loss(mg.Tensor(rng.normal(size=3)), mg.Tensor(rng.normal(size=3)))
+    assert not out.requires_grad
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        out.backward()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dtype_is_kept_through_values_and_gradients(on, rng, dtype):
+    x = mg.Tensor(on(rng.normal(size=(6, 3)).astype(dtype)), requires_grad=True)
+    w = mg.Tensor(on(rng.normal(size=(3, 2)).astype(dtype)), requires_grad=True)
+    b = mg.Tensor(on(np.zeros(2, dtype=dtype)), requires_grad=True)
+    running_mean, running_var = on(np.zeros(2, dtype=dtype)), on(np.ones(2, dtype=dtype))
+    h = mg.relu(mg.batch_norm(x @ w + b, None, None, running_mean, running_var))
+    loss = mg.mse_loss(h + 0.5, mg.Tensor(on(np.zeros((6, 2), dtype=dtype))))
+    loss.backward()
+    assert loss.dtype == dtype and h.dtype == dtype
+    assert x.grad.dtype == w.grad.dtype == b.grad.dtype == dtype
+    assert running_mean.dtype == running_var.dtype == dtype
+
+
+def test_pass_through_gradients_are_not_shared_between_leaves(on, rng):
+    a, b = leaf(on, rng.normal(size=(2, 2))), leaf(on, rng.normal(size=(2, 2)))
+    upstream = on(np.ones((2, 2)))
+    (a + b).backward(upstream)
+    a.grad[0, 0] = 99.0
+    assert float(b.grad[0, 0]) == 1.0 and float(upstream[0, 0]) == 1.0
+
+
+def test_backward_of_a_leaf_accumulates_a_copy_of_the_given_grad(on):
+    x = leaf(on, np.zeros(3))
+    upstream = on(np.ones(3))
+    x.backward(upstream)
+    upstream[0] = 5.0
+    assert float(x.grad[0]) == 1.0
+
+
+def test_backward_accepts_a_tensor_grad(on, rng):
+    x = leaf(on, rng.normal(size=(2, 2)))
+    mg.relu(x).backward(mg.Tensor(on(np.ones((2, 2)))))
+    np.testing.assert_array_equal(mg.backend.to_device(x.grad, "cpu"), x.numpy() > 0)
+
+
+def test_grad_can_be_cleared_and_set(on):
+    x = leaf(on, np.zeros(3))
+    x.backward(on(np.ones(3)))
+    x.grad = None
+    assert x.grad is None
+    x.grad = on(np.full(3, 2.0))
+    np.testing.assert_array_equal(mg.backend.to_device(x.grad, "cpu"), [2.0, 2.0, 2.0])
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        x.grad = on(np.zeros(4))
+
+
+def test_tensor_construction_and_attributes():
+    t = mg.Tensor([[1, 2], [3, 4]], device="cpu")
+    assert t.dtype == np.float64 and t.shape == (2, 2) and t.device == "cpu" and t.ndim == 2
+    assert mg.Tensor(np.arange(3)).dtype == np.float64
+    assert mg.Tensor(np.zeros(3, dtype=np.float32)).dtype == np.float32
+    copy = t.numpy()
+    copy[0, 0] = 100.0
+    assert t.data[0, 0] == 1.0
+    assert t.to("cpu") is t
+    d = mg.Tensor(np.ones(2), requires_grad=True).detach()
+    assert not d.requires_grad and d.grad_fn is None
+    assert mg.mse_loss(mg.Tensor([1.0, 2.0]), mg.Tensor([1.0, 4.0])).item() == 2.0
+
+
+def test_tensor_rejects_what_is_not_numbers():
+    with pytest.raises(TypeError, match="Tensor"):
+        mg.Tensor("abc")
+    with pytest.raises(TypeError, match="complex"):
+        mg.Tensor(np.ones(2, dtype=complex))
+
+
+def test_operators_and_numbers_on_either_side(on, rng):
+    x = leaf(on, rng.normal(size=(2, 3)))
+    y = 1.0 + (x @ on(np.eye(3))) + 2
+    np.testing.assert_allclose(y.numpy(), x.numpy() + 3.0)
+    z = on(np.eye(2)) @ x
+    np.testing.assert_allclose(z.numpy(), x.numpy())

@@ -1,0 +1,127 @@
+"""Bad input gets a clear error naming the op, what it got and what it expected."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+from minigraph import backend
+
+
+def t(*shape, dtype=np.float64, requires_grad=True):
+    return mg.Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad)
+
+
+@pytest.mark.parametrize("a,b", [((3, 4), (5, 2)), ((3,), (3, 2)), ((2, 3, 4), (4, 2)), ((3, 4), (4,))])
+def test_matmul_rejects_misaligned_or_non_2d_operands(a, b):
+    with pytest.raises(ValueError, match=rf"^matmul: got shapes {a}\s*and {b}".replace("(", r"\(").replace(")", r"\)")):
+        mg.matmul(t(*a), t(*b))
+
+
+def test_add_rejects_shapes_that_do_not_broadcast():
+    with pytest.raises(ValueError, match=r"add: cannot broadcast shapes \(3, 4\) and \(3,\)"):
+        t(3, 4) + t(3)
+
+
+@pytest.mark.parametrize("which", ["gamma", "beta"])
+def test_batch_norm_rejects_a_wrongly_shaped_gamma_or_beta(which):
+    args = {"gamma": t(4), "beta": t(4)}
+    args[which] = t(3)
+    with pytest.raises(ValueError, match=rf"batch_norm: {which} has shape \(3,\); expected \(4,\)"):
+        mg.batch_norm(t(5, 4), args["gamma"], args["beta"])
+
+
+def test_batch_norm_rejects_a_batch_of_one_when_training():
+    with pytest.raises(ValueError, match=r"expected more than 1 value per feature when training, "
+                                         r"got input of shape \(1, 4\)"):
+        mg.batch_norm(t(1, 4), t(4), t(4))
+
+
+def test_batch_norm_accepts_a_batch_of_one_in_eval_mode():
+    out = mg.batch_norm(t(1, 4), t(4), t(4), np.zeros(4), np.ones(4), training=False)
+    assert out.shape == (1, 4)
+
+
+def test_batch_norm_rejects_non_2d_input_and_bad_settings():
+    with pytest.raises(ValueError, match=r"batch_norm: x has shape \(5,\)"):
+        mg.batch_norm(t(5), t(5), t(5))
+    with pytest.raises(ValueError, match="ddof=3"):
+        mg.batch_norm(t(3, 2), t(2), t(2), ddof=3)
+    with pytest.raises(ValueError, match="momentum"):
+        mg.batch_norm(t(3, 2), t(2), t(2), momentum=1.5)
+    with pytest.raises(ValueError, match="eps"):
+        mg.batch_norm(t(3, 2), t(2), t(2), eps=-1.0)
+
+
+def test_batch_norm_eval_needs_running_statistics():
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        mg.batch_norm(t(3, 2), t(2), t(2), training=False)
+
+
+def test_batch_norm_rejects_running_statistics_of_the_wrong_shape_or_dtype():
+    with pytest.raises(ValueError, match=r"running_mean .*shape \(3,\).*expected .*shape \(2,\)"):
+        mg.batch_norm(t(3, 2), t(2), t(2), running_mean=np.zeros(3))
+    with pytest.raises(ValueError, match=r"running_var .*float32.*expected .*float64"):
+        mg.batch_norm(t(3, 2), t(2), t(2), running_var=np.ones(2, dtype=np.float32))
+
+
+def test_mse_loss_does_not_broadcast_a_column_against_a_vector():
+    with pytest.raises(ValueError, match=r"mse_loss: pred has shape \(4, 1\) but target has shape \(4,\)"):
+        mg.mse_loss(t(4, 1), t(4))
+
+
+def test_mse_loss_rejects_an_unknown_reduction():
+    with pytest.raises(ValueError, match="reduction='avg'"):
+        mg.mse_loss(t(2), t(2), reduction="avg")
+
+
+def test_backward_of_a_non_scalar_needs_a_grad():
+    with pytest.raises(RuntimeError, match=r"got shape \(3, 2\)"):
+        mg.relu(t(3, 2)).backward()
+
+
+def test_backward_rejects_a_grad_of_the_wrong_shape_or_dtype():
+    out = mg.relu(t(3, 2))
+    with pytest.raises(ValueError, match=r"grad has shape \(2, 3\); expected .*\(3, 2\)"):
+        out.backward(np.ones((2, 3)))
+    with pytest.raises(TypeError, match="float32"):
+        out.backward(np.ones((3, 2), dtype=np.float32))
+
+
+def test_mixed_dtypes_raise_instead_of_promoting():
+    with pytest.raises(TypeError, match=r"matmul: operands have different dtypes \(float32, float64\)"):
+        mg.matmul(t(2, 2, dtype=np.float32), t(2, 2))
+    with pytest.raises(TypeError, match="batch_norm"):
+        mg.batch_norm(t(3, 2, dtype=np.float32), t(2), t(2))
+
+
+def test_operands_of_unsupported_types_are_named():
+    with pytest.raises(TypeError, match="relu: x must be a Tensor or an array; got str"):
+        mg.relu("x")
+    with pytest.raises(TypeError, match="matmul: b must be a Tensor"):
+        mg.matmul(t(2, 2), [[1.0, 0.0], [0.0, 1.0]])
+
+
+class _FakeGpuArray(np.ndarray):
+    """Stands in for cupy.ndarray so the device check runs without a GPU."""
+
+
+def test_numpy_and_cupy_operands_in_one_op_raise_a_clear_type_error(monkeypatch):
+    if backend.is_gpu_available():
+        import cupy
+
+        gpu = cupy.ones((2, 2))
+    else:
+        monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(ndarray=_FakeGpuArray))
+        gpu = np.ones((2, 2)).view(_FakeGpuArray)
+    cpu = mg.Tensor(np.ones((2, 2)))
+    gpu = mg.Tensor(gpu)
+    assert gpu.device == "gpu" and cpu.device == "cpu"
+    with pytest.raises(TypeError, match=r"add: operands are on different devices \('cpu', 'gpu'\).*\.to\("):
+        cpu + gpu
+    with pytest.raises(TypeError, match="matmul: operands are on different devices"):
+        gpu @ cpu

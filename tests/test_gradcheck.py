@@ -1,0 +1,64 @@
+"""gradcheck itself: it must catch wrong backwards, not only pass right ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+from minigraph.ops.batch_norm import BatchNorm
+
+
+class WrongScale(mg.Function):
+    """y = 3x, with a backward that claims dy/dx = 2."""
+
+    def forward(self, x):
+        return 3 * x
+
+    def backward(self, grad_output):
+        return (2 * grad_output,)
+
+
+class BatchNormFrozenStatistics(BatchNorm):
+    """A classic mistake: treat μ and 1/σ as constants in the backward."""
+
+    def backward(self, grad_output):
+        centred, inv_std, gamma = self.saved
+        return grad_output * (gamma * inv_std), None, None
+
+
+def test_gradcheck_reports_the_input_index_and_values_of_a_wrong_backward(rng):
+    x = mg.Tensor(rng.normal(size=(2, 3)), requires_grad=True)
+    with pytest.raises(mg.GradcheckError, match=r"input 0 \(shape \(2, 3\)\): worst index \(\d, \d\): "
+                                                r"analytic .* vs numeric"):
+        mg.gradcheck(lambda x: mg.apply(WrongScale(), x), [x])
+
+
+def test_gradcheck_catches_batch_norm_without_the_mean_and_variance_paths(rng):
+    x = mg.Tensor(rng.normal(size=(5, 3)), requires_grad=True)
+    gamma, beta = mg.Tensor(np.ones(3)), mg.Tensor(np.zeros(3))
+    frozen = lambda x: mg.apply(BatchNormFrozenStatistics(1e-5, 0, 0.1), x, gamma, beta)
+    with pytest.raises(mg.GradcheckError, match="input 0"):
+        mg.gradcheck(frozen, [x])
+    right = lambda x: mg.apply(BatchNorm(1e-5, 0, 0.1), x, gamma, beta)
+    assert mg.gradcheck(right, [x])
+
+
+def test_gradcheck_checks_only_inputs_that_require_grad_and_restores_grads(rng):
+    a = mg.Tensor(rng.normal(size=(2, 2)), requires_grad=True)
+    b = mg.Tensor(rng.normal(size=(2, 2)))
+    a.grad = np.full((2, 2), 7.0)
+    assert mg.gradcheck(mg.matmul, [a, b])
+    np.testing.assert_array_equal(a.grad, 7.0)
+    assert b.grad is None
+
+
+def test_gradcheck_refuses_float32_inputs(rng):
+    x = mg.Tensor(rng.normal(size=3).astype(np.float32), requires_grad=True)
+    with pytest.raises(TypeError, match="input 0 has dtype float32; expected float64"):
+        mg.gradcheck(mg.relu, [x])
+
+
+def test_gradcheck_needs_an_input_that_requires_grad():
+    with pytest.raises(ValueError, match="no input requires grad"):
+        mg.gradcheck(mg.relu, [mg.Tensor(np.ones(2))])
