@@ -1,0 +1,602 @@
+"""Layers that own their parameters, PyTorch-style: ``Module``, ``Linear``, ``BatchNorm1d``, ...
+
+A ``Module`` finds its parameters the way ``torch.nn.Module`` does: assigning an
+attribute registers it. A leaf ``Tensor`` with ``requires_grad=True`` becomes a
+parameter, a ``Module`` becomes a child, and ``register_buffer(name, array)``
+adds a buffer (state that is saved but not trained, such as batch norm's
+running statistics). Buffers are raw NumPy/CuPy arrays, so ops can update them
+in place.
+
+Saving and loading follows ``torch.save`` / ``torch.load``, with ``.npz`` files
+of host NumPy arrays::
+
+    nn.save(model.state_dict(), "model.npz")
+    model.load_state_dict(nn.load("model.npz"))
+
+One difference from PyTorch, by design: ``Linear.weight`` is (in_features,
+out_features), so the forward pass is ``x @ W + b`` as written in matrix
+algebra. PyTorch stores the transpose.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import IO, Any, NamedTuple
+
+import numpy
+
+from . import backend
+from .engine import Tensor, as_tensor
+from .ops import batch_norm, mse_loss, relu
+from .ops.mse_loss import REDUCTIONS
+
+__all__ = [
+    "BatchNorm1d", "Linear", "MSELoss", "Module", "ReLU", "Sequential", "load", "save",
+]
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, numpy.ndarray) or backend.is_gpu_array(value)
+
+
+def _host_copy(value: Any) -> numpy.ndarray:
+    """A NumPy copy of an array or Tensor, wherever it lives, sharing no memory with it."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if backend.is_gpu_array(value):
+        return value.get()  # already a fresh host array
+    return numpy.array(value, copy=True)
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` returns: the keys it did not find and the ones it did not use."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Module:
+    """Base class of layers and networks.
+
+    Subclasses call ``super().__init__()`` first, assign their parameters,
+    buffers and sub-modules as attributes, and implement ``forward``; calling the
+    module calls ``forward``. Names are dotted paths, e.g. ``layers.0.weight``.
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        # Plain object.__setattr__: our own __setattr__ needs these dicts to exist.
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+
+    # --- registration -------------------------------------------------
+    def _registries(self, name: str) -> tuple[dict, dict, dict]:
+        try:
+            return self.__dict__["_parameters"], self.__dict__["_buffers"], self.__dict__["_modules"]
+        except KeyError:
+            raise AttributeError(
+                f"cannot assign {name!r} before Module.__init__() ran; call super().__init__() "
+                f"at the top of {type(self).__name__}.__init__"
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        parameters, buffers, modules = self._registries(name)
+        # Each value lives in __dict__ too, so reading an attribute is an ordinary
+        # (fast) lookup; the registries only remember what kind it is and the order.
+        if isinstance(value, Tensor) and value.requires_grad and value.is_leaf:
+            buffers.pop(name, None)
+            modules.pop(name, None)
+            parameters[name] = value
+        elif isinstance(value, Module):
+            parameters.pop(name, None)
+            buffers.pop(name, None)
+            modules[name] = value
+        elif name in parameters:
+            if value is not None:
+                raise TypeError(
+                    f"{type(self).__name__}.{name} is a parameter; got {_describe(value)}, expected "
+                    f"a leaf Tensor with requires_grad=True (or None to remove it)"
+                )
+            del parameters[name]
+        elif name in buffers:
+            if value is not None and not _is_array(value):
+                raise TypeError(
+                    f"{type(self).__name__}.{name} is a buffer; got {_describe(value)}, expected "
+                    f"a NumPy/CuPy array (or None)"
+                )
+            buffers[name] = value
+        else:
+            modules.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        for registry in self._registries(name):
+            registry.pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, array: Any) -> None:
+        """Add a buffer: an array saved in ``state_dict`` and moved by ``to``, but not trained.
+
+        ``array``: a NumPy or CuPy array, or None (declared but absent; skipped
+        by ``state_dict``). Later assignments to ``self.<name>`` replace it.
+        """
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"register_buffer: got name {name!r}; expected a non-empty string "
+                             f"without dots")
+        parameters, buffers, modules = self._registries(name)
+        if name in parameters or name in modules or (hasattr(self, name) and name not in buffers):
+            raise KeyError(f"register_buffer: {type(self).__name__} already has an attribute "
+                           f"{name!r}; choose another name")
+        if array is not None and not _is_array(array):
+            raise TypeError(f"register_buffer({name!r}): got {_describe(array)}; expected a "
+                            f"NumPy/CuPy array or None")
+        buffers[name] = array
+        object.__setattr__(self, name, array)
+
+    # --- walking the tree -----------------------------------------------
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        """(name, module) for each direct sub-module, in registration order."""
+        yield from self._modules.items()
+
+    def children(self) -> Iterator["Module"]:
+        """Each direct sub-module, in registration order."""
+        for _, module in self.named_children():
+            yield module
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """(dotted name, module) for this module ('' ) and every descendant, each once, pre-order."""
+        seen: set[int] = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield name, module
+            children = [(f"{name}.{child_name}" if name else child_name, child)
+                        for child_name, child in module._modules.items()]
+            stack.extend(reversed(children))  # reversed so the first child is visited first
+
+    def modules(self) -> Iterator["Module"]:
+        """This module and every descendant, each once."""
+        for _, module in self.named_modules():
+            yield module
+
+    def _named_members(self, kind: str, remove_duplicate: bool) -> Iterator[tuple[str, Any]]:
+        """(dotted name, member) from each module's ``kind`` registry, own members before children's."""
+        seen: set[int] = set()
+        for prefix, module in self._walk(remove_duplicate):
+            for name, member in module.__dict__[kind].items():
+                if member is None:
+                    continue
+                if remove_duplicate:
+                    if id(member) in seen:
+                        continue
+                    seen.add(id(member))
+                yield (f"{prefix}.{name}" if prefix else name), member
+
+    def _walk(self, remove_duplicate: bool) -> Iterator[tuple[str, "Module"]]:
+        if remove_duplicate:
+            yield from self.named_modules()
+            return
+        # Every path to a shared module, as state_dict wants one entry per name.
+        stack = [("", self)]
+        while stack:
+            prefix, module = stack.pop()
+            yield prefix, module
+            children = [(f"{prefix}.{name}" if prefix else name, child)
+                        for name, child in module._modules.items()]
+            stack.extend(reversed(children))
+
+    def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, parameter) for every parameter, each once even if shared, in registration order."""
+        return self._named_members("_parameters", remove_duplicate=True)
+
+    def parameters(self) -> Iterator[Tensor]:
+        """Every parameter, each once, in registration order; pass it to an optimizer."""
+        for _, parameter in self.named_parameters():
+            yield parameter
+
+    def named_buffers(self) -> Iterator[tuple[str, Any]]:
+        """(dotted name, array) for every buffer that is not None, each once."""
+        return self._named_members("_buffers", remove_duplicate=True)
+
+    def buffers(self) -> Iterator[Any]:
+        """Every buffer array that is not None, each once."""
+        for _, buffer in self.named_buffers():
+            yield buffer
+
+    # --- modes and devices ----------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        """Set training mode (``mode=False``: evaluation) here and in every sub-module; returns self."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode (batch norm uses its running statistics); same as ``train(False)``."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        """Set every parameter's ``.grad`` to None (PyTorch's default)."""
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    def to(self, device: str) -> "Module":
+        """Move parameters, their gradients and buffers to ``device`` ('cpu', 'gpu', 'auto'), in place.
+
+        The parameter Tensors stay the same objects, so references to them
+        stay valid; build optimizers after moving, since their state lives
+        where the parameters were when it was created. Returns self.
+        """
+        device = backend.check_device(device)
+        for module in self.modules():
+            for parameter in module._parameters.values():
+                if parameter is None:
+                    continue
+                parameter.data = backend.to_device(parameter.data, device)
+                if parameter.grad is not None:
+                    parameter.grad = backend.to_device(parameter.grad, device)
+            for name, buffer in list(module._buffers.items()):
+                if buffer is not None:
+                    setattr(module, name, backend.to_device(buffer, device))
+        return self
+
+    # --- state ----------------------------------------------------------
+    def _state_arrays(self) -> dict[str, Any]:
+        """Name -> live array for every parameter and buffer, under every name it has."""
+        state: dict[str, Any] = {}
+        for prefix, module in self._walk(remove_duplicate=False):
+            own = [*module._parameters.items(), *module._buffers.items()]
+            for name, member in own:
+                if member is None:
+                    continue
+                key = f"{prefix}.{name}" if prefix else name
+                state[key] = member.data if isinstance(member, Tensor) else member
+        return state
+
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """Name -> host NumPy copy of every parameter and buffer (running statistics included).
+
+        The copies share no memory with the model, so later training does not
+        change them. Order: each module's parameters, then its buffers, then
+        its children's, as in PyTorch. Write it to disk with ``nn.save``.
+        """
+        return {key: _host_copy(array) for key, array in self._state_arrays().items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays from ``state_dict`` into this module's parameters and buffers, in place.
+
+        Values may be NumPy or CuPy arrays or Tensors; each is copied into the
+        existing array, keeping the module's device and dtype. With ``strict``
+        (the default) missing or unexpected keys are a ValueError, and so is a
+        shape mismatch, always. Nothing is copied unless every check
+        passes. Returns ``(missing_keys, unexpected_keys)``.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict: got {_describe(state_dict)}; expected a mapping of "
+                            f"names to arrays, e.g. nn.load('model.npz')")
+        targets = self._state_arrays()
+        missing = [key for key in targets if key not in state_dict]
+        unexpected = [key for key in state_dict if key not in targets]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"load_state_dict for {type(self).__name__}: missing keys {missing}, unexpected "
+                f"keys {unexpected}; expected exactly the keys of state_dict(). Pass strict=False "
+                f"to load the keys that match"
+            )
+        sources = {}
+        for key, target in targets.items():
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            value = value.data if isinstance(value, Tensor) else value
+            if not _is_array(value):
+                try:
+                    value = numpy.asarray(value, dtype=target.dtype)
+                except (TypeError, ValueError):
+                    raise TypeError(f"load_state_dict: {key!r} is {_describe(value)}; expected an "
+                                    f"array of shape {target.shape}") from None
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"load_state_dict: {key!r} has shape {value.shape} in the state dict but "
+                    f"{target.shape} in the model; expected identical shapes (was the model built "
+                    f"with the same sizes?)"
+                )
+            sources[key] = value
+        for key, value in sources.items():
+            target = targets[key]
+            # In place, so optimizers and graphs holding these arrays see the new values;
+            # the assignment casts to the model's dtype.
+            target[...] = backend.to_device(value, backend.device_of(target))
+        return IncompatibleKeys(missing, unexpected)
+
+    # --- calling and printing --------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} has no forward(); define "
+                                  f"forward(self, ...) in the subclass")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        """The text inside this module's parentheses in ``repr``; layers override it."""
+        return ""
+
+    def __repr__(self) -> str:
+        lines = []
+        for name, child in self._modules.items():
+            child_text = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_text}")
+        if not lines:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        extra = self.extra_repr()
+        head = f"{type(self).__name__}({extra}" if not extra else f"{type(self).__name__}(\n  {extra}"
+        return head + "\n" + "\n".join(lines) + "\n)"
+
+
+def _describe(value: Any) -> str:
+    """'a Tensor of shape (3, 4)', 'an ndarray of shape (3,)', 'a list', for error messages."""
+    kind = type(value).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    shape = getattr(value, "shape", None)
+    return f"{article} {kind} of shape {tuple(shape)}" if shape is not None else f"{article} {kind}"
+
+
+def _resolve_float_dtype(layer: str, dtype: Any) -> numpy.dtype:
+    try:
+        resolved = numpy.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.kind != "f":
+        raise TypeError(f"{layer}: got dtype={dtype!r}; expected a float dtype such as "
+                        f"numpy.float32 or numpy.float64")
+    return resolved
+
+
+def _positive_int(layer: str, name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
+        raise ValueError(f"{layer}: got {name}={value!r}; expected a positive integer")
+    return int(value)
+
+
+def _check_input(layer: Module, x: Any, features: int, dtype: numpy.dtype | None) -> Tensor:
+    """x as a Tensor of shape (N, features) and the layer's dtype, or an error naming the layer.
+
+    ``dtype`` is read from the layer's current arrays (None: nothing to match).
+    """
+    x = as_tensor(type(layer).__name__, "input", x)
+    if x.data.ndim != 2 or x.data.shape[1] != features:
+        raise ValueError(f"{layer!r}: got input of shape {x.data.shape}; expected (N, {features})")
+    if dtype is not None and x.data.dtype != dtype:
+        raise TypeError(
+            f"{layer!r}: got input of dtype {x.data.dtype}; expected {dtype} like the layer's "
+            f"parameters. Convert the data (array.astype(numpy.{dtype})) or build the layer "
+            f"with dtype=numpy.{x.data.dtype}"
+        )
+    return x
+
+
+class Linear(Module):
+    """Affine map ``y = x @ weight + bias``. x: (N, in_features) -> y: (N, out_features).
+
+    ``weight``: (in_features, out_features), the transpose of PyTorch's layout, so
+    that the formula reads as matrix algebra. ``bias``: (out_features,), or None
+    with ``bias=False``.
+
+    Initialisation (He/Kaiming, suited to ReLU nets): weight ~ Normal(0, 2/in_features),
+    bias = 0. Pass ``rng`` (a ``numpy.random.Generator`` or an int seed) for
+    reproducible weights; the default draws fresh entropy. ``dtype`` defaults to
+    float32 as in PyTorch; ``device`` to ``backend.default_device()``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dtype: Any = numpy.float32,
+        device: str | None = None,
+        rng: numpy.random.Generator | int | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = _positive_int("Linear", "in_features", in_features)
+        self.out_features = _positive_int("Linear", "out_features", out_features)
+        dtype = _resolve_float_dtype("Linear", dtype)
+        device = backend.default_device() if device is None else backend.check_device(device)
+        generator = numpy.random.default_rng(rng)
+        # Drawn in float64 on the host, so a seed gives the same weights on every device and dtype.
+        weight = generator.normal(0.0, math.sqrt(2.0 / self.in_features),
+                                  size=(self.in_features, self.out_features))
+        self.weight = Tensor(backend.to_device(weight.astype(dtype), device), requires_grad=True)
+        if bias:
+            zeros = numpy.zeros(self.out_features, dtype=dtype)
+            self.bias = Tensor(backend.to_device(zeros, device), requires_grad=True)
+        else:
+            self.bias = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, in_features) -> (N, out_features)."""
+        x = _check_input(self, x, self.in_features, self.weight.data.dtype)
+        out = x @ self.weight
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class BatchNorm1d(Module):
+    """Batch normalization of x: (N, num_features), one mean and variance per column.
+
+    Training mode normalises with the batch's statistics and updates the
+    buffers ``running_mean`` (zeros) and ``running_var`` (ones) in place:
+    ``running = (1 − momentum)·running + momentum·batch``, the batch variance
+    unbiased (PyTorch's convention). Evaluation mode (``eval()``) normalises
+    with the running statistics and leaves them alone. ``ddof`` changes only the
+    variance used to normalise in training (``ddof=1`` with ``eps=0`` is R's
+    ``scale()``). ``weight`` (gamma, ones) and ``bias`` (beta, zeros) are
+    parameters unless ``affine=False``. With ``track_running_stats=False`` there
+    are no buffers and both modes use batch statistics.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        ddof: int = 0,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        dtype: Any = numpy.float32,
+        device: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_features = _positive_int("BatchNorm1d", "num_features", num_features)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+            raise ValueError(f"BatchNorm1d: got eps={eps!r}; expected a number >= 0")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
+                or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm1d: got momentum={momentum!r}; expected a number in [0, 1]")
+        if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+            raise ValueError(f"BatchNorm1d: got ddof={ddof!r}; expected an integer >= 0")
+        self.eps = float(eps)
+        self.momentum = float(momentum)
+        self.ddof = ddof
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        dtype = _resolve_float_dtype("BatchNorm1d", dtype)
+        device = backend.default_device() if device is None else backend.check_device(device)
+
+        def filled(value: float) -> Any:
+            return backend.to_device(numpy.full(self.num_features, value, dtype=dtype), device)
+
+        if self.affine:
+            self.weight = Tensor(filled(1.0), requires_grad=True)
+            self.bias = Tensor(filled(0.0), requires_grad=True)
+        else:
+            self.weight = None
+            self.bias = None
+        self.register_buffer("running_mean", filled(0.0) if self.track_running_stats else None)
+        self.register_buffer("running_var", filled(1.0) if self.track_running_stats else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, num_features) -> same shape. Training needs N >= 2."""
+        reference = self.weight.data if self.weight is not None else self.running_mean
+        x = _check_input(self, x, self.num_features, None if reference is None else reference.dtype)
+        use_batch_statistics = self.training or self.running_mean is None
+        return batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var,
+            training=use_batch_statistics, momentum=self.momentum, eps=self.eps, ddof=self.ddof,
+        )
+
+    def extra_repr(self) -> str:
+        ddof = f", ddof={self.ddof}" if self.ddof else ""
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}{ddof}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class ReLU(Module):
+    """Elementwise max(x, 0). x: any shape -> same shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return relu(x)
+
+
+class MSELoss(Module):
+    """Mean squared error between pred and target of identical shapes.
+
+    ``reduction``: "mean" (over all elements), "sum" or "none" (elementwise).
+    ``loss_fn(pred, target)``: pred, target: (N, ...) -> a scalar, or pred's shape for "none".
+    """
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"MSELoss: got reduction={reduction!r}; expected one of {REDUCTIONS}")
+        self.reduction = reduction
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return mse_loss(pred, target, self.reduction)
+
+    def extra_repr(self) -> str:
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+class Sequential(Module):
+    """Modules applied in order: ``Sequential(m0, m1, ...)(x) == m1(m0(x))``.
+
+    The children are named "0", "1", ..., so parameter names read ``0.weight``.
+    Indexable (``seq[0]``, ``seq[-1]``; a slice gives a new Sequential of the same
+    module objects, renumbered), ``len()`` and iterable.
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        for index, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential: argument {index} is {_describe(module)}; expected "
+                                f"a Module such as nn.Linear(4, 3) or nn.ReLU()")
+            setattr(self, str(index), module)
+
+    def append(self, module: Module) -> "Sequential":
+        """Add ``module`` at the end; returns self."""
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential.append: got {_describe(module)}; expected a Module")
+        setattr(self, str(len(self)), module)
+        return self
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int | slice) -> Any:
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(*modules[index])
+        try:
+            return modules[index]
+        except IndexError:
+            raise IndexError(f"Sequential: index {index} is out of range for {len(modules)} "
+                             f"modules") from None
+
+
+# --- files ------------------------------------------------------------------
+def save(obj: Module | Mapping[str, Any], file: str | os.PathLike | IO[bytes]) -> None:
+    """Write a state dict (or a module's ``state_dict()``) to an ``.npz`` file of host NumPy arrays.
+
+    ``file``: a path, written exactly as given (no suffix is added), or a binary
+    file object. Read it back with ``module.load_state_dict(nn.load(file))``.
+    """
+    state = obj.state_dict() if isinstance(obj, Module) else obj
+    if not isinstance(state, Mapping):
+        raise TypeError(f"save: got {_describe(obj)}; expected a Module or a state dict "
+                        f"(model.state_dict())")
+    arrays = {str(key): _host_copy(value) for key, value in state.items()}
+    if isinstance(file, (str, os.PathLike)):
+        with open(file, "wb") as handle:
+            numpy.savez(handle, **arrays)
+    else:
+        numpy.savez(file, **arrays)
+
+
+def load(file: str | os.PathLike | IO[bytes]) -> dict[str, numpy.ndarray]:
+    """Read an ``.npz`` written by ``save`` into a dict of NumPy arrays, in the saved order.
+
+    Pass the result to ``module.load_state_dict``, which copies it onto the
+    module's device and dtype. No pickles are loaded.
+    """
+    with numpy.load(file, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}

@@ -1,0 +1,231 @@
+"""Optimizers with PyTorch's update rules: ``SGD`` (momentum, weight decay) and ``Adam``.
+
+Usage, as in PyTorch::
+
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    opt.zero_grad(); loss.backward(); opt.step()
+
+``step`` updates each parameter's array in place on whichever device it lives
+(NumPy or CuPy), reading ``.grad`` and never writing it. Parameters whose
+``.grad`` is None are skipped. State (momentum buffers, Adam's moments) is
+created on the parameter's device at its first update, so move a model with
+``model.to(device)`` before building its optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from numbers import Real
+from typing import Any
+
+from . import backend
+from .engine import Tensor
+
+__all__ = ["Adam", "Optimizer", "SGD"]
+
+
+class Optimizer:
+    """Base class: holds the parameter list; subclasses implement ``step``.
+
+    ``params``: an iterable of leaf Tensors with ``requires_grad=True``, e.g.
+    ``model.parameters()``; a generator is read once, here.
+    """
+
+    def __init__(self, params: Iterable[Tensor]) -> None:
+        self.params: list[Tensor] = _parameter_list(type(self).__name__, params)
+
+    def zero_grad(self) -> None:
+        """Set every parameter's ``.grad`` to None (PyTorch's default), so the next backward starts afresh."""
+        for param in self.params:
+            param.grad = None
+
+    def step(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no step(); define it in the subclass")
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum and L2 weight decay.
+
+    Per parameter p with gradient g, exactly as ``torch.optim.SGD`` (no dampening, no Nesterov):
+
+        d = g + weight_decay · p
+        buf = d                        on p's first update (momentum > 0)
+        buf = momentum · buf + d       afterwards
+        p  -= lr · buf                 (p -= lr · d without momentum)
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params)
+        self.lr = _checked("SGD", "lr", lr, minimum=0.0, inclusive=False, example="lr=0.01")
+        self.momentum = _checked("SGD", "momentum", momentum, minimum=0.0, example="momentum=0.9")
+        self.weight_decay = _checked("SGD", "weight_decay", weight_decay, minimum=0.0,
+                                     example="weight_decay=1e-4")
+        self._momentum_buffers: list[Any] = [None] * len(self.params)
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place."""
+        lr, momentum, weight_decay = self.lr, self.momentum, self.weight_decay
+        for index, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None:
+                continue
+            weights = param.data
+            if weight_decay:
+                direction = weights * weight_decay  # a fresh array, ours to overwrite
+                direction += grad
+            else:
+                direction = grad  # the caller's .grad: read, never written
+            if momentum:
+                buf = self._momentum_buffers[index]
+                if buf is None:
+                    buf = direction.copy() if direction is grad else direction
+                    self._momentum_buffers[index] = buf
+                else:
+                    buf *= momentum
+                    buf += direction
+                weights -= lr * buf
+            elif direction is not grad:
+                direction *= lr  # scale the temporary in place instead of making another
+                weights -= direction
+            else:
+                weights -= lr * grad
+
+    def __repr__(self) -> str:
+        return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
+
+
+class _AdamState:
+    """One parameter's Adam state: its update count, the two moments and a scratch array."""
+
+    __slots__ = ("step", "exp_avg", "exp_avg_sq", "scratch")
+
+    def __init__(self, like: Any) -> None:
+        xp = backend.get_array_module(like)
+        self.step = 0
+        self.exp_avg = xp.zeros_like(like)
+        self.exp_avg_sq = xp.zeros_like(like)
+        # Reused every step for the intermediate terms, so a step allocates nothing
+        # (bar the weight-decayed gradient).
+        self.scratch = xp.empty_like(like)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and L2 weight decay, exactly as ``torch.optim.Adam``.
+
+    Per parameter p with gradient g, at its t-th update (t counts that
+    parameter's own updates, so one that had no gradient for a while is not
+    penalised):
+
+        g  = g + weight_decay · p
+        m  = β1·m + (1 − β1)·g
+        v  = β2·v + (1 − β2)·g²
+        p -= lr / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)
+    """
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params)
+        self.lr = _checked("Adam", "lr", lr, minimum=0.0, inclusive=False, example="lr=1e-3")
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Adam: got betas={betas!r}; expected a pair such as (0.9, 0.999)")
+        self.betas = (
+            _checked("Adam", "betas[0]", betas[0], minimum=0.0, maximum=1.0, example="betas=(0.9, 0.999)"),
+            _checked("Adam", "betas[1]", betas[1], minimum=0.0, maximum=1.0, example="betas=(0.9, 0.999)"),
+        )
+        self.eps = _checked("Adam", "eps", eps, minimum=0.0, example="eps=1e-8")
+        self.weight_decay = _checked("Adam", "weight_decay", weight_decay, minimum=0.0,
+                                     example="weight_decay=1e-4")
+        self._state: list[_AdamState | None] = [None] * len(self.params)
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place."""
+        lr, eps, weight_decay = self.lr, self.eps, self.weight_decay
+        beta1, beta2 = self.betas
+        for index, param in enumerate(self.params):
+            grad = param.grad
+            if grad is None:
+                continue
+            weights = param.data
+            state = self._state[index]
+            if state is None:
+                state = self._state[index] = _AdamState(weights)
+            state.step += 1
+            xp = backend.get_array_module(weights)
+            m, v, scratch = state.exp_avg, state.exp_avg_sq, state.scratch
+            if weight_decay:
+                decayed = weights * weight_decay
+                decayed += grad
+                grad = decayed
+            # m = β1·m + (1 − β1)·g
+            xp.multiply(grad, 1.0 - beta1, out=scratch)
+            m *= beta1
+            m += scratch
+            # v = β2·v + (1 − β2)·g²
+            xp.multiply(grad, grad, out=scratch)
+            scratch *= 1.0 - beta2
+            v *= beta2
+            v += scratch
+            # p -= step_size · m / (√v / √bias2 + eps), the denominator built in scratch
+            bias1 = 1.0 - beta1 ** state.step
+            bias2 = 1.0 - beta2 ** state.step
+            xp.sqrt(v, out=scratch)
+            scratch *= 1.0 / math.sqrt(bias2)
+            scratch += eps
+            xp.divide(m, scratch, out=scratch)
+            scratch *= lr / bias1
+            weights -= scratch
+
+    def __repr__(self) -> str:
+        return (f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
+                f"weight_decay={self.weight_decay})")
+
+
+def _parameter_list(owner: str, params: Any) -> list[Tensor]:
+    """``params`` as a list of distinct leaf Tensors that require grad, or a clear error."""
+    if isinstance(params, Tensor):
+        raise TypeError(f"{owner}: params is a single Tensor; expected an iterable of Tensors, "
+                        f"e.g. {owner}([w], ...) or {owner}(model.parameters(), ...)")
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"{owner}: params is a {type(params).__name__}; expected an iterable of "
+                        f"Tensors such as model.parameters()") from None
+    if not params:
+        raise ValueError(f"{owner}: got an empty parameter list; expected at least one Tensor "
+                         f"with requires_grad=True (a generator such as model.parameters() can be "
+                         f"read only once: was it used already?)")
+    seen: set[int] = set()
+    for index, param in enumerate(params):
+        if not isinstance(param, Tensor):
+            hint = " (pass model.parameters(), not named_parameters())" if isinstance(param, tuple) else ""
+            raise TypeError(f"{owner}: parameter {index} is a {type(param).__name__}; expected a "
+                            f"Tensor with requires_grad=True{hint}")
+        if not param.requires_grad:
+            raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) does not require "
+                             f"grad; expected requires_grad=True, e.g. Tensor(array, requires_grad=True)")
+        if not param.is_leaf:
+            raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) was computed by "
+                             f"{param.grad_fn.name}; expected a leaf Tensor, the only kind whose "
+                             f".grad backward fills")
+        if id(param) in seen:
+            raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) appears more than "
+                             f"once; expected each parameter once")
+        seen.add(id(param))
+    return params
+
+
+def _checked(owner: str, name: str, value: Any, minimum: float, maximum: float | None = None,
+             inclusive: bool = True, example: str = "") -> float:
+    """``value`` as a float in [minimum, maximum) (or (minimum, ...) unless ``inclusive``)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value >= minimum if inclusive else value > minimum) and (maximum is None or value < maximum)
+    if not ok:
+        low = "[" if inclusive else "("
+        high = f"{maximum})" if maximum is not None else "inf)"
+        raise ValueError(f"{owner}: got {name}={value!r}; expected a number in {low}{minimum}, "
+                         f"{high}, e.g. {example}")
+    return float(value)

@@ -1,0 +1,416 @@
+"""minigraph.nn: parameter discovery, layers against NumPy (and PyTorch), modes, state, devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+from minigraph import nn
+from minigraph.backend import to_device
+
+F64 = np.float64
+
+
+def host(array):
+    return to_device(array.data if isinstance(array, mg.Tensor) else array, "cpu")
+
+
+def small_net(seed: int = 0, device: str = "cpu", dtype=F64) -> nn.Sequential:
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(
+        nn.Linear(4, 3, rng=rng, dtype=dtype, device=device),
+        nn.BatchNorm1d(3, dtype=dtype, device=device),
+        nn.ReLU(),
+        nn.Linear(3, 2, rng=rng, dtype=dtype, device=device),
+    )
+
+
+class Net(nn.Module):
+    """Own parameter, a nested Sequential, a head, a constant tensor and a plain attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(3)
+        self.body = nn.Sequential(nn.Linear(4, 5, rng=rng, dtype=F64),
+                                  nn.Sequential(nn.BatchNorm1d(5, dtype=F64), nn.ReLU()))
+        self.scale = mg.Tensor(np.ones(2), requires_grad=True)
+        self.head = nn.Linear(5, 2, rng=rng, dtype=F64)
+        self.offset = mg.Tensor(np.zeros(2))  # no grad: a constant, not a parameter
+        self.label = "net"
+
+    def forward(self, x):
+        return self.head(self.body(x)) + self.scale
+
+
+# --- parameter discovery ------------------------------------------------------
+def test_sequential_names_and_orders_its_parameters_like_pytorch():
+    net = small_net()
+    names = [name for name, _ in net.named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"]
+    expected = [net[0].weight, net[0].bias, net[1].weight, net[1].bias, net[3].weight, net[3].bias]
+    assert [id(p) for p in net.parameters()] == [id(p) for p in expected]
+    assert [name for name, _ in net.named_buffers()] == ["1.running_mean", "1.running_var"]
+
+
+def test_nested_modules_own_parameters_come_before_children():
+    net = Net()
+    names = [name for name, _ in net.named_parameters()]
+    assert names == ["scale", "body.0.weight", "body.0.bias", "body.1.0.weight", "body.1.0.bias",
+                     "head.weight", "head.bias"]
+    assert sum(p.data.size for p in net.parameters()) == 4 * 5 + 5 + 5 + 5 + 2 + 5 * 2 + 2
+    assert [name for name, _ in net.named_modules()] == ["", "body", "body.0", "body.1", "body.1.0",
+                                                         "body.1.1", "head"]
+    assert [type(m).__name__ for m in net.children()] == ["Sequential", "Linear"]
+
+
+def test_parameter_names_match_an_equivalent_torch_module():
+    torch = pytest.importorskip("torch")
+
+    class TorchNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Sequential(
+                torch.nn.BatchNorm1d(5), torch.nn.ReLU()))
+            self.scale = torch.nn.Parameter(torch.ones(2))
+            self.head = torch.nn.Linear(5, 2)
+
+    theirs = TorchNet()
+    assert [n for n, _ in Net().named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    their_state = [k for k in theirs.state_dict() if not k.endswith("num_batches_tracked")]
+    assert list(Net().state_dict()) == their_state
+
+
+def test_shared_layers_and_tensors_are_listed_once():
+    shared = nn.Linear(3, 3, rng=0, dtype=F64)
+    net = nn.Sequential(shared, nn.ReLU(), shared)
+    assert [name for name, _ in net.named_parameters()] == ["0.weight", "0.bias"]
+    assert len(list(net.modules())) == 3  # the Sequential, the Linear once, the ReLU
+
+    tied = mg.Tensor(np.ones((3, 3)), requires_grad=True)
+    a, b = nn.Linear(3, 3, rng=0, dtype=F64), nn.Linear(3, 3, rng=1, dtype=F64)
+    a.weight = tied
+    b.weight = tied
+    params = list(nn.Sequential(a, b).parameters())
+    assert len(params) == 3 and len({id(p) for p in params}) == 3
+    # state_dict names every path, as PyTorch does, so a load fills both.
+    assert list(nn.Sequential(a, b).state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+
+
+def test_attribute_assignment_registers_replaces_and_removes():
+    net = Net()
+    assert "offset" not in dict(net.named_parameters()) and net.label == "net"
+    net.head.bias = None  # removing a parameter, as Linear(bias=False) does
+    assert "head.bias" not in dict(net.named_parameters())
+    with pytest.raises(TypeError, match=r"Linear.weight is a parameter; got a Tensor of shape "
+                                        r"\(5, 2\), expected a leaf Tensor"):
+        net.head.weight = net.head.weight.detach()  # requires_grad=False would drop it silently
+    x = mg.Tensor(np.ones((2, 5)), requires_grad=True)
+    net.cache = x @ net.head.weight  # a computed tensor is a plain attribute, never a parameter
+    assert "cache" not in dict(net.named_parameters())
+    del net.scale
+    assert "scale" not in dict(net.named_parameters()) and not hasattr(net, "scale")
+
+
+def test_forgetting_super_init_says_what_to_do():
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            self.layer = nn.ReLU()
+
+    with pytest.raises(AttributeError, match=r"call super\(\).__init__\(\) at the top of Broken"):
+        Broken()
+
+
+def test_register_buffer_validates_and_state_dict_skips_none():
+    m = nn.Module()
+    m.register_buffer("stats", np.arange(3.0))
+    m.register_buffer("absent", None)
+    assert list(m.state_dict()) == ["stats"]
+    with pytest.raises(KeyError, match="already has an attribute 'forward'"):
+        m.register_buffer("forward", np.zeros(1))
+    with pytest.raises(TypeError, match=r"register_buffer\('x'\): got a list; expected a NumPy"):
+        m.register_buffer("x", [1.0])
+    with pytest.raises(TypeError, match=r"Module.stats is a buffer; got a str"):
+        m.stats = "oops"
+
+
+def test_zero_grad_sets_every_gradient_to_none(rng):
+    net = small_net()
+    nn.MSELoss()(net(mg.Tensor(rng.normal(size=(6, 4)))), mg.Tensor(np.zeros((6, 2)))).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_train_and_eval_recurse_and_return_self():
+    net = Net()
+    assert net.eval() is net
+    assert all(not m.training for m in net.modules())
+    assert net.train() is net
+    assert all(m.training for m in net.modules())
+    net.body.eval()
+    assert net.training and not net.body[1][0].training
+
+
+def test_forward_must_be_defined():
+    with pytest.raises(NotImplementedError, match="Module has no forward"):
+        nn.Module()(1)
+
+
+def test_repr_reads_like_pytorch():
+    text = repr(nn.Sequential(nn.Linear(4, 3, rng=0), nn.Sequential(nn.BatchNorm1d(3), nn.ReLU())))
+    assert text == (
+        "Sequential(\n"
+        "  (0): Linear(in_features=4, out_features=3, bias=True)\n"
+        "  (1): Sequential(\n"
+        "    (0): BatchNorm1d(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)\n"
+        "    (1): ReLU()\n"
+        "  )\n"
+        ")"
+    )
+
+
+# --- Linear --------------------------------------------------------------------
+def test_linear_forward_is_x_at_w_plus_b(on, device, rng):
+    layer = nn.Linear(4, 3, rng=rng, dtype=F64, device=device)
+    layer.bias = mg.Tensor(on(rng.normal(size=3)), requires_grad=True)
+    x = rng.normal(size=(6, 4))
+    out = layer(mg.Tensor(on(x)))
+    assert out.device == device
+    np.testing.assert_allclose(host(out), x @ host(layer.weight) + host(layer.bias), rtol=1e-12)
+    no_bias = nn.Linear(4, 3, bias=False, rng=rng, dtype=F64, device=device)
+    assert [n for n, _ in no_bias.named_parameters()] == ["weight"]
+    np.testing.assert_allclose(host(no_bias(mg.Tensor(on(x)))), x @ host(no_bias.weight), rtol=1e-12)
+
+
+def test_linear_initialisation_is_he_normal_seeded_and_float32_by_default():
+    layer = nn.Linear(1000, 300, rng=np.random.default_rng(7), device="cpu")
+    weight = layer.weight.data
+    assert weight.shape == (1000, 300) and weight.dtype == np.float32
+    assert layer.bias.data.dtype == np.float32 and not layer.bias.data.any()
+    assert abs(weight.std() / np.sqrt(2 / 1000) - 1) < 0.01 and abs(weight.mean()) < 1e-3
+    again = nn.Linear(1000, 300, rng=7, device="cpu").weight.data
+    np.testing.assert_array_equal(weight, again)  # a seed or a fresh Generator: same weights
+
+
+def test_linear_rejects_bad_input_naming_the_layer():
+    layer = nn.Linear(4, 3, rng=0, dtype=F64, device="cpu")
+    with pytest.raises(ValueError, match=r"^Linear\(in_features=4, out_features=3, bias=True\): got "
+                                         r"input of shape \(8, 5\); expected \(N, 4\)$"):
+        layer(mg.Tensor(np.ones((8, 5))))
+    with pytest.raises(ValueError, match=r"got input of shape \(4,\); expected \(N, 4\)"):
+        layer(mg.Tensor(np.ones(4)))
+    with pytest.raises(TypeError, match=r"got input of dtype float32; expected float64"):
+        layer(mg.Tensor(np.ones((8, 4), dtype=np.float32)))
+    with pytest.raises(ValueError, match=r"Linear: got in_features=0; expected a positive integer"):
+        nn.Linear(0, 3)
+    with pytest.raises(TypeError, match=r"Linear: got dtype=.*int64.*expected a float dtype"):
+        nn.Linear(2, 3, dtype=np.int64)
+
+
+# --- BatchNorm1d ------------------------------------------------------------------
+def test_batch_norm_layer_running_statistics_follow_pytorchs_convention(on, device, rng):
+    layer = nn.BatchNorm1d(3, momentum=0.2, dtype=F64, device=device)
+    gamma, beta = rng.uniform(0.5, 2, 3), rng.normal(size=3)
+    layer.weight.data[...] = on(gamma)
+    layer.bias.data[...] = on(beta)
+    mean, var = np.zeros(3), np.ones(3)
+    for _ in range(3):
+        x = rng.normal(size=(7, 3)) * [1, 2, 3] + [0, 5, -5]
+        out = layer(mg.Tensor(on(x)))
+        # Independent: normalise with the biased variance, track the unbiased one.
+        expected = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) * gamma + beta
+        np.testing.assert_allclose(host(out), expected, rtol=1e-10, atol=1e-12)
+        mean = 0.8 * mean + 0.2 * x.mean(0)
+        var = 0.8 * var + 0.2 * x.var(0, ddof=1)
+    np.testing.assert_allclose(host(layer.running_mean), mean, rtol=1e-12)
+    np.testing.assert_allclose(host(layer.running_var), var, rtol=1e-12)
+
+    layer.eval()
+    x = rng.normal(size=(5, 3))
+    out = layer(mg.Tensor(on(x)))
+    np.testing.assert_allclose(host(out), (x - mean) / np.sqrt(var + 1e-5) * gamma + beta, rtol=1e-10)
+    np.testing.assert_allclose(host(layer.running_mean), mean, rtol=1e-12)  # eval leaves them alone
+    np.testing.assert_allclose(host(layer.running_var), var, rtol=1e-12)
+    assert layer(mg.Tensor(on(x[:1]))).shape == (1, 3)  # one row is fine in eval mode
+
+
+def test_batch_norm_layer_matches_torch_over_train_and_eval_calls(rng):
+    torch = pytest.importorskip("torch")
+    ours = nn.BatchNorm1d(4, momentum=0.3, dtype=F64, device="cpu")
+    theirs = torch.nn.BatchNorm1d(4, momentum=0.3, dtype=torch.float64)
+    for step in range(4):
+        x = rng.normal(size=(6, 4)) * 3 + 1
+        if step == 3:
+            ours.eval()
+            theirs.eval()
+        np.testing.assert_allclose(host(ours(mg.Tensor(x))), theirs(torch.tensor(x)).detach().numpy(),
+                                   rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-12)
+
+
+def test_batch_norm_layer_ddof_changes_only_the_normalising_variance(rng):
+    layer = nn.BatchNorm1d(2, ddof=1, eps=0.0, dtype=F64, device="cpu")
+    x = rng.normal(size=(5, 2))
+    out = host(layer(mg.Tensor(x)))
+    np.testing.assert_allclose(out, (x - x.mean(0)) / x.std(0, ddof=1), rtol=1e-12)  # R's scale()
+    np.testing.assert_allclose(layer.running_var, 0.9 + 0.1 * x.var(0, ddof=1), rtol=1e-12)
+
+
+def test_batch_norm_layer_without_running_stats_or_affine(rng):
+    layer = nn.BatchNorm1d(3, affine=False, track_running_stats=False, dtype=F64, device="cpu")
+    assert list(layer.parameters()) == [] and layer.state_dict() == {}
+    x = rng.normal(size=(4, 3))
+    layer.eval()  # no running statistics: eval normalises with the batch, as in PyTorch
+    np.testing.assert_allclose(host(layer(mg.Tensor(x))), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5),
+                               rtol=1e-10)
+
+
+def test_batch_norm_layer_rejects_a_wrong_feature_count_naming_the_layer():
+    layer = nn.BatchNorm1d(3, dtype=F64, device="cpu")
+    with pytest.raises(ValueError, match=r"^BatchNorm1d\(3, .*\): got input of shape \(8, 4\); "
+                                         r"expected \(N, 3\)$"):
+        layer(mg.Tensor(np.ones((8, 4))))
+    with pytest.raises(ValueError, match=r"BatchNorm1d: got momentum=1.5; expected a number in \[0, 1\]"):
+        nn.BatchNorm1d(3, momentum=1.5)
+
+
+# --- layers together, against PyTorch ----------------------------------------------
+def test_network_gradients_match_torch_with_the_weight_transposed(rng):
+    torch = pytest.importorskip("torch")
+    ours = small_net(seed=5)
+    theirs = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU(),
+                                 torch.nn.Linear(3, 2)).double()
+    with torch.no_grad():
+        for name, param in ours.named_parameters():
+            value = host(param) + rng.normal(size=param.shape) * 0.1  # bias and gamma away from 0, 1
+            param.data[...] = value
+            theirs.get_parameter(name).copy_(torch.tensor(value.T if name.endswith("weight")
+                                                          and value.ndim == 2 else value))
+    x, y = rng.normal(size=(8, 4)), rng.normal(size=(8, 2))
+    loss = nn.MSELoss()(ours(mg.Tensor(x)), mg.Tensor(y))
+    their_loss = torch.nn.MSELoss()(theirs(torch.tensor(x)), torch.tensor(y))
+    loss.backward()
+    their_loss.backward()
+    np.testing.assert_allclose(loss.item(), their_loss.item(), rtol=1e-12)
+    for name, param in ours.named_parameters():
+        expected = theirs.get_parameter(name).grad.numpy()
+        np.testing.assert_allclose(param.grad, expected.T if param.ndim == 2 else expected,
+                                   rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_mse_loss_module_matches_numpy_and_validates_reduction(rng):
+    pred, target = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    for reduction, expected in [("mean", ((pred - target) ** 2).mean()),
+                                ("sum", ((pred - target) ** 2).sum())]:
+        got = nn.MSELoss(reduction)(mg.Tensor(pred), mg.Tensor(target)).item()
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"MSELoss: got reduction='avg'; expected one of"):
+        nn.MSELoss("avg")
+
+
+def test_sequential_is_indexable_sized_and_iterable():
+    layers = [nn.Linear(4, 3, rng=0), nn.ReLU(), nn.Linear(3, 1, rng=0)]
+    seq = nn.Sequential(*layers)
+    assert len(seq) == 3 and list(seq) == layers and seq[-1] is layers[2]
+    tail = seq[1:]
+    assert isinstance(tail, nn.Sequential) and list(tail) == layers[1:]
+    with pytest.raises(IndexError, match="index 3 is out of range for 3 modules"):
+        seq[3]
+    with pytest.raises(TypeError, match=r"Sequential: argument 1 is a Tensor of shape \(2,\); expected "
+                                        r"a Module"):
+        nn.Sequential(nn.ReLU(), mg.Tensor(np.ones(2)))
+    assert seq.append(nn.ReLU()) is seq and len(seq) == 4 and "3" in dict(seq.named_children())
+
+
+# --- state dicts and files -------------------------------------------------------------
+def trained(net: nn.Module, rng) -> nn.Module:
+    """Some train-mode calls, so that weights and running statistics are far from their defaults."""
+    for param in net.parameters():
+        param.data[...] = rng.normal(size=param.shape)
+    for _ in range(3):
+        net(mg.Tensor(rng.normal(size=(6, 4)) + 2))
+    return net
+
+
+def test_state_dict_holds_host_copies_of_parameters_and_buffers(rng):
+    net = trained(small_net(), rng)
+    state = net.state_dict()
+    assert list(state) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
+                           "1.running_var", "3.weight", "3.bias"]
+    assert all(type(v) is np.ndarray for v in state.values())
+    np.testing.assert_array_equal(state["1.running_mean"], net[1].running_mean)
+    state["0.weight"][...] = 0  # a copy: editing it leaves the model alone
+    assert np.abs(net[0].weight.data).sum() > 0
+
+
+def test_state_dict_round_trip_through_an_npz_file(tmp_path, device, rng):
+    source = trained(small_net(seed=1), rng).eval()
+    path = tmp_path / "model.weights"  # saved under exactly this name, no suffix added
+    nn.save(source, path)
+    with np.load(path) as archive:
+        assert list(archive.files) == list(source.state_dict())
+        assert archive["1.running_var"].dtype == F64
+
+    fresh = small_net(seed=2, device=device)
+    arrays_before = [p.data for p in fresh.parameters()] + list(fresh.buffers())
+    result = fresh.load_state_dict(nn.load(path))
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    arrays_after = [p.data for p in fresh.parameters()] + list(fresh.buffers())
+    assert all(a is b for a, b in zip(arrays_before, arrays_after))  # copied in place
+    for key, value in source.state_dict().items():
+        np.testing.assert_array_equal(fresh.state_dict()[key], value, err_msg=key)
+    x = rng.normal(size=(5, 4))
+    fresh.eval()
+    np.testing.assert_allclose(host(fresh(mg.Tensor(to_device(x, device)))),
+                               host(source(mg.Tensor(x))), rtol=1e-12)
+
+
+def test_load_state_dict_keeps_the_models_dtype():
+    net = small_net(dtype=np.float32)
+    net.load_state_dict({k: v.astype(F64) + 1 for k, v in net.state_dict().items()})
+    assert all(p.dtype == np.float32 for p in net.parameters())
+    np.testing.assert_allclose(net[1].running_var, 2.0)
+
+
+def test_load_state_dict_strict_errors_name_the_keys_and_change_nothing(rng):
+    net = trained(small_net(), rng)
+    before = net.state_dict()
+    missing = dict(before)
+    del missing["1.running_mean"]
+    with pytest.raises(ValueError, match=r"missing keys \['1.running_mean'\], unexpected keys \[\]"):
+        net.load_state_dict(missing)
+    with pytest.raises(ValueError, match=r"missing keys \[\], unexpected keys \['2.weight'\]"):
+        net.load_state_dict({**before, "2.weight": np.ones(3)})
+    wrong = {k: np.zeros_like(v) for k, v in before.items()}
+    wrong["3.weight"] = np.zeros((2, 3))  # PyTorch's layout: the transpose of ours
+    with pytest.raises(ValueError, match=r"'3.weight' has shape \(2, 3\) in the state dict but \(3, 2\) "
+                                         r"in the model"):
+        net.load_state_dict(wrong)
+    for key, value in net.state_dict().items():  # the zeros were not half-loaded
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+    result = net.load_state_dict({k: v * 0 for k, v in missing.items()}, strict=False)
+    assert result.missing_keys == ["1.running_mean"] and result.unexpected_keys == []
+    assert not net[0].weight.data.any()
+    np.testing.assert_array_equal(net[1].running_mean, before["1.running_mean"])
+
+
+# --- devices ------------------------------------------------------------------------
+def test_to_moves_parameters_gradients_and_buffers_in_place(device, rng):
+    net = small_net(device="cpu")
+    nn.MSELoss()(net(mg.Tensor(rng.normal(size=(6, 4)))), mg.Tensor(np.zeros((6, 2)))).backward()
+    params = list(net.parameters())
+    expected = {k: v for k, v in net.state_dict().items()}
+    grads = [host(p.grad).copy() for p in params]
+    assert net.to(device) is net
+    assert list(net.parameters()) == params  # the same Tensor objects
+    assert all(p.device == device and mg.backend.device_of(p.grad) == device for p in params)
+    assert all(mg.backend.device_of(b) == device for b in net.buffers())
+    for p, g in zip(params, grads):
+        np.testing.assert_array_equal(host(p.grad), g)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, expected[key])
+    out = net(mg.Tensor(to_device(rng.normal(size=(3, 4)), device)))
+    assert out.device == device

@@ -1,0 +1,204 @@
+"""minigraph.optim: SGD and Adam updates against NumPy written out by hand, and against torch.optim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+from minigraph import nn, optim
+from minigraph.backend import to_device
+
+
+def host(array):
+    return to_device(array, "cpu")
+
+
+def make_params(rng, on, shapes=((3, 2), (2,))):
+    """Parameters on the test's device plus host copies of their starting values."""
+    starts = [rng.normal(size=shape) for shape in shapes]
+    return [mg.Tensor(on(s.copy()), requires_grad=True) for s in starts], starts
+
+
+def run_steps(opt, params, grads_per_step, on):
+    """Set each parameter's .grad by hand (None allowed) and step, once per entry."""
+    for grads in grads_per_step:
+        for p, g in zip(params, grads):
+            p.grad = None if g is None else on(g)
+        opt.step()
+
+
+def hand_sgd(p, grads, lr, momentum, weight_decay):
+    p, buf = p.copy(), None
+    for g in grads:
+        d = g + weight_decay * p
+        buf = d if buf is None else momentum * buf + d
+        p = p - lr * (buf if momentum else d)
+    return p
+
+
+def hand_adam(p, grads, lr, betas, eps, weight_decay):
+    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, start=1):
+        g = g + weight_decay * p
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+        p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return p
+
+
+SGD_SETTINGS = [dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(lr=0.05, weight_decay=0.1),
+                dict(lr=0.1, momentum=0.9, weight_decay=0.01)]
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=str)
+def test_sgd_two_steps_match_the_update_written_out(on, device, rng, settings):
+    params, starts = make_params(rng, on)
+    grads = [[rng.normal(size=s.shape) for s in starts] for _ in range(2)]
+    opt = optim.SGD(params, **settings)
+    arrays = [p.data for p in params]
+    run_steps(opt, params, grads, on)
+    for k, (p, start) in enumerate(zip(params, starts)):
+        assert p.data is arrays[k] and p.device == device  # updated in place, on its device
+        expected = hand_sgd(start, [g[k] for g in grads], settings["lr"], settings.get("momentum", 0),
+                            settings.get("weight_decay", 0))
+        np.testing.assert_allclose(host(p.data), expected, rtol=1e-12, atol=1e-14)
+
+
+ADAM_SETTINGS = [dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)]
+
+
+@pytest.mark.parametrize("settings", ADAM_SETTINGS, ids=str)
+def test_adam_two_steps_match_the_update_written_out(on, device, rng, settings):
+    params, starts = make_params(rng, on)
+    grads = [[rng.normal(size=s.shape) for s in starts] for _ in range(2)]
+    opt = optim.Adam(params, **settings)
+    arrays = [p.data for p in params]
+    run_steps(opt, params, grads, on)
+    full = dict(dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0), **settings)
+    for k, (p, start) in enumerate(zip(params, starts)):
+        assert p.data is arrays[k] and p.device == device
+        expected = hand_adam(start, [g[k] for g in grads], **full)
+        np.testing.assert_allclose(host(p.data), expected, rtol=1e-12, atol=1e-14)
+
+
+def torch_steps(torch, make_optimizer, starts, grads_per_step):
+    params = [torch.tensor(s.copy(), requires_grad=True) for s in starts]
+    opt = make_optimizer(params)
+    for grads in grads_per_step:
+        for p, g in zip(params, grads):
+            p.grad = None if g is None else torch.tensor(g)
+        opt.step()
+    return [p.detach().numpy() for p in params]
+
+
+@pytest.mark.parametrize("name,settings", [("SGD", s) for s in SGD_SETTINGS] +
+                         [("Adam", s) for s in ADAM_SETTINGS], ids=str)
+def test_three_steps_match_torch_optim_with_a_gradient_missing_once(on, rng, name, settings):
+    torch = pytest.importorskip("torch")
+    params, starts = make_params(rng, on)
+    grads = [[rng.normal(size=s.shape) for s in starts] for _ in range(3)]
+    grads[0][1] = None  # the bias has no gradient at first: skipped, its state starts later
+    run_steps(getattr(optim, name)(params, **settings), params, grads, on)
+    expected = torch_steps(torch, lambda ps: getattr(torch.optim, name)(ps, **settings), starts, grads)
+    for p, e in zip(params, expected):
+        np.testing.assert_allclose(host(p.data), e, rtol=1e-10, atol=1e-13)
+
+
+def test_step_skips_parameters_without_grad_and_leaves_grads_untouched(rng):
+    params, starts = make_params(rng, lambda a: a)
+    grad = rng.normal(size=starts[0].shape)
+    for opt in (optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1),
+                optim.Adam(params, lr=0.1, weight_decay=0.1)):
+        params[0].grad = grad.copy()
+        params[1].grad = None
+        opt.step()
+        np.testing.assert_array_equal(params[1].data, starts[1])
+        np.testing.assert_array_equal(params[0].grad, grad)  # step reads .grad, never writes it
+    assert not np.allclose(params[0].data, starts[0])
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+                                  lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.01)])
+def test_float32_parameters_stay_float32(on, rng, make):
+    param = mg.Tensor(on(rng.normal(size=(4, 3)).astype(np.float32)), requires_grad=True)
+    opt = make([param])
+    for _ in range(2):
+        param.grad = on(rng.normal(size=(4, 3)).astype(np.float32))
+        opt.step()
+    assert param.dtype == np.float32
+
+
+def test_zero_grad_and_a_generator_of_parameters(rng):
+    net = nn.Sequential(nn.Linear(3, 2, rng=0, dtype=np.float64, device="cpu"))
+    opt = optim.SGD(net.parameters(), lr=0.1)  # a generator: read once, kept as a list
+    x = mg.Tensor(rng.normal(size=(4, 3)))
+    for _ in range(2):
+        opt.zero_grad()
+        assert all(p.grad is None for p in net.parameters())
+        before = net[0].weight.numpy()
+        nn.MSELoss()(net(x), mg.Tensor(np.zeros((4, 2)))).backward()
+        opt.step()
+        np.testing.assert_allclose(net[0].weight.data, before - 0.1 * net[0].weight.grad, rtol=1e-12)
+
+
+def test_a_short_training_run_reduces_the_loss(rng):
+    net = nn.Sequential(nn.Linear(3, 8, rng=1, dtype=np.float64, device="cpu"), nn.ReLU(),
+                        nn.Linear(8, 1, rng=2, dtype=np.float64, device="cpu"))
+    x = rng.normal(size=(32, 3))
+    y = mg.Tensor(x @ [[1.0], [-2.0], [0.5]])
+    x = mg.Tensor(x)
+    opt = optim.Adam(net.parameters(), lr=0.02)
+    losses = []
+    for _ in range(100):
+        loss = nn.MSELoss()(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0]
+
+
+# --- validation -----------------------------------------------------------------------
+def leaf():
+    return mg.Tensor(np.ones(2), requires_grad=True)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: optim.SGD([leaf()], lr=0), r"SGD: got lr=0; expected a number in \(0.0, inf\), e.g. lr=0.01"),
+    (lambda: optim.SGD([leaf()], lr=-1e-3), r"SGD: got lr=-0.001"),
+    (lambda: optim.SGD([leaf()], lr=float("nan")), r"SGD: got lr=nan"),
+    (lambda: optim.SGD([leaf()], lr="0.1"), r"SGD: got lr='0.1'"),
+    (lambda: optim.SGD([leaf()], lr=0.1, momentum=-0.5),
+     r"SGD: got momentum=-0.5; expected a number in \[0.0"),
+    (lambda: optim.SGD([leaf()], lr=0.1, weight_decay=-1), r"SGD: got weight_decay=-1"),
+    (lambda: optim.Adam([leaf()], betas=(0.9, 1.0)),
+     r"Adam: got betas\[1\]=1.0; expected a number in \[0.0, 1.0\)"),
+    (lambda: optim.Adam([leaf()], betas=0.9), r"Adam: got betas=0.9; expected a pair"),
+    (lambda: optim.Adam([leaf()], eps=-1e-8), r"Adam: got eps=-1e-08"),
+])
+def test_bad_hyperparameters_are_rejected_by_name(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_bad_parameter_lists_are_rejected_with_a_hint():
+    net = nn.Linear(2, 2, rng=0, device="cpu")
+    with pytest.raises(ValueError, match="SGD: got an empty parameter list"):
+        optim.SGD([], lr=0.1)
+    params = net.parameters()
+    optim.SGD(params, lr=0.1)
+    with pytest.raises(ValueError, match="was it used already"):
+        optim.SGD(params, lr=0.1)  # the generator is spent
+    with pytest.raises(TypeError, match=r"Adam: params is a single Tensor; expected an iterable"):
+        optim.Adam(leaf())
+    with pytest.raises(TypeError, match=r"parameter 0 is a tuple; .*not named_parameters\(\)"):
+        optim.Adam(net.named_parameters())
+    with pytest.raises(ValueError, match=r"parameter 1 \(shape \(2,\)\) does not require grad"):
+        optim.Adam([leaf(), mg.Tensor(np.ones(2))])
+    w = leaf()
+    with pytest.raises(ValueError, match=r"parameter 0 \(shape \(2,\)\) was computed by add"):
+        optim.Adam([w + w])
+    with pytest.raises(ValueError, match=r"parameter 1 \(shape \(2,\)\) appears more than once"):
+        optim.SGD([w, w], lr=0.1)
