@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import numbers
 from typing import Any, Callable, Sequence
 
 import numpy
@@ -61,6 +62,21 @@ class no_grad:
 _RELEASED = object()  # sentinel in Function.saved once backward has freed it
 
 
+def _reuses_grad_buffers(backward: Callable) -> Callable:
+    """Mark an op's ``backward`` as taking part in the engine's buffer reuse (this package's ops).
+
+    The marked ``backward(grad_output, overwrite=False)`` promises to return
+    only ``grad_output`` itself or new arrays it keeps no reference to, so the
+    engine knows which gradient buffers it alone holds. When it passes
+    ``overwrite=True``, grad_output is such a buffer and backward may write a
+    result into it instead of allocating. The mark sits on the method, not the
+    class: a subclass that overrides backward is outside the protocol, and its
+    backward is called with grad_output alone, as any Function's is.
+    """
+    backward._reuses_grad_buffers = True
+    return backward
+
+
 class Function:
     """One node of the graph.
 
@@ -70,7 +86,7 @@ class Function:
     ``self.needs_grad`` (one bool per input) to save only what will be used.
     """
 
-    __slots__ = ("needs_grad", "edges", "generation", "saved", "out_shape")
+    __slots__ = ("needs_grad", "edges", "leaf_versions", "generation", "saved", "out_shape")
     op = ""  # the public function's name, used in error messages
 
     def forward(self, *arrays: Any) -> Any:
@@ -88,6 +104,13 @@ def _check_operands(fn: Function, arrays: Sequence[Any]) -> None:
     """All operands of one op must share a device and a dtype."""
     first = arrays[0]
     dtype = first.dtype
+    if type(first) is numpy.ndarray:
+        # The common case, decided without asking the backend about CuPy.
+        for a in arrays[1:]:
+            if type(a) is not numpy.ndarray or a.dtype != dtype:
+                break
+        else:
+            return
     on_gpu = backend.is_gpu_array(first)
     for a in arrays[1:]:
         if backend.is_gpu_array(a) != on_gpu:
@@ -110,22 +133,30 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     arrays = [t.data for t in inputs]
     if len(arrays) > 1:
         _check_operands(fn, arrays)
-    needs_grad = tuple(t.requires_grad for t in inputs) if _grad_enabled else (False,) * len(inputs)
-    record = any(needs_grad)
+    if _grad_enabled:
+        needs_grad = tuple([t.requires_grad for t in inputs])
+        record = any(needs_grad)
+    else:
+        needs_grad = (False,) * len(inputs)
+        record = False
     fn.needs_grad = needs_grad
     fn.saved = ()
     out = Tensor.__new__(Tensor)
     out.data = fn.forward(*arrays)
     out._grad = None
+    out._version = 0
     out.requires_grad = record
     if record:
         edges = []
+        leaf_versions = []
         generation = 0
         for t, wants in zip(inputs, needs_grad):
             if not wants:
                 edges.append(None)
+                leaf_versions.append(None)
                 continue
             creator = t._creator
+            leaf_versions.append(t._version if creator is None else None)
             if creator is None:
                 edges.append(t)  # a leaf: its .grad is filled in
             else:
@@ -133,6 +164,7 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
                 if creator.generation > generation:
                     generation = creator.generation
         fn.edges = tuple(edges)
+        fn.leaf_versions = leaf_versions
         fn.generation = generation + 1
         fn.out_shape = out.data.shape
         out._creator = fn
@@ -144,10 +176,29 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
 def _accumulate_leaf(leaf: "Tensor", grad: Any, grad_output: Any) -> None:
     # A gradient an op passed straight through (add with no broadcasting) is the
     # very array other consumers receive too; give the leaf its own copy so that
-    # editing one .grad in place cannot change another.
+    # editing one .grad in place cannot change another. (grad_output is None when
+    # the engine knows nothing else holds grad.)
     if grad is grad_output:
         grad = grad.copy()
     leaf._grad = grad if leaf._grad is None else leaf._grad + grad
+
+
+def _raise_modified_leaf(fn: Function, leaf: "Tensor") -> None:
+    raise RuntimeError(
+        f"backward: a leaf of shape {leaf.shape} that {fn.name} used was modified in place "
+        f"(e.g. by optimizer.step() or load_state_dict()) after the graph was built, so the "
+        f"arrays {fn.name} saved may no longer match it and its gradient would be wrong. "
+        f"Call backward() before step(), or run the forward pass again."
+    )
+
+
+def _returned_once(grad: Any, grads: tuple) -> bool:
+    """True when ``grad`` is the only entry of ``grads`` that is this very array."""
+    count = 0
+    for g in grads:
+        if g is grad:
+            count += 1
+    return count == 1
 
 
 def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
@@ -157,12 +208,20 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
     node's inputs), so a node runs only after every node that consumes its
     output. Iterative, so chains of any length work. Gradients reaching the
     same node are summed; intermediate gradients are dropped once used.
+
+    Buffer reuse: a gradient only the engine holds (a new array from a backward
+    marked ``_reuses_grad_buffers``, or a sum made here, handed to exactly one
+    node) reaches that node's backward with ``overwrite=True``, so ReLU and
+    eval-mode batch norm write their results into it instead of allocating. ``grad``
+    itself belongs to the caller and is never overwritten, nor is any array a
+    leaf's ``.grad`` holds.
     """
     fn = root._creator
     if fn is None:
         _accumulate_leaf(root, grad, grad)
         return
     pending = {fn: grad}
+    owned: set[Function] = set()  # nodes whose pending gradient only the engine holds
     tie = itertools.count()  # heap entries never compare Functions
     heap = [(-fn.generation, next(tie), fn)]
     while heap:
@@ -174,19 +233,32 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
                 f"its saved arrays). Specify retain_graph=True on the first backward() call "
                 f"if you need to backward through the graph again."
             )
-        grads = fn.backward(grad_output)
+        backward = fn.backward
+        reuses = getattr(backward, "_reuses_grad_buffers", False)
+        output_owned = reuses and fn in owned
+        grads = backward(grad_output, output_owned) if reuses else backward(grad_output)
         if not retain_graph:
             fn.saved = _RELEASED
-        for edge, grad in zip(fn.edges, grads):
+        for edge, grad, version in zip(fn.edges, grads, fn.leaf_versions):
             if edge is None or grad is None:
                 continue
+            # Only the engine holds ``grad`` if the op made it (or passed on a buffer
+            # the engine owned) and sent it nowhere else.
+            exclusive = reuses and (output_owned or grad is not grad_output) and \
+                (len(grads) == 1 or _returned_once(grad, grads))
             if type(edge) is Tensor:
-                _accumulate_leaf(edge, grad, grad_output)
+                if edge._version != version:
+                    _raise_modified_leaf(fn, edge)
+                # A buffer nobody else holds can become the leaf's .grad without a copy.
+                _accumulate_leaf(edge, grad, None if exclusive else grad_output)
             elif edge in pending:
                 pending[edge] = pending[edge] + grad
+                owned.add(edge)  # the sum is a new array
             else:
                 pending[edge] = grad
                 heapq.heappush(heap, (-edge.generation, next(tie), edge))
+                if exclusive:
+                    owned.add(edge)
 
 
 def _as_float_array(data: Any, device: str | None) -> Any:
@@ -221,7 +293,9 @@ class Tensor:
     (float64, on ``backend.default_device()`` unless ``device`` is given).
     """
 
-    __slots__ = ("data", "requires_grad", "_grad", "_creator", "__weakref__")
+    # _version counts in-place updates of a leaf's data (optimizers, load_state_dict);
+    # backward refuses to use a graph built before one.
+    __slots__ = ("data", "requires_grad", "_grad", "_creator", "_version", "__weakref__")
     # Make `array + tensor` and `array @ tensor` defer to Tensor.__radd__ / __rmatmul__.
     __array_ufunc__ = None
     __array_priority__ = 1000
@@ -231,6 +305,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._grad = None
         self._creator = None
+        self._version = 0
 
     # --- attributes -----------------------------------------------------
     @property
@@ -306,6 +381,7 @@ class Tensor:
         """A new leaf sharing ``data``, outside any graph."""
         out = Tensor.__new__(Tensor)
         out.data, out.requires_grad, out._grad, out._creator = self.data, False, None, None
+        out._version = 0
         return out
 
     def to(self, device: str) -> "Tensor":
@@ -354,25 +430,33 @@ class Tensor:
         run_backward(self, grad, retain_graph)
 
     # --- operators ------------------------------------------------------
+    # The ops import this module, so the operator functions are looked up once,
+    # on first use, rather than by an import statement on every call.
     def __matmul__(self, other: Any) -> "Tensor":
-        from .ops.matmul import matmul
-
-        return matmul(self, other)
+        return (_matmul or _load_operators()[1])(self, other)
 
     def __rmatmul__(self, other: Any) -> "Tensor":
-        from .ops.matmul import matmul
-
-        return matmul(other, self)
+        return (_matmul or _load_operators()[1])(other, self)
 
     def __add__(self, other: Any) -> "Tensor":
-        from .ops.add import add
-
-        return add(self, other)
+        return (_add or _load_operators()[0])(self, other)
 
     def __radd__(self, other: Any) -> "Tensor":
-        from .ops.add import add
+        return (_add or _load_operators()[0])(other, self)
 
-        return add(other, self)
+
+_add: Callable | None = None
+_matmul: Callable | None = None
+
+
+def _load_operators() -> tuple[Callable, Callable]:
+    """(add, matmul) for the Tensor operators, imported on first use and kept."""
+    global _add, _matmul
+    from .ops.add import add
+    from .ops.matmul import matmul
+
+    _add, _matmul = add, matmul
+    return add, matmul
 
 
 def as_tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Tensor:
@@ -386,7 +470,7 @@ def as_tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Ten
         return value
     if isinstance(value, numpy.ndarray) or backend.is_gpu_array(value):
         return Tensor(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and like is not None:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and like is not None:
         xp = backend.get_array_module(like.data)
         return Tensor(xp.asarray(value, dtype=like.data.dtype))
     raise TypeError(f"{op}: {name} must be a Tensor or an array; got {type(value).__name__}")

@@ -29,7 +29,7 @@ import numpy
 
 from . import backend
 from .engine import Tensor, as_tensor
-from .ops import batch_norm, mse_loss, relu
+from .ops import batch_norm, linear, mse_loss, relu
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
@@ -314,6 +314,8 @@ class Module:
             # In place, so optimizers and graphs holding these arrays see the new values;
             # the assignment casts to the model's dtype.
             target[...] = backend.to_device(value, backend.device_of(target))
+        for param in self.parameters():
+            param._version += 1  # graphs built before the load can no longer backward
         return IncompatibleKeys(missing, unexpected)
 
     # --- calling and printing --------------------------------------------
@@ -423,8 +425,7 @@ class Linear(Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, in_features) -> (N, out_features)."""
         x = _check_input(self, x, self.in_features, self.weight.data.dtype)
-        out = x @ self.weight
-        return out if self.bias is None else out + self.bias
+        return linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -91,6 +91,7 @@ class SGD(Optimizer):
                 weights -= direction
             else:
                 weights -= lr * grad
+            param._version += 1  # graphs built before this step can no longer backward
 
     def __repr__(self) -> str:
         return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
@@ -177,6 +178,7 @@ class Adam(Optimizer):
             xp.divide(m, scratch, out=scratch)
             scratch *= lr / bias1
             weights -= scratch
+            param._version += 1  # graphs built before this step can no longer backward
 
     def __repr__(self) -> str:
         return (f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, "

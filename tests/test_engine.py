@@ -74,6 +74,27 @@ def test_retain_graph_allows_a_second_backward_that_accumulates(on, rng):
         loss.backward()
 
 
+def test_backward_after_an_optimizer_step_on_a_used_leaf_raises(rng):
+    """The saved weight was updated in place: the gradient would silently be wrong."""
+    w = mg.Tensor(rng.normal(size=(3, 2)), requires_grad=True)
+    loss = mg.mse_loss(mg.Tensor(rng.normal(size=(4, 3))) @ w, mg.Tensor(np.zeros((4, 2))))
+    w.grad = np.ones((3, 2))
+    mg.optim.SGD([w], lr=0.1).step()
+    with pytest.raises(RuntimeError, match=r"leaf of shape \(3, 2\) that matmul used was modified in place"):
+        loss.backward()
+
+
+def test_backward_before_the_step_and_a_fresh_forward_after_it_both_work(rng):
+    w = mg.Tensor(rng.normal(size=(3, 2)), requires_grad=True)
+    x, target = mg.Tensor(rng.normal(size=(4, 3))), mg.Tensor(np.zeros((4, 2)))
+    opt = mg.optim.SGD([w], lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        mg.mse_loss(x @ w, target).backward()
+        opt.step()
+    assert w.grad.shape == (3, 2)
+
+
 def test_backward_frees_the_saved_arrays(rng):
     x = mg.Tensor(rng.normal(size=(6, 3)), requires_grad=True)
     out = mg.batch_norm(x, None, None)
@@ -212,3 +233,66 @@ def test_operators_and_numbers_on_either_side(on, rng):
     np.testing.assert_allclose(y.numpy(), x.numpy() + 3.0)
     z = on(np.eye(2)) @ x
     np.testing.assert_allclose(z.numpy(), x.numpy())
+
+
+# --- gradient-buffer reuse: engine-owned gradients may be overwritten, nothing else --------
+
+
+class Identity(mg.Function):
+    """y = x. Its backward is outside the reuse protocol: it keeps what it was given, to check later."""
+
+    seen: list = []
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, grad_output):
+        Identity.seen.append((grad_output, grad_output.copy()))
+        return (grad_output,)
+
+
+def reuse_net(x, w1, w2, wrap):
+    """relu(batch_norm(x @ w1)) @ w2 -> MSE; ``wrap`` puts an Identity node after every op."""
+    h = wrap(x @ w1)
+    h = wrap(mg.batch_norm(h, None, None))
+    h = wrap(mg.relu(h))
+    return mg.mse_loss(wrap(h @ w2), mg.Tensor(np.zeros((len(x), 1))))
+
+
+def test_reused_buffers_give_bitwise_the_same_gradients():
+    rng = np.random.default_rng(1)
+    arrays = rng.normal(size=(64, 5)), rng.normal(size=(5, 7)), rng.normal(size=(7, 1))
+    results = []
+    for wrap in (lambda t: t, lambda t: mg.apply(Identity(), t)):  # reuse on / impossible
+        leaves = [mg.Tensor(a.copy(), requires_grad=True) for a in arrays]
+        reuse_net(*leaves, wrap).backward()
+        results.append([leaf.grad for leaf in leaves])
+    for with_reuse, without in zip(*results):
+        np.testing.assert_array_equal(with_reuse, without)
+
+
+def test_a_function_outside_the_protocol_never_has_its_gradients_overwritten():
+    Identity.seen.clear()
+    rng = np.random.default_rng(2)
+    leaves = [mg.Tensor(rng.normal(size=s), requires_grad=True) for s in ((8, 3), (3, 4), (4, 1))]
+    reuse_net(*leaves, lambda t: mg.apply(Identity(), t)).backward()
+    assert len(Identity.seen) == 4
+    for array, copy in Identity.seen:
+        np.testing.assert_array_equal(array, copy)
+
+
+def test_leaf_grads_forward_values_and_the_callers_grad_are_left_alone():
+    rng = np.random.default_rng(3)
+    x = mg.Tensor(rng.normal(size=(6, 3)), requires_grad=True)
+    y = mg.relu(x)                       # x's gradient arrives as a reused buffer
+    z = mg.batch_norm(y, None, None)
+    out = z @ mg.Tensor(rng.normal(size=(3, 2)))
+    upstream = rng.normal(size=(6, 2))
+    kept = upstream.copy(), y.data.copy(), z.data.copy()
+    out.backward(upstream, retain_graph=True)
+    first = x.grad.copy()
+    out.backward(upstream)
+    np.testing.assert_array_equal(upstream, kept[0])
+    np.testing.assert_array_equal(y.data, kept[1])
+    np.testing.assert_array_equal(z.data, kept[2])
+    np.testing.assert_allclose(x.grad, 2 * first)

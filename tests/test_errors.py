@@ -22,6 +22,13 @@ def test_matmul_rejects_misaligned_or_non_2d_operands(a, b):
         mg.matmul(t(*a), t(*b))
 
 
+def test_linear_rejects_misaligned_weight_or_bias():
+    with pytest.raises(ValueError, match=r"linear: got shapes \(3, 4\) and \(5, 2\)"):
+        mg.linear(t(3, 4), t(5, 2), t(2))
+    with pytest.raises(ValueError, match=r"linear: bias has shape \(3,\); expected \(2,\)"):
+        mg.linear(t(3, 4), t(4, 2), t(3))
+
+
 def test_add_rejects_shapes_that_do_not_broadcast():
     with pytest.raises(ValueError, match=r"add: cannot broadcast shapes \(3, 4\) and \(3,\)"):
         t(3, 4) + t(3)
@@ -55,6 +62,15 @@ def test_batch_norm_rejects_non_2d_input_and_bad_settings():
         mg.batch_norm(t(3, 2), t(2), t(2), momentum=1.5)
     with pytest.raises(ValueError, match="eps"):
         mg.batch_norm(t(3, 2), t(2), t(2), eps=-1.0)
+
+
+def test_numpy_scalars_are_accepted_as_numbers():
+    out = mg.batch_norm(t(3, 2), t(2), t(2), momentum=np.float32(0.2), eps=np.float64(1e-3),
+                        ddof=np.int64(1))
+    assert out.shape == (3, 2)
+    assert (t(2, dtype=np.float32) + np.float32(1.5)).numpy().tolist() == [2.5, 2.5]
+    with pytest.raises(ValueError, match="ddof=True"):
+        mg.batch_norm(t(3, 2), t(2), t(2), ddof=True)
 
 
 def test_batch_norm_eval_needs_running_statistics():

@@ -19,6 +19,18 @@ def test_matmul_gradients_match_finite_differences(on, rng, n, k, m):
     assert mg.gradcheck(mg.matmul, [param(on, rng, n, k), param(on, rng, k, m)])
 
 
+@pytest.mark.parametrize("n,k,m", [(2, 1, 1), (3, 4, 2), (5, 3, 1), (4, 1, 3)])
+def test_linear_gradients_match_finite_differences(on, rng, n, k, m):
+    assert mg.gradcheck(mg.linear, [param(on, rng, n, k), param(on, rng, k, m), param(on, rng, m)])
+
+
+def test_linear_is_matmul_plus_bias_in_one_node(on, rng):
+    x, w, b = param(on, rng, 6, 4), param(on, rng, 4, 3), param(on, rng, 3)
+    fused, separate = mg.linear(x, w, b), x @ w + b
+    np.testing.assert_array_equal(fused.numpy(), separate.numpy())
+    assert fused.grad_fn.name == "linear" and mg.linear(x, w).grad_fn.name == "matmul"
+
+
 @pytest.mark.parametrize("a_shape,b_shape", [
     ((4, 3), (3,)), ((3,), (4, 3)), ((4, 3), (4, 3)), ((4, 3), (1, 3)),
     ((4, 1), (1, 3)), ((2, 4, 3), (4, 1)), ((4, 3), ()),

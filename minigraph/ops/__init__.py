@@ -6,8 +6,9 @@ public function that validates arguments and calls ``engine.apply``.
 
 from .add import add
 from .batch_norm import batch_norm
+from .linear import linear
 from .matmul import matmul
 from .mse_loss import mse_loss
 from .relu import relu
 
-__all__ = ["add", "batch_norm", "matmul", "mse_loss", "relu"]
+__all__ = ["add", "batch_norm", "linear", "matmul", "mse_loss", "relu"]

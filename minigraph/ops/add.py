@@ -6,7 +6,18 @@ from typing import Any
 
 import numpy
 
-from ..engine import Function, Tensor, apply, as_tensor
+from ..backend import get_array_module
+from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
+
+
+def column_sums(a: Any) -> Any:
+    """1ᵀA for A: (N, p) -> (p,), as a matrix-vector product.
+
+    BLAS keeps several partial sums per column (and may use several threads),
+    so this is both faster and more accurate than ``a.sum(axis=0)``, which adds
+    the rows one after another.
+    """
+    return get_array_module(a).ones(a.shape[0], dtype=a.dtype) @ a
 
 
 def sum_to_shape(grad: Any, shape: tuple) -> Any:
@@ -17,6 +28,8 @@ def sum_to_shape(grad: Any, shape: tuple) -> Any:
     """
     if grad.shape == shape:
         return grad
+    if grad.ndim == 2 and grad.shape[1:] == shape:  # a bias (p,) added to every row of (N, p)
+        return column_sums(grad)
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1
@@ -40,7 +53,8 @@ class Add(Function):
     def forward(self, a: Any, b: Any) -> Any:
         return a + b
 
-    def backward(self, grad_output: Any) -> tuple:
+    @_reuses_grad_buffers
+    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
         needs_a, needs_b = self.needs_grad
         return (
             sum_to_shape(grad_output, self.a_shape) if needs_a else None,

@@ -13,11 +13,12 @@ as γ ⊗ 1_N.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from ..backend import get_array_module, is_gpu_array
-from ..engine import Function, Tensor, apply, as_tensor
-
+from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
+from .add import column_sums
 
 def column_dot(a: Any, b: Any) -> Any:
     """1ᵀ(A ⊙ B): per-column sums of an elementwise product, without the product array."""
@@ -50,7 +51,7 @@ class BatchNorm(Function):
     def forward(self, x: Any, gamma: Any, beta: Any) -> Any:
         xp = get_array_module(x)
         n = x.shape[0]
-        mean = x.mean(axis=0)
+        mean = column_sums(x) / n
         centred = x - mean
         # Two-pass variance: E[x²] − E[x]² cancels catastrophically for large means.
         sum_sq = column_dot(centred, centred)
@@ -68,15 +69,17 @@ class BatchNorm(Function):
             self.saved = (centred, inv_std, gamma)
         return y
 
-    def backward(self, grad_output: Any) -> tuple:
+    @_reuses_grad_buffers
+    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
         centred, inv_std, gamma = self.saved
         needs_x, needs_gamma, needs_beta = self.needs_grad
         n = grad_output.shape[0]
-        grad_beta = grad_output.sum(axis=0)
+        grad_beta = column_sums(grad_output)
         grad_gamma = inv_std * column_dot(grad_output, centred)
         grad_x = None
         if needs_x:
-            # dX = (γ s) ⊙ [dY − dβ/N − Xc ⊙ (s dγ)/(N − ddof)], built in one buffer.
+            # dX = (γ s) ⊙ [dY − dβ/N − Xc ⊙ (s dγ)/(N − ddof)], built in one new buffer.
+            # (Overwriting dY would save nothing: Xc ⊙ k needs a temporary anyway.)
             grad_x = centred * (inv_std * grad_gamma / -(n - self.ddof))
             grad_x += grad_output
             grad_x -= grad_beta / n
@@ -112,14 +115,21 @@ class BatchNormEval(Function):
             self.saved = (centred if needs_gamma else None, inv_std, gamma)
         return y
 
-    def backward(self, grad_output: Any) -> tuple:
+    @_reuses_grad_buffers
+    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
         centred, inv_std, gamma = self.saved
         needs_x, needs_gamma, needs_beta = self.needs_grad
-        return (
-            grad_output * (gamma * inv_std) if needs_x else None,
-            inv_std * column_dot(grad_output, centred) if needs_gamma else None,
-            grad_output.sum(axis=0) if needs_beta else None,
-        )
+        # Both reductions read dY before dX may overwrite it.
+        grad_gamma = inv_std * column_dot(grad_output, centred) if needs_gamma else None
+        grad_beta = column_sums(grad_output) if needs_beta else None
+        grad_x = None
+        if needs_x:
+            if overwrite:
+                grad_output *= gamma * inv_std
+                grad_x = grad_output
+            else:
+                grad_x = grad_output * (gamma * inv_std)
+        return grad_x, grad_gamma, grad_beta
 
 
 def _statistic(name: str, value: Any, x: Tensor) -> Any:
@@ -177,7 +187,7 @@ def batch_norm(
     if x.data.ndim != 2:
         raise ValueError(f"batch_norm: x has shape {x.data.shape}; expected a 2-D (N, p) batch")
     n = x.data.shape[0]
-    if not isinstance(eps, (int, float)) or eps < 0:
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or eps < 0:
         raise ValueError(f"batch_norm: got eps={eps!r}; expected a number >= 0")
     gamma = _affine("gamma", gamma, x, 1.0)
     beta = _affine("beta", beta, x, 0.0)
@@ -191,8 +201,9 @@ def batch_norm(
     if n < 2:
         raise ValueError(f"batch_norm: expected more than 1 value per feature when training, "
                          f"got input of shape {x.data.shape}")
-    if not isinstance(ddof, int) or not 0 <= ddof < n:
+    if not isinstance(ddof, numbers.Integral) or isinstance(ddof, bool) or not 0 <= ddof < n:
         raise ValueError(f"batch_norm: got ddof={ddof!r}; expected an integer in [0, N) with N={n}")
-    if not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+    if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) \
+            or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"batch_norm: got momentum={momentum!r}; expected a number in [0, 1]")
-    return apply(BatchNorm(float(eps), ddof, float(momentum), running_mean, running_var), x, gamma, beta)
+    return apply(BatchNorm(float(eps), int(ddof), float(momentum), running_mean, running_var), x, gamma, beta)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import get_array_module
-from ..engine import Function, Tensor, apply, as_tensor
+from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -37,7 +37,8 @@ class MSELoss(Function):
             total = total / flat.size
         return xp.asarray(total, dtype=diff.dtype)
 
-    def backward(self, grad_output: Any) -> tuple:
+    @_reuses_grad_buffers
+    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
         (diff,) = self.saved
         if self.reduction == "mean":
             grad_output = grad_output / diff.size

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import get_array_module
-from ..engine import Function, Tensor, apply, as_tensor
+from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
 
 
 class ReLU(Function):
@@ -22,8 +22,12 @@ class ReLU(Function):
         self.saved = (y,)  # the mask y > 0 is recomputed from y: no extra array kept
         return y
 
-    def backward(self, grad_output: Any) -> tuple:
+    @_reuses_grad_buffers
+    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
         (y,) = self.saved
+        if overwrite:  # a buffer nobody else sees: mask it where it lies, no new array
+            grad_output *= y > 0
+            return (grad_output,)
         return (grad_output * (y > 0),)
 
 

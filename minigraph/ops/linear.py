@@ -1,0 +1,51 @@
+"""A dense layer in one node: Y = X W + 1b (matmul and bias add fused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import Tensor, _reuses_grad_buffers, apply, as_tensor
+from .add import column_sums
+from .matmul import MatMul, check_matmul_shapes, matmul
+
+
+class Linear(MatMul):
+    """x: (N, k), weight: (k, m), bias: (m,) -> y: (N, m).
+
+    dX = dY Wᵀ,  dW = Xᵀ dY  (as for matmul),  db = 1ᵀ dY.
+
+    The same values as ``add(matmul(x, w), b)``; one node instead of two, and
+    the bias is added in place to the fresh product, which saves a pass over
+    (N, m) and an (N, m) allocation per layer.
+    """
+
+    __slots__ = ()
+    op = "linear"
+
+    def forward(self, x: Any, weight: Any, bias: Any) -> Any:
+        y = super().forward(x, weight)
+        y += bias
+        return y
+
+    @_reuses_grad_buffers
+    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
+        grad_x, grad_weight = super().backward(grad_output)
+        return grad_x, grad_weight, column_sums(grad_output) if self.needs_grad[2] else None
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight + bias``: x: (N, k), weight: (k, m), bias: (m,) or None -> (N, m).
+
+    Note the weight layout: (in, out), as matrix algebra writes X W, not
+    PyTorch's (out, in).
+    """
+    if bias is None:
+        return matmul(x, weight)
+    x = as_tensor("linear", "x", x)
+    weight = as_tensor("linear", "weight", weight)
+    bias = as_tensor("linear", "bias", bias)
+    check_matmul_shapes("linear", x, weight)
+    if bias.data.shape != (weight.data.shape[1],):
+        raise ValueError(f"linear: bias has shape {bias.data.shape}; expected "
+                         f"({weight.data.shape[1]},) for weight of shape {weight.data.shape}")
+    return apply(Linear(), x, weight, bias)
