@@ -1,0 +1,113 @@
+"""benchmarks/: each script runs in --quick mode, and the three batch-norm backwards agree.
+
+No timing is asserted anywhere: figures depend on the machine, and belong in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import bn_backward  # noqa: E402  (benchmarks/ is not a package)
+
+
+def run_script(name: str, *args: str) -> dict:
+    """Run benchmarks/<name> with --quick --json; return its last line parsed as JSON."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / name), "--quick", "--json", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_bn_backward_quick_mode_runs_agrees_and_plots(tmp_path):
+    plot = tmp_path / "bn.png"
+    report = run_script("bn_backward.py", "--plot", str(plot))
+    assert report["benchmark"] == "bn_backward" and report["results"]
+    for case in report["results"]:
+        assert set(case["methods"]) == {"minigraph", "loop", "jacobian"}
+        assert all(m["agrees"] for m in case["methods"].values())
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_step_quick_mode_runs_and_the_libraries_agree():
+    report = run_script("train_step.py")
+    assert report["benchmark"] == "train_step" and report["agree"]
+    assert {"minigraph", "numpy", "numpy-workspace"} <= set(report["libraries"])
+    assert {"chain", "batch_norm"} <= set(report["results"])
+    assert any(key.startswith("step N=") for key in report["results"])
+
+
+def reference_gradients(x, gamma, beta, grad_y, ddof, eps, h=1e-6):
+    """Central differences of ⟨BN(x; γ, β), dY⟩, with a forward written here from the definition."""
+    def objective(x, gamma, beta):
+        n = x.shape[0]
+        mean = x.sum(axis=0) / n
+        variance = ((x - mean) ** 2).sum(axis=0) / (n - ddof)
+        return float(((x - mean) / np.sqrt(variance + eps) * gamma + beta).ravel() @ grad_y.ravel())
+
+    args = [x, gamma, beta]
+    grads = []
+    for k, array in enumerate(args):
+        grad = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            shifted = [a.copy() for a in args]
+            shifted[k][index] += h
+            up = objective(*shifted)
+            shifted[k][index] -= 2 * h
+            grad[index] = (up - objective(*shifted)) / (2 * h)
+        grads.append(grad)
+    return grads
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_the_three_backward_methods_agree_with_finite_differences(ddof):
+    eps = 1e-5
+    problem = bn_backward.make_problem(6, 3, np, "float64", seed=3)
+    x, gamma, beta, grad_y = (problem[k] for k in ("x", "gamma", "beta", "grad_y"))
+    want = reference_gradients(x, gamma, beta, grad_y, ddof, eps)
+    node = bn_backward.minigraph_node(problem, ddof, eps)
+    centred, inv_std = bn_backward.forward_statistics(x, ddof, eps)
+    methods = {
+        "minigraph": bn_backward.minigraph_backward(node, grad_y),
+        "loop": bn_backward.loop_backward(centred, inv_std, gamma, grad_y, ddof),
+        "jacobian": bn_backward.jacobian_backward(centred, inv_std, gamma, grad_y, ddof),
+    }
+    for name, got in methods.items():
+        for label, g, w in zip(("dX", "dgamma", "dbeta"), got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7, err_msg=f"{name} {label}")
+
+
+def test_the_jacobian_is_block_diagonal_and_matches_finite_differences():
+    """J itself, not only Jᵀ vec(dY): column-major vec, one N×N block per feature."""
+    n, p, ddof, eps, h = 4, 2, 0, 1e-5, 1e-6
+    problem = bn_backward.make_problem(n, p, np, "float64", seed=4)
+    x, gamma = problem["x"], problem["gamma"]
+    centred, inv_std = bn_backward.forward_statistics(x, ddof, eps)
+    jac = bn_backward.jacobian_x(centred, inv_std, gamma, ddof)
+
+    def vec_y(x):
+        c = x - x.mean(axis=0)
+        return (c / np.sqrt((c ** 2).sum(axis=0) / (n - ddof) + eps) * gamma).T.ravel()
+
+    numeric = np.zeros((n * p, n * p))
+    for column in range(n * p):
+        step = np.zeros(n * p)
+        step[column] = h
+        delta = step.reshape(p, n).T  # un-vec: column-major
+        numeric[:, column] = (vec_y(x + delta) - vec_y(x - delta)) / (2 * h)
+    np.testing.assert_allclose(jac, numeric, rtol=1e-6, atol=1e-8)
+    assert np.all(jac[:n, n:] == 0) and np.all(jac[n:, :n] == 0)
+
+
+def test_column_dot_quick_mode_runs():
+    report = run_script("column_dot.py")
+    assert report["benchmark"] == "column_dot" and report["results"]
+    assert all(row["relative_error"] < 1e-4 for row in report["results"])
