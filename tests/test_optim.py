@@ -48,38 +48,35 @@ def hand_adam(p, grads, lr, betas, eps, weight_decay):
     return p
 
 
-SGD_SETTINGS = [dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(lr=0.05, weight_decay=0.1),
-                dict(lr=0.1, momentum=0.9, weight_decay=0.01)]
+def full_sgd(settings):
+    return dict(dict(momentum=0.0, weight_decay=0.0), **settings)
 
 
-@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=str)
-def test_sgd_two_steps_match_the_update_written_out(on, device, rng, settings):
+def full_adam(settings):
+    return dict(dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0), **settings)
+
+
+CASES = [  # (optimizer, its settings, the same settings spelled out in full, the update by hand)
+    *[(optim.SGD, s, full_sgd(s), hand_sgd) for s in (
+        dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(lr=0.05, weight_decay=0.1),
+        dict(lr=0.1, momentum=0.9, weight_decay=0.01))],
+    *[(optim.Adam, s, full_adam(s), hand_adam) for s in (
+        dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1))],
+]
+
+
+@pytest.mark.parametrize("optimizer,settings,full,by_hand", CASES,
+                         ids=[f"{c[0].__name__}-{c[1]}" for c in CASES])
+def test_two_steps_match_the_update_written_out(on, device, rng, optimizer, settings, full, by_hand):
+    """Two steps, so SGD's momentum buffer and Adam's moments and bias correction all matter."""
     params, starts = make_params(rng, on)
     grads = [[rng.normal(size=s.shape) for s in starts] for _ in range(2)]
-    opt = optim.SGD(params, **settings)
+    opt = optimizer(params, **settings)
     arrays = [p.data for p in params]
     run_steps(opt, params, grads, on)
     for k, (p, start) in enumerate(zip(params, starts)):
         assert p.data is arrays[k] and p.device == device  # updated in place, on its device
-        expected = hand_sgd(start, [g[k] for g in grads], settings["lr"], settings.get("momentum", 0),
-                            settings.get("weight_decay", 0))
-        np.testing.assert_allclose(host(p.data), expected, rtol=1e-12, atol=1e-14)
-
-
-ADAM_SETTINGS = [dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)]
-
-
-@pytest.mark.parametrize("settings", ADAM_SETTINGS, ids=str)
-def test_adam_two_steps_match_the_update_written_out(on, device, rng, settings):
-    params, starts = make_params(rng, on)
-    grads = [[rng.normal(size=s.shape) for s in starts] for _ in range(2)]
-    opt = optim.Adam(params, **settings)
-    arrays = [p.data for p in params]
-    run_steps(opt, params, grads, on)
-    full = dict(dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0), **settings)
-    for k, (p, start) in enumerate(zip(params, starts)):
-        assert p.data is arrays[k] and p.device == device
-        expected = hand_adam(start, [g[k] for g in grads], **full)
+        expected = by_hand(start, [g[k] for g in grads], **full)
         np.testing.assert_allclose(host(p.data), expected, rtol=1e-12, atol=1e-14)
 
 
@@ -93,8 +90,7 @@ def torch_steps(torch, make_optimizer, starts, grads_per_step):
     return [p.detach().numpy() for p in params]
 
 
-@pytest.mark.parametrize("name,settings", [("SGD", s) for s in SGD_SETTINGS] +
-                         [("Adam", s) for s in ADAM_SETTINGS], ids=str)
+@pytest.mark.parametrize("name,settings", [(c[0].__name__, c[1]) for c in CASES], ids=str)
 def test_three_steps_match_torch_optim_with_a_gradient_missing_once(on, rng, name, settings):
     torch = pytest.importorskip("torch")
     params, starts = make_params(rng, on)
