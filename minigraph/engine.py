@@ -38,17 +38,21 @@ def is_grad_enabled() -> bool:
 class no_grad:
     """Context manager (or decorator): ops inside record no graph.
 
-    Results computed under it have ``requires_grad=False``.
+    Results computed under it have ``requires_grad=False``. The switch is
+    process-wide, not per thread as in PyTorch.
     """
+
+    def __init__(self) -> None:
+        self._previous: list[bool] = []  # a stack, so one instance can be nested in itself
 
     def __enter__(self) -> None:
         global _grad_enabled
-        self._previous = _grad_enabled
+        self._previous.append(_grad_enabled)
         _grad_enabled = False
 
     def __exit__(self, *exc_info: Any) -> None:
         global _grad_enabled
-        _grad_enabled = self._previous
+        _grad_enabled = self._previous.pop()
 
     def __call__(self, func: Callable) -> Callable:
         @functools.wraps(func)
@@ -144,19 +148,19 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     out = Tensor.__new__(Tensor)
     out.data = fn.forward(*arrays)
     out._grad = None
-    out._version = 0
     out.requires_grad = record
     if record:
+        out._version = None  # not a leaf: nothing updates it in place
         edges = []
         leaf_versions = []
         generation = 0
         for t, wants in zip(inputs, needs_grad):
+            creator = t._creator
+            if creator is None:  # every leaf input, wanted or not: its array may be saved
+                leaf_versions.append((t._version, t._version[0], t.data.shape))
             if not wants:
                 edges.append(None)
-                leaf_versions.append(None)
                 continue
-            creator = t._creator
-            leaf_versions.append(t._version if creator is None else None)
             if creator is None:
                 edges.append(t)  # a leaf: its .grad is filled in
             else:
@@ -164,28 +168,52 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
                 if creator.generation > generation:
                     generation = creator.generation
         fn.edges = tuple(edges)
-        fn.leaf_versions = leaf_versions
+        fn.leaf_versions = tuple(leaf_versions)
         fn.generation = generation + 1
         fn.out_shape = out.data.shape
         out._creator = fn
     else:
         out._creator = None
+        out._version = [0]
     return out
 
 
-def _accumulate_leaf(leaf: "Tensor", grad: Any, grad_output: Any) -> None:
-    # A gradient an op passed straight through (add with no broadcasting) is the
-    # very array other consumers receive too; give the leaf its own copy so that
-    # editing one .grad in place cannot change another. (grad_output is None when
-    # the engine knows nothing else holds grad.)
-    if grad is grad_output:
+def _accumulate_leaf(leaf: "Tensor", grad: Any, shared: bool) -> None:
+    # A gradient someone else may hold too (one an op passed straight through,
+    # the caller's own, one sent to two inputs, or any from a Function outside
+    # the buffer protocol) is copied, so that editing one .grad in place can
+    # change nothing else.
+    if shared:
         grad = grad.copy()
     leaf._grad = grad if leaf._grad is None else leaf._grad + grad
 
 
-def _raise_modified_leaf(fn: Function, leaf: "Tensor") -> None:
+def _check_leaf_versions(fn: Function) -> None:
+    """Raise before ``fn``'s backward if a leaf it read was updated in place since."""
+    for cell, version, shape in fn.leaf_versions:
+        if cell[0] != version:
+            _raise_modified_leaf(fn, shape)
+
+
+def _check_gradients(fn: Function, grads: Any) -> None:
+    """A backward must return one gradient (or None) per input, shaped like that input."""
+    if type(grads) is not tuple or len(grads) != len(fn.edges):
+        got = f"a tuple of {len(grads)}" if type(grads) is tuple else type(grads).__name__
+        raise RuntimeError(f"{fn.name}.backward returned {got}; expected a tuple of "
+                           f"{len(fn.edges)} gradients, one per input (None allowed)")
+    for index, (edge, grad) in enumerate(zip(fn.edges, grads)):
+        if edge is None or grad is None:
+            continue
+        expected = edge.data.shape if type(edge) is Tensor else edge.out_shape
+        if getattr(grad, "shape", None) != expected:
+            raise RuntimeError(f"{fn.name}.backward returned a gradient of shape "
+                               f"{getattr(grad, 'shape', type(grad).__name__)} for input {index}; "
+                               f"expected {expected}, the input's shape")
+
+
+def _raise_modified_leaf(fn: Function, shape: tuple) -> None:
     raise RuntimeError(
-        f"backward: a leaf of shape {leaf.shape} that {fn.name} used was modified in place "
+        f"backward: a leaf of shape {shape} that {fn.name} used was modified in place "
         f"(e.g. by optimizer.step() or load_state_dict()) after the graph was built, so the "
         f"arrays {fn.name} saved may no longer match it and its gradient would be wrong. "
         f"Call backward() before step(), or run the forward pass again."
@@ -218,7 +246,7 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
     """
     fn = root._creator
     if fn is None:
-        _accumulate_leaf(root, grad, grad)
+        _accumulate_leaf(root, grad, shared=True)
         return
     pending = {fn: grad}
     owned: set[Function] = set()  # nodes whose pending gradient only the engine holds
@@ -233,13 +261,16 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
                 f"its saved arrays). Specify retain_graph=True on the first backward() call "
                 f"if you need to backward through the graph again."
             )
+        if fn.leaf_versions:
+            _check_leaf_versions(fn)
         backward = fn.backward
         reuses = getattr(backward, "_reuses_grad_buffers", False)
         output_owned = reuses and fn in owned
         grads = backward(grad_output, output_owned) if reuses else backward(grad_output)
+        _check_gradients(fn, grads)
         if not retain_graph:
             fn.saved = _RELEASED
-        for edge, grad, version in zip(fn.edges, grads, fn.leaf_versions):
+        for edge, grad in zip(fn.edges, grads):
             if edge is None or grad is None:
                 continue
             # Only the engine holds ``grad`` if the op made it (or passed on a buffer
@@ -247,10 +278,9 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
             exclusive = reuses and (output_owned or grad is not grad_output) and \
                 (len(grads) == 1 or _returned_once(grad, grads))
             if type(edge) is Tensor:
-                if edge._version != version:
-                    _raise_modified_leaf(fn, edge)
                 # A buffer nobody else holds can become the leaf's .grad without a copy.
-                _accumulate_leaf(edge, grad, None if exclusive else grad_output)
+                _accumulate_leaf(edge, grad, shared=not exclusive and (
+                    not reuses or grad is grad_output or not _returned_once(grad, grads)))
             elif edge in pending:
                 pending[edge] = pending[edge] + grad
                 owned.add(edge)  # the sum is a new array
@@ -265,6 +295,8 @@ def _as_float_array(data: Any, device: str | None) -> Any:
     """Turn user data into a float array on the right device."""
     if isinstance(data, Tensor):
         data = data.data
+    if isinstance(data, numpy.generic):
+        data = numpy.asarray(data)  # a NumPy scalar keeps its dtype, like an array
     if isinstance(data, numpy.ndarray) or backend.is_gpu_array(data):
         xp = backend.get_array_module(data)
         if data.dtype.kind == "c":
@@ -275,7 +307,10 @@ def _as_float_array(data: Any, device: str | None) -> Any:
             data = data.astype(xp.float64)  # autograd needs floats
         return data if device is None else backend.to_device(data, device)
     try:
-        array = numpy.asarray(data, dtype=numpy.float64)
+        array = numpy.asarray(data)
+        if array.dtype.kind not in "biuf":  # None or strings would become NaN or fail later
+            raise TypeError(f"its elements are {array.dtype.name}")
+        array = array.astype(numpy.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"Tensor: cannot make a float array from {type(data).__name__} ({exc}); "
@@ -293,8 +328,9 @@ class Tensor:
     (float64, on ``backend.default_device()`` unless ``device`` is given).
     """
 
-    # _version counts in-place updates of a leaf's data (optimizers, load_state_dict);
-    # backward refuses to use a graph built before one.
+    # _version: [count] of in-place updates of a leaf's data (optimizers, load_state_dict),
+    # a list so that tensors sharing the array share it; backward refuses a graph built
+    # before an update. None on non-leaves, which nothing updates in place.
     __slots__ = ("data", "requires_grad", "_grad", "_creator", "_version", "__weakref__")
     # Make `array + tensor` and `array @ tensor` defer to Tensor.__radd__ / __rmatmul__.
     __array_ufunc__ = None
@@ -305,7 +341,10 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._grad = None
         self._creator = None
-        self._version = 0
+        # Tensors sharing one array share one version counter, so an in-place update
+        # through either is seen by graphs that saved the other.
+        shares = isinstance(data, Tensor) and data.data is self.data and data._version is not None
+        self._version = data._version if shares else [0]
 
     # --- attributes -----------------------------------------------------
     @property
@@ -381,7 +420,7 @@ class Tensor:
         """A new leaf sharing ``data``, outside any graph."""
         out = Tensor.__new__(Tensor)
         out.data, out.requires_grad, out._grad, out._creator = self.data, False, None, None
-        out._version = 0
+        out._version = self._version if self._version is not None else [0]  # same array, same counter
         return out
 
     def to(self, device: str) -> "Tensor":

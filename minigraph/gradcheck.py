@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy
 
@@ -42,12 +43,20 @@ def gradcheck(
     Returns True, or raises GradcheckError naming the input, the worst index,
     and the analytic and numeric values. The inputs' ``.grad`` are restored.
     """
+    if isinstance(inputs, Tensor) or not isinstance(inputs, Sequence):
+        raise TypeError(f"gradcheck: inputs is a {type(inputs).__name__}; expected a list or "
+                        f"tuple of the arguments of fn, e.g. [x, w]")
+    if not eps > 0:
+        raise ValueError(f"gradcheck: got eps={eps!r}; expected a positive step, e.g. 1e-6")
     inputs = list(inputs)
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input requires grad; expected at least one Tensor "
                          "with requires_grad=True")
     for i in checked:
+        if not inputs[i].is_leaf:
+            raise ValueError(f"gradcheck: input {i} was computed by {inputs[i].grad_fn.name}; "
+                             f"expected leaf tensors (compute it inside fn instead)")
         if inputs[i].data.dtype != numpy.float64:
             raise TypeError(f"gradcheck: input {i} has dtype {inputs[i].data.dtype}; expected "
                             f"float64 (finite differences in lower precision are too noisy)")

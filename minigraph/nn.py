@@ -21,6 +21,7 @@ algebra. PyTorch stores the transpose.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterator, Mapping
 from typing import IO, Any, NamedTuple
@@ -308,14 +309,17 @@ class Module:
                     f"{target.shape} in the model; expected identical shapes (was the model built "
                     f"with the same sizes?)"
                 )
-            sources[key] = value
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"load_state_dict: {key!r} has dtype {value.dtype}; expected real "
+                                f"numbers (it becomes {target.dtype})")
+            # Converted now, so that a bad value fails before anything is overwritten.
+            sources[key] = backend.to_device(value, backend.device_of(target)).astype(target.dtype,
+                                                                                        copy=False)
         for key, value in sources.items():
-            target = targets[key]
-            # In place, so optimizers and graphs holding these arrays see the new values;
-            # the assignment casts to the model's dtype.
-            target[...] = backend.to_device(value, backend.device_of(target))
+            # In place, so optimizers and graphs holding these arrays see the new values.
+            targets[key][...] = value
         for param in self.parameters():
-            param._version += 1  # graphs built before the load can no longer backward
+            param._version[0] += 1  # graphs built before the load can no longer backward
         return IncompatibleKeys(missing, unexpected)
 
     # --- calling and printing --------------------------------------------
@@ -459,16 +463,16 @@ class BatchNorm1d(Module):
     ) -> None:
         super().__init__()
         self.num_features = _positive_int("BatchNorm1d", "num_features", num_features)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"BatchNorm1d: got eps={eps!r}; expected a number >= 0")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) \
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+            raise ValueError(f"BatchNorm1d: got eps={eps!r}; expected a finite number >= 0")
+        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
                 or not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNorm1d: got momentum={momentum!r}; expected a number in [0, 1]")
-        if isinstance(ddof, bool) or not isinstance(ddof, int) or ddof < 0:
+        if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
             raise ValueError(f"BatchNorm1d: got ddof={ddof!r}; expected an integer >= 0")
         self.eps = float(eps)
         self.momentum = float(momentum)
-        self.ddof = ddof
+        self.ddof = int(ddof)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         dtype = _resolve_float_dtype("BatchNorm1d", dtype)

@@ -91,7 +91,7 @@ class SGD(Optimizer):
                 weights -= direction
             else:
                 weights -= lr * grad
-            param._version += 1  # graphs built before this step can no longer backward
+            param._version[0] += 1  # graphs built before this step can no longer backward
 
     def __repr__(self) -> str:
         return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
@@ -178,7 +178,7 @@ class Adam(Optimizer):
             xp.divide(m, scratch, out=scratch)
             scratch *= lr / bias1
             weights -= scratch
-            param._version += 1  # graphs built before this step can no longer backward
+            param._version[0] += 1  # graphs built before this step can no longer backward
 
     def __repr__(self) -> str:
         return (f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
@@ -212,6 +212,10 @@ def _parameter_list(owner: str, params: Any) -> list[Tensor]:
             raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) was computed by "
                              f"{param.grad_fn.name}; expected a leaf Tensor, the only kind whose "
                              f".grad backward fills")
+        if not param.data.flags.writeable:
+            raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) has a read-only "
+                             f"array (a broadcast view?), which step() cannot update in place; "
+                             f"expected a writable array, e.g. Tensor(array.copy(), requires_grad=True)")
         if id(param) in seen:
             raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) appears more than "
                              f"once; expected each parameter once")

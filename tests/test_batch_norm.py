@@ -71,3 +71,10 @@ def test_gradient_of_sum_of_outputs_with_respect_to_x_is_zero(on, rng):
     out = mg.batch_norm(x, mg.Tensor(on(rng.normal(size=3))), None)
     out.backward(on(np.ones((6, 3))))
     np.testing.assert_allclose(host(x.grad), 0.0, atol=1e-12)
+
+
+def test_the_graph_does_not_keep_the_running_statistics_alive(rng):
+    x = mg.Tensor(rng.normal(size=(4, 2)), requires_grad=True)
+    for training in (True, False):
+        out = mg.batch_norm(x, None, None, np.zeros(2), np.ones(2), training=training)
+        assert out.grad_fn.running_mean is None and out.grad_fn.running_var is None

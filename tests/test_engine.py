@@ -296,3 +296,73 @@ def test_leaf_grads_forward_values_and_the_callers_grad_are_left_alone():
     np.testing.assert_array_equal(y.data, kept[1])
     np.testing.assert_array_equal(z.data, kept[2])
     np.testing.assert_allclose(x.grad, 2 * first)
+
+
+# --- what user-written Functions get wrong, caught at the boundary ----------------------------
+
+
+class ReturnsBareArray(mg.Function):
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad_output):
+        return 2 * grad_output  # forgot the tuple
+
+
+class ReturnsWrongShape(mg.Function):
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad_output):
+        return (grad_output.sum(axis=0),)
+
+
+class SameArrayToBoth(mg.Function):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, grad_output):
+        grad = grad_output * 1.0
+        return grad, grad
+
+
+def test_a_backward_returning_no_tuple_or_a_wrong_shape_is_an_error():
+    x = mg.Tensor(np.ones((3, 2)), requires_grad=True)
+    with pytest.raises(RuntimeError, match="ReturnsBareArray.backward returned ndarray; expected a tuple of 1"):
+        mg.apply(ReturnsBareArray(), x).backward(np.ones((3, 2)))
+    with pytest.raises(RuntimeError, match=r"shape \(2,\) for input 0; expected \(3, 2\)"):
+        mg.apply(ReturnsWrongShape(), x).backward(np.ones((3, 2)))
+
+
+def test_one_array_returned_for_two_leaves_becomes_two_grads():
+    a, b = mg.Tensor(np.ones(2), requires_grad=True), mg.Tensor(np.ones(2), requires_grad=True)
+    mg.apply(SameArrayToBoth(), a, b).backward(np.ones(2))
+    a.grad *= 0
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+
+
+def test_a_detached_alias_shares_the_version_counter(rng):
+    w = mg.Tensor(rng.normal(size=(3, 2)), requires_grad=True)
+    v = mg.Tensor(rng.normal(size=(2, 1)), requires_grad=True)
+    y = w.detach() @ v  # the graph saved w's array through the alias
+    w.grad = np.ones((3, 2))
+    mg.optim.SGD([w], lr=1.0).step()
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.backward(np.ones((3, 1)))
+
+
+def test_one_no_grad_instance_can_be_nested_in_itself():
+    quiet = mg.no_grad()
+    with quiet:
+        with quiet:
+            pass
+        assert not mg.is_grad_enabled()
+    assert mg.is_grad_enabled()
+
+
+def test_numpy_scalars_keep_their_dtype_and_none_is_not_a_number():
+    assert mg.Tensor(np.float32(1.5)).dtype == np.float32
+    with pytest.raises(TypeError, match="Tensor: cannot make a float array from NoneType"):
+        mg.Tensor(None)
+    with pytest.raises(TypeError, match="object"):
+        mg.Tensor([1.0, None])

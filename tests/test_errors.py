@@ -62,6 +62,8 @@ def test_batch_norm_rejects_non_2d_input_and_bad_settings():
         mg.batch_norm(t(3, 2), t(2), t(2), momentum=1.5)
     with pytest.raises(ValueError, match="eps"):
         mg.batch_norm(t(3, 2), t(2), t(2), eps=-1.0)
+    with pytest.raises(ValueError, match="eps=nan; expected a finite number"):
+        mg.batch_norm(t(3, 2), t(2), t(2), eps=float("nan"))
 
 
 def test_numpy_scalars_are_accepted_as_numbers():

@@ -62,3 +62,13 @@ def test_gradcheck_refuses_float32_inputs(rng):
 def test_gradcheck_needs_an_input_that_requires_grad():
     with pytest.raises(ValueError, match="no input requires grad"):
         mg.gradcheck(mg.relu, [mg.Tensor(np.ones(2))])
+
+
+def test_gradcheck_rejects_non_leaf_inputs_a_zero_step_and_a_bare_tensor(rng):
+    x = mg.Tensor(rng.normal(size=3), requires_grad=True)
+    with pytest.raises(ValueError, match="input 0 was computed by relu; expected leaf tensors"):
+        mg.gradcheck(mg.relu, [mg.relu(x)])
+    with pytest.raises(ValueError, match="eps=0"):
+        mg.gradcheck(mg.relu, [x], eps=0)
+    with pytest.raises(TypeError, match="inputs is a Tensor; expected a list"):
+        mg.gradcheck(mg.relu, x)

@@ -414,3 +414,26 @@ def test_to_moves_parameters_gradients_and_buffers_in_place(device, rng):
         np.testing.assert_array_equal(value, expected[key])
     out = net(mg.Tensor(to_device(rng.normal(size=(3, 4)), device)))
     assert out.device == device
+
+
+def test_load_state_dict_with_a_bad_value_overwrites_nothing():
+    layer = nn.Linear(3, 2, dtype=np.float64, device="cpu", rng=0)
+    before = layer.weight.numpy()
+    with pytest.raises(TypeError, match=r"'bias' has dtype <U1; expected real numbers"):
+        layer.load_state_dict({"weight": np.zeros((3, 2)), "bias": np.array(["a", "b"])})
+    np.testing.assert_array_equal(layer.weight.numpy(), before)
+
+
+def test_a_graph_built_before_load_state_dict_cannot_backward():
+    layer = nn.Linear(3, 2, dtype=np.float64, device="cpu", rng=0)
+    out = layer(mg.Tensor(np.ones((4, 3))))
+    layer.load_state_dict(layer.state_dict())
+    with pytest.raises(RuntimeError, match="modified in place"):
+        out.backward(np.ones((4, 2)))
+
+
+def test_batch_norm_layer_accepts_numpy_scalars_and_rejects_non_finite_eps():
+    layer = nn.BatchNorm1d(3, eps=np.float32(1e-3), momentum=np.float64(0.2), ddof=np.int64(1))
+    assert (layer.eps, layer.momentum, layer.ddof) == (pytest.approx(1e-3), 0.2, 1)
+    with pytest.raises(ValueError, match="eps=inf; expected a finite number"):
+        nn.BatchNorm1d(3, eps=float("inf"))

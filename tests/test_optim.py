@@ -198,3 +198,9 @@ def test_bad_parameter_lists_are_rejected_with_a_hint():
         optim.Adam([w + w])
     with pytest.raises(ValueError, match=r"parameter 1 \(shape \(2,\)\) appears more than once"):
         optim.SGD([w, w], lr=0.1)
+
+
+def test_a_read_only_parameter_array_is_rejected_up_front():
+    frozen = mg.Tensor(np.broadcast_to(np.zeros(3), (2, 3)), requires_grad=True)
+    with pytest.raises(ValueError, match=r"parameter 0 \(shape \(2, 3\)\) has a read-only array"):
+        optim.SGD([frozen], lr=0.1)

@@ -65,6 +65,7 @@ class BatchNorm(Function):
             # PyTorch's convention: the running variance is the unbiased one.
             self.running_var *= 1.0 - self.momentum
             self.running_var += (self.momentum / (n - 1)) * sum_sq
+        self.running_mean = self.running_var = None  # updated; the graph need not keep them
         if any(self.needs_grad):
             self.saved = (centred, inv_std, gamma)
         return y
@@ -110,6 +111,7 @@ class BatchNormEval(Function):
         centred = x - self.running_mean
         y = centred * (gamma * inv_std)
         y += beta
+        self.running_mean = self.running_var = None  # read; the graph need not keep them
         needs_x, needs_gamma, _ = self.needs_grad
         if needs_x or needs_gamma:
             self.saved = (centred if needs_gamma else None, inv_std, gamma)
@@ -187,8 +189,8 @@ def batch_norm(
     if x.data.ndim != 2:
         raise ValueError(f"batch_norm: x has shape {x.data.shape}; expected a 2-D (N, p) batch")
     n = x.data.shape[0]
-    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or eps < 0:
-        raise ValueError(f"batch_norm: got eps={eps!r}; expected a number >= 0")
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not 0 <= eps < float("inf"):
+        raise ValueError(f"batch_norm: got eps={eps!r}; expected a finite number >= 0")
     gamma = _affine("gamma", gamma, x, 1.0)
     beta = _affine("beta", beta, x, 0.0)
     running_mean = _statistic("running_mean", running_mean, x)
