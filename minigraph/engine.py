@@ -282,8 +282,7 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
                 (len(grads) == 1 or _returned_once(grad, grads))
             if type(edge) is Tensor:
                 # A buffer nobody else holds can become the leaf's .grad without a copy.
-                _accumulate_leaf(edge, grad, shared=not exclusive and (
-                    not reuses or grad is grad_output or not _returned_once(grad, grads)))
+                _accumulate_leaf(edge, grad, shared=not exclusive)
             elif edge in pending:
                 pending[edge] = pending[edge] + grad
                 owned.add(edge)  # the sum is a new array
