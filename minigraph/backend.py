@@ -121,6 +121,18 @@ def check_device(device: str) -> str:
     return device
 
 
+def placed(data: Any, device: str | None) -> Any:
+    """Where data goes under minigraph's one device rule: ``device`` if given; otherwise an array
+    already on the GPU stays there, and host data (NumPy arrays, lists, numbers) goes to
+    ``default_device()``. The GPU is never left implicitly: device data reaches the host only
+    when asked (``device='cpu'``, ``.to('cpu')``, ``.numpy()``)."""
+    if device is None:
+        if is_gpu_array(data):
+            return data
+        device = default_device()
+    return to_device(data, device)
+
+
 def to_device(array: Any, device: str) -> Any:
     """Return ``array`` on ``device`` ('cpu', 'gpu' or 'auto'); no copy if already there."""
     device = check_device(device)
@@ -132,3 +144,40 @@ def to_device(array: Any, device: str) -> Any:
     import cupy
 
     return cupy.asarray(array)
+
+
+def can_update_in_place(array: Any) -> bool:
+    """True when writing into ``array`` in place is safe: it is writable and no two of its
+    elements share memory.
+
+    NumPy marks read-only arrays (``flags.writeable``); CuPy has no such flag
+    (cupy/_core/flags.pyx) and its ``broadcast_to`` views accept writes through zero
+    strides, so an in-place update there would silently add every row's step to one
+    element. The zero-stride test covers both libraries.
+    """
+    if not getattr(array.flags, "writeable", True):
+        return False
+    return all(stride != 0 or size <= 1 for stride, size in zip(array.strides, array.shape))
+
+
+# --- per-library spellings of the few primitives whose fast form differs ----------------------
+def column_sums(a: Any) -> Any:
+    """1ᵀA for A: (N, p) -> (p,), as a matrix-vector product.
+
+    BLAS keeps several partial sums per column (and may use several threads), so
+    on NumPy this is both faster and more accurate than ``a.sum(axis=0)``, which
+    adds the rows one after another; cuBLAS's GEMV is as good a spelling on CuPy.
+    """
+    return get_array_module(a).ones(a.shape[0], dtype=a.dtype) @ a
+
+
+def column_dot(a: Any, b: Any) -> Any:
+    """1ᵀ(A ⊙ B) for A, B: (N, p) -> (p,): per-column sums of an elementwise product.
+
+    NumPy: ``einsum`` runs one fused loop and never forms A ⊙ B. CuPy: ``einsum``
+    would become a batched matmul with two (N, p) copies, so the product is formed
+    once and reduced (one elementwise kernel, one reduction kernel).
+    """
+    if is_gpu_array(a):
+        return (a * b).sum(axis=0)
+    return numpy.einsum("ij,ij->j", a, b)

@@ -127,8 +127,8 @@ def _check_operands(fn: Function, arrays: Sequence[Any]) -> None:
             dtypes = ", ".join(str(x.dtype) for x in arrays)
             raise TypeError(
                 f"{fn.name}: operands have different dtypes ({dtypes}); expected one dtype. "
-                f"minigraph does not promote silently: convert one, e.g. "
-                f"Tensor(t.data.astype('float64'))."
+                f"minigraph does not promote silently: convert the data (array.astype(...)) or "
+                f"build the layer with the data's dtype, e.g. nn.Linear(..., dtype=numpy.{first.dtype})."
             )
 
 
@@ -293,21 +293,31 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
                     owned.add(edge)
 
 
+_FLOAT_DTYPES = ("float32", "float64")
+
+
 def _as_float_array(data: Any, device: str | None) -> Any:
-    """Turn user data into a float array on the right device."""
-    if isinstance(data, Tensor):
-        data = data.data
+    """Turn user data into a float32/float64 array, placed by ``backend.placed``'s device rule."""
+    if isinstance(data, Tensor):  # re-wrapping a tensor keeps its device unless told otherwise
+        return data.data if device is None else backend.to_device(data.data, device)
     if isinstance(data, numpy.generic):
         data = numpy.asarray(data)  # a NumPy scalar keeps its dtype, like an array
+    if isinstance(data, numpy.ndarray) and type(data) is not numpy.ndarray:
+        if isinstance(data, numpy.ma.MaskedArray):
+            raise TypeError("Tensor: got a masked array; minigraph has no masks, so its ops would "
+                            "silently use the hidden values. Pass data.filled(value) or "
+                            "data.compressed() instead")
+        data = numpy.asarray(data)  # np.matrix and other subclasses change what * and @ mean
     if isinstance(data, numpy.ndarray) or backend.is_gpu_array(data):
-        xp = backend.get_array_module(data)
-        if data.dtype.kind == "c":
-            raise TypeError(f"Tensor: got a complex array ({data.dtype}); expected real floats")
-        if data.dtype.kind not in "f":
-            if data.dtype.kind not in "biu":
-                raise TypeError(f"Tensor: got an array of dtype {data.dtype}; expected numbers")
-            data = data.astype(xp.float64)  # autograd needs floats
-        return data if device is None else backend.to_device(data, device)
+        kind = data.dtype.kind
+        if kind in "biu":
+            data = data.astype(backend.get_array_module(data).float64)  # autograd needs floats
+        elif data.dtype.name not in _FLOAT_DTYPES:
+            hint = (" float16 overflows at 65504 and loses sums; compute in float32"
+                    if data.dtype.name == "float16" else "")
+            raise TypeError(f"Tensor: got an array of dtype {data.dtype}; expected float32 or "
+                            f"float64 (integers and booleans become float64).{hint}")
+        return backend.placed(data, device)
     try:
         array = numpy.asarray(data)
         if array.dtype.kind not in "biuf":  # None or strings would become NaN or fail later
@@ -318,7 +328,7 @@ def _as_float_array(data: Any, device: str | None) -> Any:
             f"Tensor: cannot make a float array from {type(data).__name__} ({exc}); "
             f"expected a NumPy/CuPy array, a nested list of numbers or a number"
         ) from None
-    return backend.to_device(array, device or backend.default_device())
+    return backend.placed(array, device)
 
 
 class Tensor:
@@ -458,10 +468,10 @@ class Tensor:
         else:
             if isinstance(grad, Tensor):
                 grad = grad.data
-            if backend.is_gpu_array(grad) != backend.is_gpu_array(self.data):
-                raise TypeError(f"backward: grad is on {backend.device_of(grad)!r} but the output "
-                                f"is on {self.device!r}; expected the same device")
-            grad = xp.asarray(grad)
+            if backend.is_gpu_array(grad) and not backend.is_gpu_array(self.data):
+                raise TypeError(f"backward: grad is on 'gpu' but the output is on {self.device!r}; "
+                                f"expected the same device (grad.get() brings it to the host)")
+            grad = xp.asarray(grad)  # host data goes to the output's device, as in any op
             if grad.shape != self.data.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape}; expected the output's "
                                  f"shape {self.data.shape}")
@@ -503,15 +513,23 @@ def _load_operators() -> tuple[Callable, Callable]:
 def as_tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Tensor:
     """Coerce an op's argument to a Tensor.
 
-    Tensors pass through; arrays become constants; a Python number becomes a
-    constant with ``like``'s dtype and device. Anything else is a TypeError
-    naming ``op`` and the argument.
+    Tensors pass through. Host arrays become constants on ``like``'s device (on
+    the default device without ``like``); GPU arrays stay where they are. A
+    Python number becomes a constant with ``like``'s dtype and device. Anything
+    else is a TypeError naming ``op`` and the argument.
     """
     if isinstance(value, Tensor):
         return value
     if isinstance(value, numpy.ndarray) or backend.is_gpu_array(value):
-        return Tensor(value)
+        device = like.device if like is not None and not backend.is_gpu_array(value) else None
+        return Tensor(value, device=device)
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and like is not None:
         xp = backend.get_array_module(like.data)
         return Tensor(xp.asarray(value, dtype=like.data.dtype))
     raise TypeError(f"{op}: {name} must be a Tensor or an array; got {type(value).__name__}")
+
+
+def as_tensors(op: str, names: Sequence[str], values: Sequence[Any]) -> list[Tensor]:
+    """``as_tensor`` for each operand, with the first Tensor among them as ``like`` for the rest."""
+    like = next((v for v in values if isinstance(v, Tensor)), None)
+    return [as_tensor(op, name, value, like) for name, value in zip(names, values)]

@@ -21,15 +21,14 @@ algebra. PyTorch stores the transpose.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from collections.abc import Iterator, Mapping
 from typing import IO, Any, NamedTuple
 
 import numpy
 
-from . import backend
-from .engine import Tensor, as_tensor
+from . import backend, checks
+from .engine import Tensor
 from .ops import batch_norm, linear, mse_loss, relu
 from .ops.mse_loss import REDUCTIONS
 
@@ -365,29 +364,6 @@ def _resolve_float_dtype(layer: str, dtype: Any) -> numpy.dtype:
     return resolved
 
 
-def _positive_int(layer: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)) or value < 1:
-        raise ValueError(f"{layer}: got {name}={value!r}; expected a positive integer")
-    return int(value)
-
-
-def _check_input(layer: Module, x: Any, features: int, dtype: numpy.dtype | None) -> Tensor:
-    """x as a Tensor of shape (N, features) and the layer's dtype, or an error naming the layer.
-
-    ``dtype`` is read from the layer's current arrays (None: nothing to match).
-    """
-    x = as_tensor(type(layer).__name__, "input", x)
-    if x.data.ndim != 2 or x.data.shape[1] != features:
-        raise ValueError(f"{layer!r}: got input of shape {x.data.shape}; expected (N, {features})")
-    if dtype is not None and x.data.dtype != dtype:
-        raise TypeError(
-            f"{layer!r}: got input of dtype {x.data.dtype}; expected {dtype} like the layer's "
-            f"parameters. Convert the data (array.astype(numpy.{dtype})) or build the layer "
-            f"with dtype=numpy.{x.data.dtype}"
-        )
-    return x
-
-
 class Linear(Module):
     """Affine map ``y = x @ weight + bias``. x: (N, in_features) -> y: (N, out_features).
 
@@ -411,24 +387,23 @@ class Linear(Module):
         rng: numpy.random.Generator | int | None = None,
     ) -> None:
         super().__init__()
-        self.in_features = _positive_int("Linear", "in_features", in_features)
-        self.out_features = _positive_int("Linear", "out_features", out_features)
+        self.in_features = checks.integer("Linear", "in_features", in_features, low=1)
+        self.out_features = checks.integer("Linear", "out_features", out_features, low=1)
         dtype = _resolve_float_dtype("Linear", dtype)
         device = backend.default_device() if device is None else backend.check_device(device)
         generator = numpy.random.default_rng(rng)
         # Drawn in float64 on the host, so a seed gives the same weights on every device and dtype.
         weight = generator.normal(0.0, math.sqrt(2.0 / self.in_features),
                                   size=(self.in_features, self.out_features))
-        self.weight = Tensor(backend.to_device(weight.astype(dtype), device), requires_grad=True)
+        self.weight = Tensor(weight.astype(dtype), requires_grad=True, device=device)
         if bias:
             zeros = numpy.zeros(self.out_features, dtype=dtype)
-            self.bias = Tensor(backend.to_device(zeros, device), requires_grad=True)
+            self.bias = Tensor(zeros, requires_grad=True, device=device)
         else:
             self.bias = None
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, in_features) -> (N, out_features)."""
-        x = _check_input(self, x, self.in_features, self.weight.data.dtype)
         return linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
@@ -462,17 +437,10 @@ class BatchNorm1d(Module):
         device: str | None = None,
     ) -> None:
         super().__init__()
-        self.num_features = _positive_int("BatchNorm1d", "num_features", num_features)
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
-            raise ValueError(f"BatchNorm1d: got eps={eps!r}; expected a finite number >= 0")
-        if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) \
-                or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchNorm1d: got momentum={momentum!r}; expected a number in [0, 1]")
-        if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
-            raise ValueError(f"BatchNorm1d: got ddof={ddof!r}; expected an integer >= 0")
-        self.eps = float(eps)
-        self.momentum = float(momentum)
-        self.ddof = int(ddof)
+        self.num_features = checks.integer("BatchNorm1d", "num_features", num_features, low=1)
+        self.eps = checks.real("BatchNorm1d", "eps", eps, low=0.0)
+        self.momentum = checks.real("BatchNorm1d", "momentum", momentum, low=0.0, high=1.0)
+        self.ddof = checks.integer("BatchNorm1d", "ddof", ddof, low=0)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         dtype = _resolve_float_dtype("BatchNorm1d", dtype)
@@ -482,8 +450,8 @@ class BatchNorm1d(Module):
             return backend.to_device(numpy.full(self.num_features, value, dtype=dtype), device)
 
         if self.affine:
-            self.weight = Tensor(filled(1.0), requires_grad=True)
-            self.bias = Tensor(filled(0.0), requires_grad=True)
+            self.weight = Tensor(filled(1.0), requires_grad=True, device=device)
+            self.bias = Tensor(filled(0.0), requires_grad=True, device=device)
         else:
             self.weight = None
             self.bias = None
@@ -492,8 +460,6 @@ class BatchNorm1d(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, num_features) -> same shape. Training needs N >= 2."""
-        reference = self.weight.data if self.weight is not None else self.running_mean
-        x = _check_input(self, x, self.num_features, None if reference is None else reference.dtype)
         use_batch_statistics = self.training or self.running_mean is None
         return batch_norm(
             x, self.weight, self.bias, self.running_mean, self.running_var,

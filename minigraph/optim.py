@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from numbers import Real
 from typing import Any
 
-from . import backend
+from . import backend, checks
 from .engine import Tensor
 
 __all__ = ["Adam", "Optimizer", "SGD"]
@@ -28,8 +27,9 @@ __all__ = ["Adam", "Optimizer", "SGD"]
 class Optimizer:
     """Base class: holds the parameter list; subclasses implement ``step``.
 
-    ``params``: an iterable of leaf Tensors with ``requires_grad=True``, e.g.
-    ``model.parameters()``; a generator is read once, here.
+    ``params``: an iterable of leaf Tensors, e.g. ``model.parameters()``; a
+    generator is read once, here. Frozen ones (``requires_grad=False``) are
+    accepted and, having no ``.grad``, left alone by ``step``, as in PyTorch.
     """
 
     def __init__(self, params: Iterable[Tensor]) -> None:
@@ -58,10 +58,10 @@ class SGD(Optimizer):
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0) -> None:
         super().__init__(params)
-        self.lr = _checked("SGD", "lr", lr, minimum=0.0, inclusive=False, example="lr=0.01")
-        self.momentum = _checked("SGD", "momentum", momentum, minimum=0.0, example="momentum=0.9")
-        self.weight_decay = _checked("SGD", "weight_decay", weight_decay, minimum=0.0,
-                                     example="weight_decay=1e-4")
+        self.lr = checks.real("SGD", "lr", lr, low=0.0, example="lr=0.01")
+        self.momentum = checks.real("SGD", "momentum", momentum, low=0.0, example="momentum=0.9")
+        self.weight_decay = checks.real("SGD", "weight_decay", weight_decay, low=0.0,
+                                        example="weight_decay=1e-4")
         self._momentum_buffers: list[Any] = [None] * len(self.params)
 
     def step(self) -> None:
@@ -129,16 +129,14 @@ class Adam(Optimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(params)
-        self.lr = _checked("Adam", "lr", lr, minimum=0.0, inclusive=False, example="lr=1e-3")
+        self.lr = checks.real("Adam", "lr", lr, low=0.0, example="lr=1e-3")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"Adam: got betas={betas!r}; expected a pair such as (0.9, 0.999)")
-        self.betas = (
-            _checked("Adam", "betas[0]", betas[0], minimum=0.0, maximum=1.0, example="betas=(0.9, 0.999)"),
-            _checked("Adam", "betas[1]", betas[1], minimum=0.0, maximum=1.0, example="betas=(0.9, 0.999)"),
-        )
-        self.eps = _checked("Adam", "eps", eps, minimum=0.0, example="eps=1e-8")
-        self.weight_decay = _checked("Adam", "weight_decay", weight_decay, minimum=0.0,
-                                     example="weight_decay=1e-4")
+        self.betas = tuple(checks.real("Adam", f"betas[{i}]", beta, low=0.0, high=1.0, high_open=True,
+                                       example="betas=(0.9, 0.999)") for i, beta in enumerate(betas))
+        self.eps = checks.real("Adam", "eps", eps, low=0.0, example="eps=1e-8")
+        self.weight_decay = checks.real("Adam", "weight_decay", weight_decay, low=0.0,
+                                        example="weight_decay=1e-4")
         self._state: list[_AdamState | None] = [None] * len(self.params)
 
     def step(self) -> None:
@@ -186,7 +184,7 @@ class Adam(Optimizer):
 
 
 def _parameter_list(owner: str, params: Any) -> list[Tensor]:
-    """``params`` as a list of distinct leaf Tensors that require grad, or a clear error."""
+    """``params`` as a list of distinct, writable leaf Tensors, or a clear error."""
     if isinstance(params, Tensor):
         raise TypeError(f"{owner}: params is a single Tensor; expected an iterable of Tensors, "
                         f"e.g. {owner}([w], ...) or {owner}(model.parameters(), ...)")
@@ -197,7 +195,7 @@ def _parameter_list(owner: str, params: Any) -> list[Tensor]:
                         f"Tensors such as model.parameters()") from None
     if not params:
         raise ValueError(f"{owner}: got an empty parameter list; expected at least one Tensor "
-                         f"with requires_grad=True (a generator such as model.parameters() can be "
+                         f"(a generator such as model.parameters() can be "
                          f"read only once: was it used already?)")
     seen: set[int] = set()
     for index, param in enumerate(params):
@@ -205,14 +203,11 @@ def _parameter_list(owner: str, params: Any) -> list[Tensor]:
             hint = " (pass model.parameters(), not named_parameters())" if isinstance(param, tuple) else ""
             raise TypeError(f"{owner}: parameter {index} is a {type(param).__name__}; expected a "
                             f"Tensor with requires_grad=True{hint}")
-        if not param.requires_grad:
-            raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) does not require "
-                             f"grad; expected requires_grad=True, e.g. Tensor(array, requires_grad=True)")
         if not param.is_leaf:
             raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) was computed by "
                              f"{param.grad_fn.name}; expected a leaf Tensor, the only kind whose "
                              f".grad backward fills")
-        if not param.data.flags.writeable:
+        if not backend.can_update_in_place(param.data):
             raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) has a read-only "
                              f"array (a broadcast view?), which step() cannot update in place; "
                              f"expected a writable array, e.g. Tensor(array.copy(), requires_grad=True)")
@@ -221,17 +216,3 @@ def _parameter_list(owner: str, params: Any) -> list[Tensor]:
                              f"once; expected each parameter once")
         seen.add(id(param))
     return params
-
-
-def _checked(owner: str, name: str, value: Any, minimum: float, maximum: float | None = None,
-             inclusive: bool = True, example: str = "") -> float:
-    """``value`` as a float in [minimum, maximum) (or (minimum, ...) unless ``inclusive``)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value >= minimum if inclusive else value > minimum) and (maximum is None or value < maximum)
-    if not ok:
-        low = "[" if inclusive else "("
-        high = f"{maximum})" if maximum is not None else "inf)"
-        raise ValueError(f"{owner}: got {name}={value!r}; expected a number in {low}{minimum}, "
-                         f"{high}, e.g. {example}")
-    return float(value)

@@ -1,4 +1,9 @@
-"""Shared fixtures: every device-aware test runs on NumPy, and on CuPy when a GPU is usable."""
+"""Shared fixtures: every device-aware test runs on NumPy, and on CuPy when a GPU is usable.
+
+On a machine without a GPU, run the suite a second time with the CuPy stand-in first on the
+path (``PYTHONPATH=tests/standin python -m pytest -q``): then every GPU variant runs against
+an array type that refuses what CuPy refuses. The stand-in is not a GPU.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,47 @@ import pytest
 from minigraph import backend
 
 DEVICES = ["cpu", "gpu"]
+STANDIN_HINT = "run with PYTHONPATH=tests/standin to exercise the GPU path on the CuPy stand-in"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if not backend.is_gpu_available():
+        return f"GPU tests: skipped, {backend.gpu_unavailable_reason()} ({STANDIN_HINT})"
+    import cupy
+
+    if getattr(cupy, "IS_STANDIN", False):
+        return f"GPU tests: on the CuPy STAND-IN ({cupy.__file__}); this is NOT a GPU"
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    return f"GPU tests: on {name.decode() if isinstance(name, bytes) else name}, CuPy {cupy.__version__}"
+
+
+def require_gpu() -> None:
+    if not backend.is_gpu_available():
+        pytest.skip(f"no usable GPU: {backend.gpu_unavailable_reason()} ({STANDIN_HINT})")
 
 
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> str:
-    if request.param == "gpu" and not backend.is_gpu_available():
-        pytest.skip(f"no usable GPU: {backend.gpu_unavailable_reason()}")
+    if request.param == "gpu":
+        require_gpu()
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def default_device_of_the_test(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs with MINIGRAPH_DEVICE set to the device it is about: its ``device``
+    parameter, else the CPU. Data without ``device=`` goes to the default device, so a test
+    written once (``Tensor(numpy_array)``, ``nn.Linear(4, 3)``) runs on each device in turn,
+    as a user's script runs unchanged on a CPU and on a GPU machine."""
+    device = request.getfixturevalue("device") if "device" in request.fixturenames else "cpu"
+    monkeypatch.setenv("MINIGRAPH_DEVICE", device)
+
+
+@pytest.fixture
+def gpu() -> str:
+    """For tests that need a GPU (or the stand-in) alongside the CPU."""
+    require_gpu()
+    return "gpu"
 
 
 @pytest.fixture

@@ -58,13 +58,14 @@ def test_auto_falls_back_to_cpu_when_cupy_is_missing(monkeypatch, fresh_probe):
 
 def test_auto_falls_back_to_cpu_when_cupy_sees_no_device(monkeypatch, fresh_probe):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(is_available=False))
-    monkeypatch.delenv("MINIGRAPH_DEVICE", raising=False)
+    monkeypatch.delenv("MINIGRAPH_DEVICE")  # unset means auto
     assert backend.default_device() == "cpu"
     assert "no CUDA device" in backend.gpu_unavailable_reason()
 
 
 def test_auto_falls_back_when_import_works_but_the_first_allocation_fails(monkeypatch, fresh_probe):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy(allocation_error=CUDARuntimeError("no driver")))
+    monkeypatch.setenv("MINIGRAPH_DEVICE", "auto")
     assert not backend.is_gpu_available()
     assert "CUDARuntimeError: no driver" in backend.gpu_unavailable_reason()
     assert backend.default_device() == "cpu"
@@ -93,10 +94,64 @@ def test_numpy_arrays_use_numpy():
 
 
 def test_tensors_move_between_devices_and_gradients_follow(device, rng):
-    x = mg.Tensor(rng.normal(size=(3, 2)), requires_grad=True)
+    x = mg.Tensor(rng.normal(size=(3, 2)), requires_grad=True, device="cpu")
     moved = x.to(device)
     assert moved.device == device
     out = mg.relu(moved)
     out.backward(backend.to_device(np.ones((3, 2)), device))
     assert x.device == "cpu" and isinstance(x.grad, np.ndarray)
     np.testing.assert_array_equal(x.grad, x.data > 0)
+
+
+# --- the one device rule ------------------------------------------------------------
+def test_host_data_goes_to_the_default_device(device, rng):
+    """The fixture makes the test's device the default, as `auto` does on a GPU machine."""
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    assert mg.Tensor(x).device == device and mg.Tensor([1.0, 2.0]).device == device
+    layer = mg.nn.Linear(4, 3)  # layers too: the README's script runs unchanged
+    out = layer(mg.Tensor(x))
+    assert layer.weight.device == device and out.device == device
+    assert mg.Tensor(x, device="cpu").device == "cpu"  # an explicit device= always wins
+
+
+def test_raw_arrays_in_an_op_follow_its_tensor_operands(device, rng):
+    """So an explicitly placed layer or tensor accepts NumPy data wherever it lives."""
+    layer = mg.nn.Linear(4, 3, device=device, dtype=np.float64)
+    assert layer(rng.normal(size=(2, 4))).device == device
+    t = mg.Tensor(rng.normal(size=(2, 3)), device=device)
+    assert (t + rng.normal(size=(2, 3))).device == device
+    assert mg.mse_loss(t, rng.normal(size=(2, 3))).device == device
+    assert mg.batch_norm(rng.normal(size=(4, 3)), mg.Tensor(np.ones(3), device=device), None).device == device
+
+
+def test_cpu_tensors_are_shared_and_device_tensors_copied(device):
+    """Tensor(numpy_array) on the CPU shares the array (torch.from_numpy); on a GPU it is a copy."""
+    array = np.zeros(3)
+    t = mg.Tensor(array)
+    array[0] = 1.0
+    assert t.numpy()[0] == (1.0 if device == "cpu" else 0.0)
+
+
+def test_arrays_already_on_the_gpu_are_never_moved_implicitly(gpu, monkeypatch):
+    import cupy
+
+    monkeypatch.setenv("MINIGRAPH_DEVICE", "cpu")
+    on_gpu = cupy.ones((2, 2))
+    assert mg.Tensor(on_gpu).device == "gpu"
+    assert mg.relu(on_gpu).device == "gpu"
+    assert mg.Tensor(on_gpu, device="cpu").device == "cpu"  # unless asked
+    with pytest.raises(TypeError, match="add: operands are on different devices"):
+        mg.Tensor(np.ones((2, 2))) + on_gpu
+    cpu = mg.Tensor(np.ones((2, 2)), requires_grad=True)
+    with pytest.raises(TypeError, match="backward: grad is on 'gpu' but the output is on 'cpu'"):
+        mg.relu(cpu).backward(on_gpu)
+
+
+def test_numpy_data_is_refused_inside_device_math(gpu):
+    """The stand-in (or real CuPy) refuses what minigraph must never rely on: silent conversion."""
+    import cupy
+
+    with pytest.raises(TypeError):
+        np.asarray(cupy.ones(2))
+    with pytest.raises(TypeError):
+        cupy.ones(2) + np.ones(2)

@@ -124,22 +124,38 @@ def test_operands_of_unsupported_types_are_named():
         mg.matmul(t(2, 2), [[1.0, 0.0], [0.0, 1.0]])
 
 
-class _FakeGpuArray(np.ndarray):
-    """Stands in for cupy.ndarray so the device check runs without a GPU."""
-
-
-def test_numpy_and_cupy_operands_in_one_op_raise_a_clear_type_error(monkeypatch):
-    if backend.is_gpu_available():
-        import cupy
-
-        gpu = cupy.ones((2, 2))
-    else:
-        monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(ndarray=_FakeGpuArray))
-        gpu = np.ones((2, 2)).view(_FakeGpuArray)
-    cpu = mg.Tensor(np.ones((2, 2)))
-    gpu = mg.Tensor(gpu)
-    assert gpu.device == "gpu" and cpu.device == "cpu"
+def test_tensors_on_different_devices_in_one_op_raise_a_clear_type_error(gpu):
+    cpu = mg.Tensor(np.ones((2, 2)), device="cpu")
+    on_gpu = mg.Tensor(np.ones((2, 2)), device=gpu)
+    assert on_gpu.device == "gpu" and cpu.device == "cpu"
     with pytest.raises(TypeError, match=r"add: operands are on different devices \('cpu', 'gpu'\).*\.to\("):
-        cpu + gpu
+        cpu + on_gpu
     with pytest.raises(TypeError, match="matmul: operands are on different devices"):
-        gpu @ cpu
+        on_gpu @ cpu
+
+
+def test_numeric_arguments_may_be_0d_arrays_from_a_reduction_on_either_device(on, rng):
+    """CuPy reductions return 0-d device arrays; eps=x.var() must work on the GPU as on the CPU."""
+    data = on(rng.normal(size=(6, 3)))
+    x = mg.Tensor(data)
+    eps = data.var() * 1e-3
+    expected = mg.batch_norm(x, None, None, eps=float(eps))
+    got = mg.batch_norm(x, None, None, eps=eps, momentum=data.max() * 0, ddof=on(np.array(1)) * 0)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    with pytest.raises(ValueError, match=r"batch_norm: got eps=array\(\[0.1, 0.2\]\); expected a finite "
+                                         r"number in \[0.0, inf\)"):
+        mg.batch_norm(x, None, None, eps=on(np.array([0.1, 0.2])))
+    with pytest.raises(ValueError, match=r"batch_norm: got ddof=array\(1.\); expected an integer"):
+        mg.batch_norm(x, None, None, ddof=on(np.array(1.0)))
+
+
+def test_a_read_only_running_statistic_fails_before_either_is_updated(on, rng):
+    xp = mg.backend.get_array_module(on(np.zeros(1)))
+    running_mean = on(np.zeros(3))
+    running_var = xp.broadcast_to(on(np.ones(1)), (3,))  # read-only on NumPy, zero strides on CuPy
+    with pytest.raises(ValueError, match="batch_norm: running_var is read-only or a broadcast view"):
+        mg.batch_norm(mg.Tensor(on(rng.normal(size=(4, 3)))), None, None, running_mean, running_var)
+    assert not running_mean.any()  # untouched: checked before anything was written
+    eval_mode = mg.batch_norm(mg.Tensor(on(rng.normal(size=(4, 3)))), None, None, running_mean,
+                              running_var, training=False)  # eval mode only reads them
+    assert eval_mode.shape == (4, 3)

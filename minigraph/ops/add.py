@@ -6,18 +6,8 @@ from typing import Any
 
 import numpy
 
-from ..backend import get_array_module
-from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
-
-
-def column_sums(a: Any) -> Any:
-    """1ᵀA for A: (N, p) -> (p,), as a matrix-vector product.
-
-    BLAS keeps several partial sums per column (and may use several threads),
-    so this is both faster and more accurate than ``a.sum(axis=0)``, which adds
-    the rows one after another.
-    """
-    return get_array_module(a).ones(a.shape[0], dtype=a.dtype) @ a
+from ..backend import column_sums
+from ..engine import Function, Tensor, apply, as_tensors, _reuses_grad_buffers
 
 
 def sum_to_shape(grad: Any, shape: tuple) -> Any:
@@ -67,10 +57,7 @@ def add(a: Tensor, b: Tensor) -> Tensor:
 
     Either side may be a Python number, taken as a constant of the other's dtype.
     """
-    if not isinstance(a, Tensor) and isinstance(b, Tensor):
-        a = as_tensor("add", "a", a, like=b)
-    a = as_tensor("add", "a", a)
-    b = as_tensor("add", "b", b, like=a)
+    a, b = as_tensors("add", ("a", "b"), (a, b))
     a_shape, b_shape = a.data.shape, b.data.shape
     if a_shape != b_shape:
         try:

@@ -13,16 +13,12 @@ as γ ⊗ 1_N.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
-from ..backend import get_array_module, is_gpu_array
+from .. import checks
+from ..backend import (can_update_in_place, column_dot, column_sums, device_of, get_array_module,
+                       is_gpu_array)
 from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
-from .add import column_sums
-
-def column_dot(a: Any, b: Any) -> Any:
-    """1ᵀ(A ⊙ B): per-column sums of an elementwise product, without the product array."""
-    return get_array_module(a).einsum("ij,ij->j", a, b)
 
 
 class BatchNorm(Function):
@@ -134,8 +130,12 @@ class BatchNormEval(Function):
         return grad_x, grad_gamma, grad_beta
 
 
-def _statistic(name: str, value: Any, x: Tensor) -> Any:
-    """A running statistic as a raw (p,) array on x's device and dtype, updated in place."""
+def _statistic(name: str, value: Any, x: Tensor, updated: bool) -> Any:
+    """A running statistic as a raw (p,) array on x's device and dtype.
+
+    Both statistics are checked before either is touched, so a bad one can never leave
+    the other half-updated (``updated``: training will write them in place).
+    """
     if value is None:
         return None
     if isinstance(value, Tensor):
@@ -143,12 +143,15 @@ def _statistic(name: str, value: Any, x: Tensor) -> Any:
     p = x.data.shape[1]
     if not hasattr(value, "shape") or value.shape != (p,) or value.dtype != x.data.dtype \
             or is_gpu_array(value) != is_gpu_array(x.data):
-        got = (f"{type(value).__name__} of shape {value.shape}, dtype {value.dtype}"
-               if hasattr(value, "shape") else type(value).__name__)
+        got = (f"{type(value).__name__} of shape {value.shape}, dtype {value.dtype} on "
+               f"{device_of(value)!r}" if hasattr(value, "shape") else type(value).__name__)
         raise ValueError(
-            f"batch_norm: {name} is a {got} on {x.device!r} data; expected an array of "
-            f"shape ({p},) and dtype {x.data.dtype} on {x.device!r}"
+            f"batch_norm: {name} is a {got}; expected an array of shape ({p},) and dtype "
+            f"{x.data.dtype} on {x.device!r}, like x"
         )
+    if updated and not can_update_in_place(value):
+        raise ValueError(f"batch_norm: {name} is read-only or a broadcast view, so training cannot "
+                         f"update it in place; expected a writable array, e.g. {name}.copy()")
     return value
 
 
@@ -158,7 +161,7 @@ def _affine(name: str, value: Any, x: Tensor, fill: float) -> Tensor:
     if value is None:
         xp = get_array_module(x.data)
         return Tensor(xp.full((p,), fill, dtype=x.data.dtype))
-    value = as_tensor("batch_norm", name, value)
+    value = as_tensor("batch_norm", name, value, like=x)
     if value.data.shape != (p,):
         raise ValueError(f"batch_norm: {name} has shape {value.data.shape}; expected ({p},) "
                          f"for input of shape {x.data.shape}")
@@ -185,27 +188,24 @@ def batch_norm(
     unbiased. Evaluation (``training=False``) normalises with the running
     statistics instead and needs both. gamma/beta may be None (scale 1, shift 0).
     """
-    x = as_tensor("batch_norm", "x", x)
+    # A raw array x goes to the device of whichever of gamma, beta is a Tensor.
+    x = as_tensor("batch_norm", "x", x, like=next((v for v in (gamma, beta) if isinstance(v, Tensor)), None))
     if x.data.ndim != 2:
         raise ValueError(f"batch_norm: x has shape {x.data.shape}; expected a 2-D (N, p) batch")
     n = x.data.shape[0]
-    if not isinstance(eps, numbers.Real) or isinstance(eps, bool) or not 0 <= eps < float("inf"):
-        raise ValueError(f"batch_norm: got eps={eps!r}; expected a finite number >= 0")
+    eps = checks.real("batch_norm", "eps", eps, low=0.0)
     gamma = _affine("gamma", gamma, x, 1.0)
     beta = _affine("beta", beta, x, 0.0)
-    running_mean = _statistic("running_mean", running_mean, x)
-    running_var = _statistic("running_var", running_var, x)
+    running_mean = _statistic("running_mean", running_mean, x, updated=training)
+    running_var = _statistic("running_var", running_var, x, updated=training)
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: training=False normalises with running statistics; "
                              "expected running_mean and running_var, got None")
-        return apply(BatchNormEval(float(eps), running_mean, running_var), x, gamma, beta)
+        return apply(BatchNormEval(eps, running_mean, running_var), x, gamma, beta)
     if n < 2:
         raise ValueError(f"batch_norm: expected more than 1 value per feature when training, "
                          f"got input of shape {x.data.shape}")
-    if not isinstance(ddof, numbers.Integral) or isinstance(ddof, bool) or not 0 <= ddof < n:
-        raise ValueError(f"batch_norm: got ddof={ddof!r}; expected an integer in [0, N) with N={n}")
-    if not isinstance(momentum, numbers.Real) or isinstance(momentum, bool) \
-            or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"batch_norm: got momentum={momentum!r}; expected a number in [0, 1]")
-    return apply(BatchNorm(float(eps), int(ddof), float(momentum), running_mean, running_var), x, gamma, beta)
+    ddof = checks.integer("batch_norm", "ddof", ddof, low=0, high=n)
+    momentum = checks.real("batch_norm", "momentum", momentum, low=0.0, high=1.0)
+    return apply(BatchNorm(eps, ddof, momentum, running_mean, running_var), x, gamma, beta)

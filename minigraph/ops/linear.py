@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import Tensor, _reuses_grad_buffers, apply, as_tensor
-from .add import column_sums
+from ..engine import Tensor, _reuses_grad_buffers, apply, as_tensors
+from ..backend import column_sums
 from .matmul import MatMul, check_matmul_shapes, matmul
 
 
@@ -41,9 +41,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     if bias is None:
         return matmul(x, weight)
-    x = as_tensor("linear", "x", x)
-    weight = as_tensor("linear", "weight", weight)
-    bias = as_tensor("linear", "bias", bias)
+    weight, x, bias = as_tensors("linear", ("weight", "x", "bias"), (weight, x, bias))
     check_matmul_shapes("linear", x, weight)
     if bias.data.shape != (weight.data.shape[1],):
         raise ValueError(f"linear: bias has shape {bias.data.shape}; expected "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
+from ..engine import Function, Tensor, apply, as_tensors, _reuses_grad_buffers
 
 
 def _product(a: Any, b: Any) -> Any:
@@ -56,7 +56,6 @@ def check_matmul_shapes(op: str, a: Tensor, b: Tensor) -> None:
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product ``a @ b`` of 2-D tensors: a: (n, k), b: (k, m) -> (n, m)."""
-    a = as_tensor("matmul", "a", a)
-    b = as_tensor("matmul", "b", b)
+    a, b = as_tensors("matmul", ("a", "b"), (a, b))
     check_matmul_shapes("matmul", a, b)
     return apply(MatMul(), a, b)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backend import get_array_module
-from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
+from ..engine import Function, Tensor, apply, as_tensors, _reuses_grad_buffers
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -54,8 +54,7 @@ def mse_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     Shapes must match exactly: (N, 1) against (N,) would silently broadcast to
     (N, N), so it is an error.
     """
-    pred = as_tensor("mse_loss", "pred", pred)
-    target = as_tensor("mse_loss", "target", target)
+    pred, target = as_tensors("mse_loss", ("pred", "target"), (pred, target))
     if reduction not in REDUCTIONS:
         raise ValueError(f"mse_loss: got reduction={reduction!r}; expected one of {REDUCTIONS}")
     if pred.data.shape != target.data.shape:

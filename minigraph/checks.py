@@ -1,0 +1,61 @@
+"""Checks of numeric arguments, shared by ops, layers and optimizers: one rule on both devices.
+
+A number may be a Python number, a NumPy scalar, or a 0-d array of NumPy or CuPy. The last
+matters because CuPy's reductions return 0-d device arrays, never scalars, so ``eps=x.var()``
+or ``lr=schedule[step]`` must be accepted on the GPU exactly as on the CPU. Booleans are not
+numbers here (``True`` as a learning rate is a bug). Converting a device value to a Python
+number syncs the device once, at argument time, never inside an op's math.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+
+def _scalar(value: Any, kinds: str) -> Any:
+    """``value`` as a Python number if it is one of ``kinds`` ('f' real, 'i' integer), else None."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "dtype"):  # NumPy scalar or 0-d array
+        kind = value.dtype.kind
+        if kind in "iu" and ("i" in kinds or "f" in kinds):
+            return int(value)
+        if kind == "f" and "f" in kinds:
+            return float(value)
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if "f" in kinds and isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open or high == math.inf else ']'}"
+
+
+def real(owner: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
+         low_open: bool = False, high_open: bool = False, example: str = "") -> float:
+    """``value`` as a finite Python float in the interval, or ValueError naming ``owner`` and ``name``.
+
+    The interval is [low, high] by default; ``low_open`` / ``high_open`` exclude an end.
+    """
+    number = _scalar(value, "f")
+    ok = number is not None and math.isfinite(number) and (number > low if low_open else number >= low) \
+        and (number < high if high_open else number <= high)
+    if not ok:
+        hint = f", e.g. {example}" if example else ""
+        raise ValueError(f"{owner}: got {name}={value!r}; expected a finite number in "
+                         f"{_interval(low, high, low_open, high_open)}{hint}")
+    return float(number)
+
+
+def integer(owner: str, name: str, value: Any, low: int = 0, high: float = math.inf) -> int:
+    """``value`` as a Python int in [low, high), or ValueError naming ``owner`` and ``name``."""
+    number = _scalar(value, "i")
+    if number is None or not low <= number < high:
+        bound = f"[{low}, {high})" if high != math.inf else f">= {low}"
+        raise ValueError(f"{owner}: got {name}={value!r}; expected an integer {bound}")
+    return int(number)
