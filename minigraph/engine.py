@@ -1,58 +1,59 @@
 """The engine: tensors, the nodes that made them, and the backward order.
 
-The engine knows nothing about any op's math. An op is a ``Function``
-subclass with ``forward`` and ``backward`` on raw arrays; ``apply`` runs it and
-records it in the graph, and ``run_backward`` walks the graph.
+The engine knows no op's math. An op is a ``Function`` subclass with ``forward``
+and ``backward`` on raw arrays; ``apply`` runs it and records it in the graph,
+and ``run_backward`` walks the graph. The Tensor operators (``a + b``, ``a @ b``,
+...) are bound by ``minigraph.ops`` when the package is imported, so this module
+imports no op.
 
-Ownership, which is what keeps memory predictable:
-
-* a Tensor holds the Function that made it (``_creator``);
-* a Function holds, for each input, the input's own Function (or the input
-  itself when it is a leaf that wants ``.grad``), plus the arrays it chose to
-  save. It never holds its output, so there is no reference cycle, and a
-  step's memory goes the moment its last tensor does, with no help from the
-  garbage collector. Intermediate tensors are not kept alive by the graph
-  either: only what an op saves is.
+Ownership, which keeps memory predictable: a Tensor holds the Function that made
+it; a Function holds, for each input, the input's own Function (or the input
+itself when it is a leaf that wants ``.grad``), plus the arrays it chose to
+save. It never holds its output, so there is no reference cycle, and a step's
+memory goes the moment its last tensor does. Only what an op saves outlives the
+forward pass.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import heapq
 import itertools
 import numbers
+import threading
 from typing import Any, Callable, Sequence
 
 import numpy
 
 from . import backend
 
-_grad_enabled = True
+# Per thread (and per asyncio task), as in PyTorch: a thread that evaluates under no_grad()
+# must not switch off recording for another thread that is training.
+_grad_enabled = contextvars.ContextVar("minigraph_grad_enabled", default=True)
 
 
 def is_grad_enabled() -> bool:
-    """False inside ``no_grad()``."""
-    return _grad_enabled
+    """False inside ``no_grad()`` (in this thread)."""
+    return _grad_enabled.get()
 
 
 class no_grad:
-    """Context manager (or decorator): ops inside record no graph.
+    """Context manager (or decorator): ops inside record no graph, in this thread only.
 
-    Results computed under it have ``requires_grad=False``. The switch is
-    process-wide, not per thread as in PyTorch.
+    Results computed under it have ``requires_grad=False``. One instance may be
+    entered again while it is active, and from several threads at once.
     """
 
     def __init__(self) -> None:
-        self._previous: list[bool] = []  # a stack, so one instance can be nested in itself
+        self._tokens = threading.local()  # a stack of ContextVar tokens per thread
 
     def __enter__(self) -> None:
-        global _grad_enabled
-        self._previous.append(_grad_enabled)
-        _grad_enabled = False
+        stack = self._tokens.__dict__.setdefault("stack", [])
+        stack.append(_grad_enabled.set(False))
 
     def __exit__(self, *exc_info: Any) -> None:
-        global _grad_enabled
-        _grad_enabled = self._previous.pop()
+        _grad_enabled.reset(self._tokens.stack.pop())
 
     def __call__(self, func: Callable) -> Callable:
         @functools.wraps(func)
@@ -66,31 +67,18 @@ class no_grad:
 _RELEASED = object()  # sentinel in Function.saved once backward has freed it
 
 
-def _reuses_grad_buffers(backward: Callable) -> Callable:
-    """Mark an op's ``backward`` as taking part in the engine's buffer reuse (this package's ops).
-
-    The marked ``backward(grad_output, overwrite=False)`` promises to return
-    only ``grad_output`` itself or new arrays it keeps no reference to, so the
-    engine knows which gradient buffers it alone holds. When it passes
-    ``overwrite=True``, grad_output is such a buffer and backward may write a
-    result into it instead of allocating. The mark sits on the method, not the
-    class: a subclass that overrides backward is outside the protocol, and its
-    backward is called with grad_output alone, as any Function's is.
-    """
-    backward._reuses_grad_buffers = True
-    return backward
-
-
 class Function:
     """One node of the graph.
 
-    Subclasses implement ``forward(*arrays) -> array`` and
-    ``backward(grad_output) -> tuple`` with one gradient (or None) per input.
+    Subclasses implement ``forward(*arrays) -> array`` and ``backward(grad_output)
+    -> tuple`` with one gradient (or None) per input, each shaped like its input.
     ``forward`` stores what ``backward`` needs in ``self.saved``; it may read
-    ``self.needs_grad`` (one bool per input) to save only what will be used.
+    ``self.needs_grad`` (one bool per input) to save and compute only what will
+    be used. An instance is one node: make a new one for every call.
     """
 
-    __slots__ = ("needs_grad", "edges", "leaf_versions", "generation", "saved", "out_shape")
+    __slots__ = ("needs_grad", "edges", "leaf_versions", "generation", "saved", "out_shape",
+                 "out_dtype", "hooks")
     op = ""  # the public function's name, used in error messages
 
     def forward(self, *arrays: Any) -> Any:
@@ -102,6 +90,20 @@ class Function:
     @property
     def name(self) -> str:
         return self.op or type(self).__name__
+
+
+# The backward methods of the package's own ops. The test suite holds each to finite differences,
+# so their outputs are not re-checked on every call; anyone else's are (``_check_gradients``).
+_VERIFIED_BACKWARDS: set = set()
+
+
+def verified(cls: type) -> type:
+    """Class decorator for this package's ops: their ``backward`` is proven by gradcheck.
+
+    A subclass that overrides ``backward`` is not covered, and is checked at run time.
+    """
+    _VERIFIED_BACKWARDS.add(cls.backward)
+    return cls
 
 
 def _check_operands(fn: Function, arrays: Sequence[Any]) -> None:
@@ -132,12 +134,24 @@ def _check_operands(fn: Function, arrays: Sequence[Any]) -> None:
             )
 
 
+def _is_array(value: Any) -> bool:
+    return type(value) is numpy.ndarray or backend.is_gpu_array(value)
+
+
 def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     """Run ``fn`` on the inputs' arrays and, if any input wants a gradient, record it."""
-    arrays = [t.data for t in inputs]
+    arrays = [t.data for t in inputs if isinstance(t, Tensor)]
+    if len(arrays) != len(inputs):
+        bad = next(i for i, t in enumerate(inputs) if not isinstance(t, Tensor))
+        raise TypeError(f"apply({fn.name}): input {bad} is a {type(inputs[bad]).__name__}; expected "
+                        f"Tensors. Wrap arrays first: minigraph.Tensor(array)")
+    if hasattr(fn, "needs_grad"):
+        raise RuntimeError(f"apply: this {fn.name} instance was applied already; a Function "
+                           f"instance is one node of the graph, so make a new one per call, "
+                           f"e.g. apply({type(fn).__name__}(), x)")
     if len(arrays) > 1:
         _check_operands(fn, arrays)
-    if _grad_enabled:
+    if _grad_enabled.get():
         needs_grad = tuple([t.requires_grad for t in inputs])
         record = any(needs_grad)
     else:
@@ -145,9 +159,14 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
         record = False
     fn.needs_grad = needs_grad
     fn.saved = ()
+    data = fn.forward(*arrays)
+    if not _is_array(data):
+        raise TypeError(f"{fn.name}.forward returned a {type(data).__name__}; expected an array of "
+                        f"the inputs' module (numpy.ndarray or cupy.ndarray), e.g. xp.asarray(value)")
     out = Tensor.__new__(Tensor)
-    out.data = fn.forward(*arrays)
+    out.data = data
     out._grad = None
+    out._hooks = None
     out.requires_grad = record
     if record:
         out._version = None  # not a leaf: nothing updates it in place
@@ -170,7 +189,9 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
         fn.edges = tuple(edges)
         fn.leaf_versions = tuple(leaf_versions)
         fn.generation = generation + 1
-        fn.out_shape = out.data.shape
+        fn.out_shape = data.shape
+        fn.out_dtype = data.dtype
+        fn.hooks = None
         out._creator = fn
     else:
         out._creator = None
@@ -178,55 +199,75 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     return out
 
 
-def _accumulate_leaf(leaf: "Tensor", grad: Any, shared: bool) -> None:
-    # A gradient someone else may hold too (one an op passed straight through,
-    # the caller's own, one sent to two inputs, or any from a Function outside
-    # the buffer protocol) is copied, so that editing one .grad in place can
-    # change nothing else.
-    if shared:
-        grad = grad.copy()
-    leaf._grad = grad if leaf._grad is None else leaf._grad + grad
+def _check_gradients(fn: Function, grads: Any) -> None:
+    """A backward must return one gradient (or None) per input, like that input in shape,
+    dtype and device."""
+    if type(grads) is not tuple or len(grads) != len(fn.edges):
+        got = f"a tuple of {len(grads)}" if type(grads) is tuple else f"a {type(grads).__name__}"
+        raise RuntimeError(f"{fn.name}.backward returned {got}; expected a tuple of "
+                           f"{len(fn.edges)} gradients, one per input (None allowed)")
+    for index, (edge, grad) in enumerate(zip(fn.edges, grads)):
+        if edge is None or grad is None:
+            continue
+        shape, dtype, device = (edge.data.shape, edge.data.dtype, edge.device) if type(edge) is Tensor \
+            else (edge.out_shape, edge.out_dtype, None)
+        got = getattr(grad, "shape", None), getattr(grad, "dtype", None)
+        if not _is_array(grad) or got != (shape, dtype) or \
+                (device is not None and backend.device_of(grad) != device):
+            what = (f"a {type(grad).__name__}" if not _is_array(grad) else
+                    f"shape {grad.shape}, dtype {grad.dtype} on {backend.device_of(grad)!r}")
+            raise RuntimeError(f"{fn.name}.backward returned {what} for input {index}; expected an "
+                               f"array of the input's shape {shape} and dtype {dtype}"
+                               f"{'' if device is None else f' on {device!r}'}")
 
 
 def _check_leaf_versions(fn: Function) -> None:
     """Raise before ``fn``'s backward if a leaf it read was updated in place since."""
     for cell, version, shape in fn.leaf_versions:
         if cell[0] != version:
-            _raise_modified_leaf(fn, shape)
+            raise RuntimeError(
+                f"backward: a leaf of shape {shape} that {fn.name} used was modified in place "
+                f"(e.g. by optimizer.step() or load_state_dict()) after the graph was built, so "
+                f"the arrays {fn.name} saved may no longer match it and its gradient would be "
+                f"wrong. Call backward() before step(), or run the forward pass again."
+            )
 
 
-def _check_gradients(fn: Function, grads: Any) -> None:
-    """A backward must return one gradient (or None) per input, shaped like that input."""
-    if type(grads) is not tuple or len(grads) != len(fn.edges):
-        got = f"a tuple of {len(grads)}" if type(grads) is tuple else type(grads).__name__
-        raise RuntimeError(f"{fn.name}.backward returned {got}; expected a tuple of "
-                           f"{len(fn.edges)} gradients, one per input (None allowed)")
-    for index, (edge, grad) in enumerate(zip(fn.edges, grads)):
-        if edge is None or grad is None:
-            continue
-        expected = edge.data.shape if type(edge) is Tensor else edge.out_shape
-        if getattr(grad, "shape", None) != expected:
-            raise RuntimeError(f"{fn.name}.backward returned a gradient of shape "
-                               f"{getattr(grad, 'shape', type(grad).__name__)} for input {index}; "
-                               f"expected {expected}, the input's shape")
+def _run_hooks(hooks: list, grad: Any, where: str) -> Any:
+    """Each hook sees the gradient and may return a replacement of the same shape and dtype."""
+    for hook in hooks:
+        result = hook(grad)
+        if result is not None:
+            if getattr(result, "shape", None) != grad.shape or result.dtype != grad.dtype:
+                raise RuntimeError(f"a hook on {where} returned {getattr(result, 'shape', type(result))}; "
+                                   f"expected None or an array of shape {grad.shape}, dtype {grad.dtype}")
+            grad = result
+    return grad
 
 
-def _raise_modified_leaf(fn: Function, shape: tuple) -> None:
-    raise RuntimeError(
-        f"backward: a leaf of shape {shape} that {fn.name} used was modified in place "
-        f"(e.g. by optimizer.step() or load_state_dict()) after the graph was built, so the "
-        f"arrays {fn.name} saved may no longer match it and its gradient would be wrong. "
-        f"Call backward() before step(), or run the forward pass again."
-    )
+def _accumulate_leaf(leaf: "Tensor", grad: Any) -> None:
+    if leaf._hooks:
+        grad = _run_hooks(leaf._hooks, grad, f"a leaf of shape {leaf.shape}")
+    # The first gradient is copied: it may be the caller's array, one an op passed through, or
+    # one sent to two leaves, and editing one .grad in place must change nothing else.
+    leaf._grad = grad.copy() if leaf._grad is None else leaf._grad + grad
 
 
-def _returned_once(grad: Any, grads: tuple) -> bool:
-    """True when ``grad`` is the only entry of ``grads`` that is this very array."""
-    count = 0
-    for g in grads:
-        if g is grad:
-            count += 1
-    return count == 1
+_callbacks = contextvars.ContextVar("minigraph_backward_callbacks", default=None)
+
+
+def queue_callback(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` once the backward pass now running has finished (from a hook).
+
+    Callbacks run in the order queued, after every ``.grad`` is complete, and
+    only if the pass succeeds. Distributed training queues its gradient
+    all-reduce this way, from a hook on the model's output.
+    """
+    pending = _callbacks.get()
+    if pending is None:
+        raise RuntimeError("queue_callback: no backward pass is running; call it from a hook "
+                           "registered with Tensor.register_hook")
+    pending.append(callback)
 
 
 def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
@@ -234,27 +275,32 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
 
     Order: a max-heap on ``generation`` (1 + the largest generation among a
     node's inputs), so a node runs only after every node that consumes its
-    output. Iterative, so chains of any length work. Gradients reaching the
-    same node are summed; intermediate gradients are dropped once used.
-
-    Buffer reuse: a gradient only the engine holds (a new array from a backward
-    marked ``_reuses_grad_buffers``, or a sum made here, handed to exactly one
-    node) reaches that node's backward with ``overwrite=True``, so ReLU and
-    eval-mode batch norm write their results into it instead of allocating. ``grad``
-    itself belongs to the caller and is never overwritten, nor is any array a
-    leaf's ``.grad`` holds.
+    output. Iterative, so chains of any length work. Gradients reaching the same
+    node are summed; intermediate gradients are dropped once used.
     """
-    fn = root._creator
-    if fn is None:
-        _accumulate_leaf(root, grad, shared=True)
-        return
+    callbacks: list = []
+    token = _callbacks.set(callbacks)
+    try:
+        fn = root._creator
+        if fn is None:
+            _accumulate_leaf(root, grad)
+        else:
+            _propagate(fn, grad, retain_graph)
+    finally:
+        _callbacks.reset(token)
+    for callback in callbacks:
+        callback()
+
+
+def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
     pending = {fn: grad}
-    owned: set[Function] = set()  # nodes whose pending gradient only the engine holds
     tie = itertools.count()  # heap entries never compare Functions
     heap = [(-fn.generation, next(tie), fn)]
     while heap:
         fn = heapq.heappop(heap)[2]
         grad_output = pending.pop(fn)
+        if fn.hooks:
+            grad_output = _run_hooks(fn.hooks, grad_output, f"the output of {fn.name}")
         if fn.saved is _RELEASED:
             raise RuntimeError(
                 f"Trying to backward through the graph a second time ({fn.name} already freed "
@@ -263,34 +309,21 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
             )
         if fn.leaf_versions:
             _check_leaf_versions(fn)
-        backward = fn.backward
-        reuses = getattr(backward, "_reuses_grad_buffers", False)
-        output_owned = reuses and fn in owned
-        if reuses:
-            grads = backward(grad_output, output_owned)
-        else:  # the package's ops are held to this by gradcheck; anyone else's at run time
-            grads = backward(grad_output)
+        grads = fn.backward(grad_output)
+        if type(fn).backward not in _VERIFIED_BACKWARDS:
             _check_gradients(fn, grads)
         if not retain_graph:
             fn.saved = _RELEASED
         for edge, grad in zip(fn.edges, grads):
             if edge is None or grad is None:
                 continue
-            # Only the engine holds ``grad`` if the op made it (or passed on a buffer
-            # the engine owned) and sent it nowhere else.
-            exclusive = reuses and (output_owned or grad is not grad_output) and \
-                (len(grads) == 1 or _returned_once(grad, grads))
             if type(edge) is Tensor:
-                # A buffer nobody else holds can become the leaf's .grad without a copy.
-                _accumulate_leaf(edge, grad, shared=not exclusive)
+                _accumulate_leaf(edge, grad)
             elif edge in pending:
                 pending[edge] = pending[edge] + grad
-                owned.add(edge)  # the sum is a new array
             else:
                 pending[edge] = grad
                 heapq.heappush(heap, (-edge.generation, next(tie), edge))
-                if exclusive:
-                    owned.add(edge)
 
 
 _FLOAT_DTYPES = ("float32", "float64")
@@ -335,16 +368,18 @@ class Tensor:
     """An array plus what is needed to differentiate through it.
 
     ``Tensor(data, requires_grad=False, device=None)``: ``data`` is a NumPy or
-    CuPy array (a float array keeps its dtype, integers become float64, and it
-    stays on its device unless ``device`` is given), a nested list or a number
-    (float64, on ``backend.default_device()`` unless ``device`` is given).
+    CuPy array (float32 and float64 keep their dtype, integers become float64),
+    a nested list or a number (float64). Without ``device``, host data goes to
+    ``backend.default_device()`` and a GPU array stays on the GPU. On the CPU
+    the Tensor shares a NumPy array it is given (``torch.from_numpy``
+    semantics): an optimizer step then updates the caller's array too.
     """
 
     # _version: [count] of in-place updates of a leaf's data (optimizers, load_state_dict),
     # a list so that tensors sharing the array share it; backward refuses a graph built
     # before an update. None on non-leaves, which nothing updates in place.
-    __slots__ = ("data", "requires_grad", "_grad", "_creator", "_version", "__weakref__")
-    # Make `array + tensor` and `array @ tensor` defer to Tensor.__radd__ / __rmatmul__.
+    __slots__ = ("data", "requires_grad", "_grad", "_creator", "_version", "_hooks", "__weakref__")
+    # Make `array + tensor` and `array @ tensor` defer to the Tensor's reflected operators.
     __array_ufunc__ = None
     __array_priority__ = 1000
 
@@ -353,6 +388,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._grad = None
         self._creator = None
+        self._hooks = None
         # Tensors sharing one array share one version counter, so an in-place update
         # through either is seen by graphs that saved the other.
         shares = isinstance(data, Tensor) and data.data is self.data and data._version is not None
@@ -423,7 +459,7 @@ class Tensor:
         return self.data.copy()
 
     def item(self) -> float:
-        """The value of a one-element tensor as a Python float."""
+        """The value of a one-element tensor as a Python float (a host sync on the GPU)."""
         if self.data.size != 1:
             raise ValueError(f"Tensor.item: got shape {self.data.shape}; expected one element")
         return float(self.data.reshape(()))
@@ -431,7 +467,7 @@ class Tensor:
     def detach(self) -> "Tensor":
         """A new leaf sharing ``data``, outside any graph."""
         out = Tensor.__new__(Tensor)
-        out.data, out.requires_grad, out._grad, out._creator = self.data, False, None, None
+        out.data, out.requires_grad, out._grad, out._creator, out._hooks = self.data, False, None, None, None
         out._version = self._version if self._version is not None else [0]  # same array, same counter
         return out
 
@@ -440,17 +476,35 @@ class Tensor:
         device = backend.check_device(device)
         if device == self.device:
             return self
-        from .ops.device import ToDevice
-
-        return apply(ToDevice(device), self)
+        return _to_device(self, device)
 
     # --- autograd -----------------------------------------------------
+    def register_hook(self, hook: Callable[[Any], Any]) -> Callable[[], None]:
+        """Call ``hook(grad)`` when backward computes this tensor's gradient; returns a remover.
+
+        ``hook`` may return None or a replacement array of the same shape and
+        dtype, which then flows on (to the op that made this tensor, or into a
+        leaf's ``.grad``). It may call ``engine.queue_callback`` to run code
+        once the whole backward pass has finished.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require grad, so backward "
+                               "never computes its gradient")
+        if self._creator is not None:
+            owner = self._creator
+            owner.hooks = hooks = owner.hooks or []
+        else:
+            self._hooks = hooks = self._hooks or []
+        hooks.append(hook)
+        return lambda: hooks.remove(hook) if hook in hooks else None
+
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) · grad into every leaf's ``.grad``.
 
-        ``grad``: array or Tensor shaped like ``self``; may be omitted only for a
-        one-element tensor. With ``retain_graph=False`` the graph's saved arrays
-        are freed, and a second backward through it raises RuntimeError.
+        ``grad``: array or Tensor shaped like ``self`` (host data moves to this
+        tensor's device); may be omitted only for a one-element tensor. With
+        ``retain_graph=False`` the graph's saved arrays are freed, and a second
+        backward through it raises RuntimeError.
         """
         if not self.requires_grad:
             raise RuntimeError(
@@ -480,34 +534,8 @@ class Tensor:
                                 f"dtype {self.data.dtype}")
         run_backward(self, grad, retain_graph)
 
-    # --- operators ------------------------------------------------------
-    # The ops import this module, so the operator functions are looked up once,
-    # on first use, rather than by an import statement on every call.
-    def __matmul__(self, other: Any) -> "Tensor":
-        return (_matmul or _load_operators()[1])(self, other)
 
-    def __rmatmul__(self, other: Any) -> "Tensor":
-        return (_matmul or _load_operators()[1])(other, self)
-
-    def __add__(self, other: Any) -> "Tensor":
-        return (_add or _load_operators()[0])(self, other)
-
-    def __radd__(self, other: Any) -> "Tensor":
-        return (_add or _load_operators()[0])(other, self)
-
-
-_add: Callable | None = None
-_matmul: Callable | None = None
-
-
-def _load_operators() -> tuple[Callable, Callable]:
-    """(add, matmul) for the Tensor operators, imported on first use and kept."""
-    global _add, _matmul
-    from .ops.add import add
-    from .ops.matmul import matmul
-
-    _add, _matmul = add, matmul
-    return add, matmul
+_to_device: Callable[[Tensor, str], Tensor] | None = None  # bound by minigraph.ops.device
 
 
 def as_tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Tensor:

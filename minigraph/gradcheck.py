@@ -94,12 +94,14 @@ def gradcheck(
         flat = x.data.reshape(-1)  # a view: perturbing it perturbs the input
         numeric = numpy.empty(flat.size)
         for k in range(flat.size):
-            original = float(flat[k])
-            flat[k] = original + eps
-            plus = _projected(fn, inputs, weights)
-            flat[k] = original - eps
-            minus = _projected(fn, inputs, weights)
-            flat[k] = original
+            original = flat[k].copy()  # exactly the stored value, restored even if fn raises
+            try:
+                flat[k] = original + eps
+                plus = _projected(fn, inputs, weights)
+                flat[k] = original - eps
+                minus = _projected(fn, inputs, weights)
+            finally:
+                flat[k] = original
             numeric[k] = (plus - minus) / (2 * eps)
         numeric = numeric.reshape(x.data.shape)
         analytic_host = backend.to_device(grad, "cpu").astype(numpy.float64)

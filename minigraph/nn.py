@@ -8,7 +8,7 @@ running statistics). Buffers are raw NumPy/CuPy arrays, so ops can update them
 in place.
 
 Saving and loading follows ``torch.save`` / ``torch.load``, with ``.npz`` files
-of host NumPy arrays::
+of host NumPy arrays, written atomically (``minigraph/checkpoint.py``)::
 
     nn.save(model.state_dict(), "model.npz")
     model.load_state_dict(nn.load("model.npz"))
@@ -21,15 +21,18 @@ algebra. PyTorch stores the transpose.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy
 
 from . import backend, checks
+from .checkpoint import host_copy, load, save
 from .engine import Tensor
-from .ops import batch_norm, linear, mse_loss, relu
+from .ops.batch_norm import batch_norm
+from .ops.linear import linear
+from .ops.mse_loss import mse_loss
+from .ops.relu import relu
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
@@ -41,17 +44,8 @@ def _is_array(value: Any) -> bool:
     return isinstance(value, numpy.ndarray) or backend.is_gpu_array(value)
 
 
-def _host_copy(value: Any) -> numpy.ndarray:
-    """A NumPy copy of an array or Tensor, wherever it lives, sharing no memory with it."""
-    if isinstance(value, Tensor):
-        value = value.data
-    if backend.is_gpu_array(value):
-        return value.get()  # already a fresh host array
-    return numpy.array(value, copy=True)
-
-
 class IncompatibleKeys(NamedTuple):
-    """What ``load_state_dict`` returns: the keys it did not find and the ones it did not use."""
+    """What ``load_state_dict`` returns, as in PyTorch."""
 
     missing_keys: list[str]
     unexpected_keys: list[str]
@@ -74,7 +68,8 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
 
-    # --- registration -------------------------------------------------
+    # --- registration: each value lives in __dict__ (fast reads); the registries remember its
+    # --- kind and the order --------------------------------------------------------------
     def _registries(self, name: str) -> tuple[dict, dict, dict]:
         try:
             return self.__dict__["_parameters"], self.__dict__["_buffers"], self.__dict__["_modules"]
@@ -86,35 +81,27 @@ class Module:
 
     def __setattr__(self, name: str, value: Any) -> None:
         parameters, buffers, modules = self._registries(name)
-        # Each value lives in __dict__ too, so reading an attribute is an ordinary
-        # (fast) lookup; the registries only remember what kind it is and the order.
-        if isinstance(value, Tensor) and value.requires_grad and value.is_leaf:
-            buffers.pop(name, None)
+        if name in buffers:  # stays a buffer: ops update it in place, state_dict saves it
+            if value is not None and not _is_array(value):
+                raise TypeError(f"{type(self).__name__}.{name} is a buffer; got {_describe(value)}, "
+                                f"expected a NumPy/CuPy array (or None)")
+            buffers[name] = value
+        elif isinstance(value, Tensor) and value.requires_grad and value.is_leaf:
             modules.pop(name, None)
             parameters[name] = value
-        elif isinstance(value, Module):
-            parameters.pop(name, None)
-            buffers.pop(name, None)
-            modules[name] = value
-        elif name in parameters:
-            if value is not None:
-                raise TypeError(
-                    f"{type(self).__name__}.{name} is a parameter; got {_describe(value)}, expected "
-                    f"a leaf Tensor with requires_grad=True (or None to remove it)"
-                )
-            del parameters[name]
-        elif name in buffers:
-            if value is not None and not _is_array(value):
-                raise TypeError(
-                    f"{type(self).__name__}.{name} is a buffer; got {_describe(value)}, expected "
-                    f"a NumPy/CuPy array (or None)"
-                )
-            buffers[name] = value
+        elif name in parameters and value is not None:
+            # A detached or computed tensor here would silently drop out of training and checkpoints.
+            raise TypeError(f"{type(self).__name__}.{name} is a parameter; got {_describe(value)}, "
+                            f"expected a leaf Tensor with requires_grad=True (or None to remove it)")
         else:
+            parameters.pop(name, None)
             modules.pop(name, None)
+            if isinstance(value, Module):
+                modules[name] = value
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
+        # Without this, `del m.weight` would leave a parameter that optimizers and state_dict still see.
         for registry in self._registries(name):
             registry.pop(name, None)
         object.__delattr__(self, name)
@@ -128,8 +115,8 @@ class Module:
         if not isinstance(name, str) or not name or "." in name:
             raise ValueError(f"register_buffer: got name {name!r}; expected a non-empty string "
                              f"without dots")
-        parameters, buffers, modules = self._registries(name)
-        if name in parameters or name in modules or (hasattr(self, name) and name not in buffers):
+        buffers = self._registries(name)[1]
+        if name not in buffers and hasattr(self, name):
             raise KeyError(f"register_buffer: {type(self).__name__} already has an attribute "
                            f"{name!r}; choose another name")
         if array is not None and not _is_array(array):
@@ -138,78 +125,48 @@ class Module:
         buffers[name] = array
         object.__setattr__(self, name, array)
 
-    # --- walking the tree -----------------------------------------------
-    def named_children(self) -> Iterator[tuple[str, "Module"]]:
-        """(name, module) for each direct sub-module, in registration order."""
-        yield from self._modules.items()
-
-    def children(self) -> Iterator["Module"]:
-        """Each direct sub-module, in registration order."""
-        for _, module in self.named_children():
-            yield module
-
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
-        """(dotted name, module) for this module ('' ) and every descendant, each once, pre-order."""
+    # --- walking the tree: one walker; everything else reads the modules it yields ----------
+    def named_modules(self) -> Iterator[tuple[str, "Module"]]:
+        """(dotted name, module) for this module ('') and every descendant, each once, pre-order."""
         seen: set[int] = set()
-        stack = [(prefix, self)]
-        while stack:
-            name, module = stack.pop()
-            if id(module) in seen:
-                continue
-            seen.add(id(module))
-            yield name, module
-            children = [(f"{name}.{child_name}" if name else child_name, child)
-                        for child_name, child in module._modules.items()]
-            stack.extend(reversed(children))  # reversed so the first child is visited first
-
-    def modules(self) -> Iterator["Module"]:
-        """This module and every descendant, each once."""
-        for _, module in self.named_modules():
-            yield module
-
-    def _named_members(self, kind: str, remove_duplicate: bool) -> Iterator[tuple[str, Any]]:
-        """(dotted name, member) from each module's ``kind`` registry, own members before children's."""
-        seen: set[int] = set()
-        for prefix, module in self._walk(remove_duplicate):
-            for name, member in module.__dict__[kind].items():
-                if member is None:
-                    continue
-                if remove_duplicate:
-                    if id(member) in seen:
-                        continue
-                    seen.add(id(member))
-                yield (f"{prefix}.{name}" if prefix else name), member
-
-    def _walk(self, remove_duplicate: bool) -> Iterator[tuple[str, "Module"]]:
-        if remove_duplicate:
-            yield from self.named_modules()
-            return
-        # Every path to a shared module, as state_dict wants one entry per name.
         stack = [("", self)]
         while stack:
             prefix, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
             yield prefix, module
-            children = [(f"{prefix}.{name}" if prefix else name, child)
-                        for name, child in module._modules.items()]
-            stack.extend(reversed(children))
+            stack.extend(reversed([(f"{prefix}.{name}" if prefix else name, child)
+                                   for name, child in module._modules.items()]))
+
+    def modules(self) -> Iterator["Module"]:
+        """This module and every descendant, each once."""
+        return (module for _, module in self.named_modules())
+
+    def _named(self, kind: str) -> Iterator[tuple[str, Any]]:
+        """(dotted name, member) of each module's ``kind`` registry, own members before children's."""
+        seen: set[int] = set()
+        for prefix, module in self.named_modules():
+            for name, member in module.__dict__[kind].items():
+                if member is not None and id(member) not in seen:
+                    seen.add(id(member))
+                    yield (f"{prefix}.{name}" if prefix else name), member
 
     def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
         """(dotted name, parameter) for every parameter, each once even if shared, in registration order."""
-        return self._named_members("_parameters", remove_duplicate=True)
+        return self._named("_parameters")
 
     def parameters(self) -> Iterator[Tensor]:
         """Every parameter, each once, in registration order; pass it to an optimizer."""
-        for _, parameter in self.named_parameters():
-            yield parameter
+        return (parameter for _, parameter in self._named("_parameters"))
 
     def named_buffers(self) -> Iterator[tuple[str, Any]]:
         """(dotted name, array) for every buffer that is not None, each once."""
-        return self._named_members("_buffers", remove_duplicate=True)
+        return self._named("_buffers")
 
     def buffers(self) -> Iterator[Any]:
         """Every buffer array that is not None, each once."""
-        for _, buffer in self.named_buffers():
-            yield buffer
+        return (buffer for _, buffer in self._named("_buffers"))
 
     # --- modes and devices ----------------------------------------------
     def train(self, mode: bool = True) -> "Module":
@@ -235,13 +192,11 @@ class Module:
         where the parameters were when it was created. Returns self.
         """
         device = backend.check_device(device)
+        for parameter in self.parameters():
+            parameter.data = backend.to_device(parameter.data, device)
+            if parameter.grad is not None:
+                parameter.grad = backend.to_device(parameter.grad, device)
         for module in self.modules():
-            for parameter in module._parameters.values():
-                if parameter is None:
-                    continue
-                parameter.data = backend.to_device(parameter.data, device)
-                if parameter.grad is not None:
-                    parameter.grad = backend.to_device(parameter.grad, device)
             for name, buffer in list(module._buffers.items()):
                 if buffer is not None:
                     setattr(module, name, backend.to_device(buffer, device))
@@ -249,25 +204,23 @@ class Module:
 
     # --- state ----------------------------------------------------------
     def _state_arrays(self) -> dict[str, Any]:
-        """Name -> live array for every parameter and buffer, under every name it has."""
+        """Name -> live array of every parameter and buffer: each module's parameters, then its
+        buffers, then its children's, as in PyTorch."""
         state: dict[str, Any] = {}
-        for prefix, module in self._walk(remove_duplicate=False):
-            own = [*module._parameters.items(), *module._buffers.items()]
-            for name, member in own:
-                if member is None:
-                    continue
-                key = f"{prefix}.{name}" if prefix else name
-                state[key] = member.data if isinstance(member, Tensor) else member
+        for prefix, module in self.named_modules():
+            for name, member in [*module._parameters.items(), *module._buffers.items()]:
+                if member is not None:
+                    state[f"{prefix}.{name}" if prefix else name] = \
+                        member.data if isinstance(member, Tensor) else member
         return state
 
     def state_dict(self) -> dict[str, numpy.ndarray]:
         """Name -> host NumPy copy of every parameter and buffer (running statistics included).
 
         The copies share no memory with the model, so later training does not
-        change them. Order: each module's parameters, then its buffers, then
-        its children's, as in PyTorch. Write it to disk with ``nn.save``.
+        change them. Write it to disk with ``nn.save``.
         """
-        return {key: _host_copy(array) for key, array in self._state_arrays().items()}
+        return {key: host_copy(array) for key, array in self._state_arrays().items()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> IncompatibleKeys:
         """Copy arrays from ``state_dict`` into this module's parameters and buffers, in place.
@@ -275,8 +228,8 @@ class Module:
         Values may be NumPy or CuPy arrays or Tensors; each is copied into the
         existing array, keeping the module's device and dtype. With ``strict``
         (the default) missing or unexpected keys are a ValueError, and so is a
-        shape mismatch, always. Nothing is copied unless every check
-        passes. Returns ``(missing_keys, unexpected_keys)``.
+        shape mismatch, always. Nothing is copied unless every check passes.
+        Returns ``(missing_keys, unexpected_keys)``.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"load_state_dict: got {_describe(state_dict)}; expected a mapping of "
@@ -284,6 +237,9 @@ class Module:
         targets = self._state_arrays()
         missing = [key for key in targets if key not in state_dict]
         unexpected = [key for key in state_dict if key not in targets]
+        if any(type(v).__module__.startswith("torch") for v in state_dict.values()) or \
+                any(str(key).endswith("num_batches_tracked") for key in unexpected):
+            raise TypeError(f"load_state_dict: this looks like a PyTorch state dict. {_TORCH_LAYOUT}")
         if strict and (missing or unexpected):
             raise ValueError(
                 f"load_state_dict for {type(self).__name__}: missing keys {missing}, unexpected "
@@ -292,28 +248,8 @@ class Module:
             )
         sources = {}
         for key, target in targets.items():
-            if key not in state_dict:
-                continue
-            value = state_dict[key]
-            value = value.data if isinstance(value, Tensor) else value
-            if not _is_array(value):
-                try:
-                    value = numpy.asarray(value, dtype=target.dtype)
-                except (TypeError, ValueError):
-                    raise TypeError(f"load_state_dict: {key!r} is {_describe(value)}; expected an "
-                                    f"array of shape {target.shape}") from None
-            if value.shape != target.shape:
-                raise ValueError(
-                    f"load_state_dict: {key!r} has shape {value.shape} in the state dict but "
-                    f"{target.shape} in the model; expected identical shapes (was the model built "
-                    f"with the same sizes?)"
-                )
-            if value.dtype.kind not in "biuf":
-                raise TypeError(f"load_state_dict: {key!r} has dtype {value.dtype}; expected real "
-                                f"numbers (it becomes {target.dtype})")
-            # Converted now, so that a bad value fails before anything is overwritten.
-            sources[key] = backend.to_device(value, backend.device_of(target)).astype(target.dtype,
-                                                                                        copy=False)
+            if key in state_dict:
+                sources[key] = _loadable(key, state_dict[key], target)
         for key, value in sources.items():
             # In place, so optimizers and graphs holding these arrays see the new values.
             targets[key][...] = value
@@ -334,15 +270,40 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = []
-        for name, child in self._modules.items():
-            child_text = repr(child).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {child_text}")
-        if not lines:
-            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._modules.items()]
         extra = self.extra_repr()
-        head = f"{type(self).__name__}({extra}" if not extra else f"{type(self).__name__}(\n  {extra}"
+        if not lines:
+            return f"{type(self).__name__}({extra})"
+        head = f"{type(self).__name__}(\n  {extra}" if extra else f"{type(self).__name__}("
         return head + "\n" + "\n".join(lines) + "\n)"
+
+
+_TORCH_LAYOUT = ("minigraph's Linear.weight is (in_features, out_features), the transpose of "
+                 "PyTorch's (out, in), so a PyTorch weight would load transposed, and silently so "
+                 "when it is square. Convert first: {k: (v.T if k.endswith('weight') and v.ndim == 2 "
+                 "else v).numpy() for k, v in torch_state.items() if not k.endswith('num_batches_tracked')} "
+                 "(BatchNorm1d's running statistics and weight need no change).")
+
+
+def _loadable(key: str, value: Any, target: Any) -> Any:
+    """``value`` checked and converted to ``target``'s device and dtype (a copy when it must move)."""
+    value = value.data if isinstance(value, Tensor) else value
+    if not _is_array(value):
+        try:
+            value = numpy.asarray(value, dtype=target.dtype)
+        except (TypeError, ValueError):
+            raise TypeError(f"load_state_dict: {key!r} is {_describe(value)}; expected an "
+                            f"array of shape {target.shape}") from None
+    if value.shape != target.shape:
+        hint = (f" It is the transpose: {_TORCH_LAYOUT}" if value.ndim == 2 and value.shape == target.shape[::-1]
+                else " (was the model built with the same sizes?)")
+        raise ValueError(f"load_state_dict: {key!r} has shape {value.shape} in the state dict but "
+                         f"{target.shape} in the model; expected identical shapes.{hint}")
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"load_state_dict: {key!r} has dtype {value.dtype}; expected real "
+                        f"numbers (it becomes {target.dtype})")
+    # Converted now, so that a bad value fails before anything is overwritten.
+    return backend.to_device(value, backend.device_of(target)).astype(target.dtype, copy=False)
 
 
 def _describe(value: Any) -> str:
@@ -542,32 +503,3 @@ class Sequential(Module):
         except IndexError:
             raise IndexError(f"Sequential: index {index} is out of range for {len(modules)} "
                              f"modules") from None
-
-
-# --- files ------------------------------------------------------------------
-def save(obj: Module | Mapping[str, Any], file: str | os.PathLike | IO[bytes]) -> None:
-    """Write a state dict (or a module's ``state_dict()``) to an ``.npz`` file of host NumPy arrays.
-
-    ``file``: a path, written exactly as given (no suffix is added), or a binary
-    file object. Read it back with ``module.load_state_dict(nn.load(file))``.
-    """
-    state = obj.state_dict() if isinstance(obj, Module) else obj
-    if not isinstance(state, Mapping):
-        raise TypeError(f"save: got {_describe(obj)}; expected a Module or a state dict "
-                        f"(model.state_dict())")
-    arrays = {str(key): _host_copy(value) for key, value in state.items()}
-    if isinstance(file, (str, os.PathLike)):
-        with open(file, "wb") as handle:
-            numpy.savez(handle, **arrays)
-    else:
-        numpy.savez(file, **arrays)
-
-
-def load(file: str | os.PathLike | IO[bytes]) -> dict[str, numpy.ndarray]:
-    """Read an ``.npz`` written by ``save`` into a dict of NumPy arrays, in the saved order.
-
-    Pass the result to ``module.load_state_dict``, which copies it onto the
-    module's device and dtype. No pickles are loaded.
-    """
-    with numpy.load(file, allow_pickle=False) as archive:
-        return {key: archive[key] for key in archive.files}

@@ -13,7 +13,7 @@ import pytest
 from minigraph import backend
 
 DEVICES = ["cpu", "gpu"]
-STANDIN_HINT = "run with PYTHONPATH=tests/standin to exercise the GPU path on the CuPy stand-in"
+STANDIN_HINT = "PYTHONPATH=tests/standin runs it on the CuPy stand-in"
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -25,6 +25,15 @@ def pytest_report_header(config: pytest.Config) -> str:
         return f"GPU tests: on the CuPy STAND-IN ({cupy.__file__}); this is NOT a GPU"
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
     return f"GPU tests: on {name.decode() if isinstance(name, bytes) else name}, CuPy {cupy.__version__}"
+
+
+def on_standin(device: str) -> bool:
+    """True when ``device`` is 'gpu' served by the stand-in, whose numerics are NumPy's own."""
+    if device != "gpu":
+        return False
+    import cupy
+
+    return getattr(cupy, "IS_STANDIN", False)
 
 
 def require_gpu() -> None:

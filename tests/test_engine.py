@@ -91,8 +91,9 @@ def test_backward_before_the_step_and_a_fresh_forward_after_it_both_work(rng):
     for _ in range(2):
         opt.zero_grad()
         mg.mse_loss(x @ w, target).backward()
+        expected = 2 * x.data.T @ (x.data @ w.data) / (4 * 2)  # d mean((XW)²)/dW at this step's W
+        np.testing.assert_allclose(w.grad, expected)
         opt.step()
-    assert w.grad.shape == (3, 2)
 
 
 def test_backward_frees_the_saved_arrays(rng):
@@ -235,11 +236,11 @@ def test_operators_and_numbers_on_either_side(on, rng):
     np.testing.assert_allclose(z.numpy(), x.numpy())
 
 
-# --- gradient-buffer reuse: engine-owned gradients may be overwritten, nothing else --------
+# --- nothing the caller holds is ever written by backward ---------------------------------
 
 
 class Identity(mg.Function):
-    """y = x. Its backward is outside the reuse protocol: it keeps what it was given, to check later."""
+    """y = x. It keeps what its backward was given, to check later that nobody wrote into it."""
 
     seen: list = []
 
@@ -251,40 +252,41 @@ class Identity(mg.Function):
         return (grad_output,)
 
 
-def reuse_net(x, w1, w2, wrap):
-    """relu(batch_norm(x @ w1)) @ w2 -> MSE; ``wrap`` puts an Identity node after every op."""
-    h = wrap(x @ w1)
-    h = wrap(mg.batch_norm(h, None, None))
-    h = wrap(mg.relu(h))
-    return mg.mse_loss(wrap(h @ w2), mg.Tensor(np.zeros((len(x), 1))))
+class TransposeTwice(mg.Function):
+    """y = x, with a backward that returns a view of its upstream gradient (grad_output.T.T)."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, grad_output):
+        return (grad_output.T.T,)
 
 
-def test_reused_buffers_give_bitwise_the_same_gradients():
-    rng = np.random.default_rng(1)
-    arrays = rng.normal(size=(64, 5)), rng.normal(size=(5, 7)), rng.normal(size=(7, 1))
-    results = []
-    for wrap in (lambda t: t, lambda t: mg.apply(Identity(), t)):  # reuse on / impossible
-        leaves = [mg.Tensor(a.copy(), requires_grad=True) for a in arrays]
-        reuse_net(*leaves, wrap).backward()
-        results.append([leaf.grad for leaf in leaves])
-    for with_reuse, without in zip(*results):
-        np.testing.assert_array_equal(with_reuse, without)
-
-
-def test_a_function_outside_the_protocol_never_has_its_gradients_overwritten():
+def test_gradients_a_function_was_given_are_never_overwritten_later():
     Identity.seen.clear()
     rng = np.random.default_rng(2)
-    leaves = [mg.Tensor(rng.normal(size=s), requires_grad=True) for s in ((8, 3), (3, 4), (4, 1))]
-    reuse_net(*leaves, lambda t: mg.apply(Identity(), t)).backward()
+    x, w1, w2 = (mg.Tensor(rng.normal(size=s), requires_grad=True) for s in ((8, 3), (3, 4), (4, 1)))
+    wrap = lambda t: mg.apply(Identity(), t)
+    h = wrap(mg.relu(wrap(mg.batch_norm(wrap(x @ w1), None, None))))
+    mg.mse_loss(wrap(h @ w2), np.zeros((8, 1))).backward()
     assert len(Identity.seen) == 4
     for array, copy in Identity.seen:
         np.testing.assert_array_equal(array, copy)
 
 
+def test_a_view_of_the_upstream_gradient_is_not_written_through():
+    """A backward may return a view of grad_output; the leaf must get a copy, not the caller's memory."""
+    x = mg.Tensor(np.zeros((2, 3)), requires_grad=True)
+    upstream = np.ones((2, 3))
+    mg.relu(mg.apply(TransposeTwice(), x) + 1.0).backward(upstream)
+    x.grad *= 5
+    np.testing.assert_array_equal(upstream, np.ones((2, 3)))
+
+
 def test_leaf_grads_forward_values_and_the_callers_grad_are_left_alone():
     rng = np.random.default_rng(3)
     x = mg.Tensor(rng.normal(size=(6, 3)), requires_grad=True)
-    y = mg.relu(x)                       # x's gradient arrives as a reused buffer
+    y = mg.relu(x)
     z = mg.batch_norm(y, None, None)
     out = z @ mg.Tensor(rng.normal(size=(3, 2)))
     upstream = rng.normal(size=(6, 2))
@@ -317,6 +319,22 @@ class ReturnsWrongShape(mg.Function):
         return (grad_output.sum(axis=0),)
 
 
+class ReturnsFloat64(mg.Function):
+    def forward(self, x):
+        return 2 * x
+
+    def backward(self, grad_output):
+        return (grad_output.astype(np.float64) * 2,)
+
+
+class ForwardReturnsAFloat(mg.Function):
+    def forward(self, x):
+        return float(x.sum())
+
+    def backward(self, grad_output):
+        raise AssertionError("never reached")
+
+
 class SameArrayToBoth(mg.Function):
     def forward(self, a, b):
         return a + b
@@ -328,10 +346,37 @@ class SameArrayToBoth(mg.Function):
 
 def test_a_backward_returning_no_tuple_or_a_wrong_shape_is_an_error():
     x = mg.Tensor(np.ones((3, 2)), requires_grad=True)
-    with pytest.raises(RuntimeError, match="ReturnsBareArray.backward returned ndarray; expected a tuple of 1"):
+    with pytest.raises(RuntimeError, match="ReturnsBareArray.backward returned a ndarray; expected a tuple of 1"):
         mg.apply(ReturnsBareArray(), x).backward(np.ones((3, 2)))
-    with pytest.raises(RuntimeError, match=r"shape \(2,\) for input 0; expected \(3, 2\)"):
+    with pytest.raises(RuntimeError, match=r"returned shape \(2,\), dtype float64 on 'cpu' for input 0; "
+                                           r"expected an array of the input's shape \(3, 2\)"):
         mg.apply(ReturnsWrongShape(), x).backward(np.ones((3, 2)))
+
+
+def test_a_backward_changing_the_dtype_is_an_error_not_a_silent_float64_grad():
+    x = mg.Tensor(np.ones((3, 2), dtype=np.float32), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"ReturnsFloat64.backward returned shape \(3, 2\), dtype float64 "
+                                           r"on 'cpu' for input 0; expected .* dtype float32"):
+        mg.apply(ReturnsFloat64(), x).backward(np.ones((3, 2), dtype=np.float32))
+    assert x.grad is None
+
+
+def test_apply_names_the_mistakes_of_custom_functions():
+    with pytest.raises(TypeError, match=r"apply\(ReturnsBareArray\): input 0 is a ndarray; expected "
+                                        r"Tensors. Wrap arrays first"):
+        mg.apply(ReturnsBareArray(), np.ones(2))
+    with pytest.raises(TypeError, match=r"ForwardReturnsAFloat.forward returned a float; expected an array"):
+        mg.apply(ForwardReturnsAFloat(), mg.Tensor(np.ones(2)))
+
+
+def test_applying_one_function_instance_twice_is_an_error():
+    """Its node would be overwritten: one input would get no gradient and the other twice its own."""
+    a, b = mg.Tensor(np.ones(2), requires_grad=True), mg.Tensor(np.ones(2), requires_grad=True)
+    fn = TransposeTwice()
+    mg.apply(fn, a)
+    with pytest.raises(RuntimeError, match=r"apply: this TransposeTwice instance was applied already; .*"
+                                           r"make a new one per call"):
+        mg.apply(fn, b)
 
 
 def test_one_array_returned_for_two_leaves_becomes_two_grads():
@@ -339,6 +384,38 @@ def test_one_array_returned_for_two_leaves_becomes_two_grads():
     mg.apply(SameArrayToBoth(), a, b).backward(np.ones(2))
     a.grad *= 0
     np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+
+
+# --- hooks ------------------------------------------------------------------------------------
+def test_a_hook_on_an_output_sees_and_may_replace_its_gradient(on, rng):
+    x = leaf(on, rng.normal(size=(4, 3)))
+    h = mg.relu(x)
+    seen = []
+    h.register_hook(lambda grad: seen.append(mg.backend.to_device(grad, "cpu").copy()))
+    h.register_hook(lambda grad: grad * 3)  # hooks run in order; this one rescales
+    mg.mse_loss(h, np.zeros((4, 3)), reduction="sum").backward()
+    np.testing.assert_allclose(seen[0], 2 * h.numpy())
+    np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"), 3 * 2 * h.numpy() * (h.numpy() > 0))
+
+
+def test_a_leaf_hook_and_a_queued_callback_run_in_order_after_the_gradients(on, rng):
+    w = leaf(on, rng.normal(size=(3, 2)))
+    events = []
+    w.register_hook(lambda grad: events.append("leaf hook"))
+    out = mg.Tensor(on(rng.normal(size=(5, 3)))) @ w
+    out.register_hook(lambda grad: mg.engine.queue_callback(lambda: events.append(("done", w.grad is not None))))
+    out.backward(on(np.ones((5, 2))))
+    assert events == ["leaf hook", ("done", True)]
+    with pytest.raises(RuntimeError, match="queue_callback: no backward pass is running"):
+        mg.engine.queue_callback(lambda: None)
+
+
+def test_a_hook_returning_a_wrong_shape_is_an_error(rng):
+    x = mg.Tensor(rng.normal(size=(2, 2)), requires_grad=True)
+    y = mg.relu(x)
+    y.register_hook(lambda grad: grad[0])
+    with pytest.raises(RuntimeError, match=r"a hook on the output of relu returned \(2,\)"):
+        y.backward(np.ones((2, 2)))
 
 
 def test_a_detached_alias_shares_the_version_counter(rng):
@@ -358,6 +435,76 @@ def test_one_no_grad_instance_can_be_nested_in_itself():
             pass
         assert not mg.is_grad_enabled()
     assert mg.is_grad_enabled()
+
+
+def test_no_grad_in_one_thread_does_not_switch_recording_off_in_another():
+    """Grad mode is per thread, as in PyTorch: an evaluation thread must not break a training one."""
+    import threading
+
+    stop = threading.Event()
+    quiet = mg.no_grad()  # one instance shared by both threads, the hardest case
+
+    def evaluate() -> None:
+        while not stop.is_set():
+            with quiet:
+                assert not mg.is_grad_enabled()
+
+    failures = []
+    w = mg.Tensor(np.ones((3, 2)), requires_grad=True)
+    evaluator = threading.Thread(target=evaluate)
+    evaluator.start()
+    try:
+        for _ in range(300):
+            w.grad = None
+            loss = mg.mse_loss(mg.Tensor(np.ones((4, 3))) @ w, np.zeros((4, 2)))
+            if not loss.requires_grad:
+                failures.append("no graph")
+                continue
+            loss.backward()
+            if w.grad is None:
+                failures.append("no grad")
+    finally:
+        stop.set()
+        evaluator.join()
+    assert failures == []
+    assert mg.is_grad_enabled()
+
+
+def test_interleaved_no_grad_blocks_of_two_threads_leave_each_thread_as_it_was():
+    import threading
+
+    quiet = mg.no_grad()
+    entered, release = threading.Barrier(2), threading.Barrier(2)
+    states = {}
+
+    def worker(name: str) -> None:
+        with quiet:
+            entered.wait()  # both are inside at once
+            states[name, "inside"] = mg.is_grad_enabled()
+            release.wait()
+        states[name, "after"] = mg.is_grad_enabled()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert states == {("a", "inside"): False, ("b", "inside"): False, ("a", "after"): True,
+                      ("b", "after"): True}
+    assert mg.is_grad_enabled()
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself warns
+def test_array_subclasses_are_refused_or_made_plain():
+    """A mask would be silently dropped by some ops and kept by others; np.matrix changes what * means."""
+    with pytest.raises(TypeError, match="Tensor: got a masked array"):
+        mg.Tensor(np.ma.masked_array([1.0, 2.0], mask=[0, 1]))
+    with pytest.raises(TypeError, match="Tensor: got a masked array"):
+        mg.mse_loss(mg.Tensor([1.0, 2.0]), np.ma.masked_array([1.0, 2.0], mask=[0, 1]))
+    m = mg.Tensor(np.matrix([[1.0, 2.0], [3.0, 4.0]]))
+    assert type(m.data) is np.ndarray
+    with pytest.raises(TypeError, match=r"float16 .* compute in float32"):
+        mg.Tensor(np.ones(2, dtype=np.float16))
 
 
 def test_numpy_scalars_keep_their_dtype_and_none_is_not_a_number():

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-import types
 
 import numpy as np
 import pytest
 
 import minigraph as mg
-from minigraph import backend
+
+from conftest import on_standin
 
 
 def t(*shape, dtype=np.float64, requires_grad=True):
@@ -159,3 +158,15 @@ def test_a_read_only_running_statistic_fails_before_either_is_updated(on, rng):
     eval_mode = mg.batch_norm(mg.Tensor(on(rng.normal(size=(4, 3)))), None, None, running_mean,
                               running_var, training=False)  # eval mode only reads them
     assert eval_mode.shape == (4, 3)
+
+
+def test_float32_mse_over_many_elements_is_accurate(on, device):
+    """A float32 dot accumulates its error with n; the blocked sum stays near float32's own precision."""
+    if on_standin(device):
+        pytest.skip("rounding is not modelled: the CuPy stand-in sums with NumPy's dot, not cuBLAS's")
+    rng = np.random.default_rng(5)
+    pred = (rng.normal(size=(5_000_000,)) + 0.5).astype(np.float32)
+    exact = np.mean((pred.astype(np.float64)) ** 2)
+    loss = mg.mse_loss(mg.Tensor(on(pred)), mg.Tensor(on(np.zeros_like(pred))))
+    assert loss.dtype == np.float32
+    assert abs(loss.item() - exact) / exact < 1e-6

@@ -72,3 +72,22 @@ def test_gradcheck_rejects_non_leaf_inputs_a_zero_step_and_a_bare_tensor(rng):
         mg.gradcheck(mg.relu, [x], eps=0)
     with pytest.raises(TypeError, match="inputs is a Tensor; expected a list"):
         mg.gradcheck(mg.relu, x)
+
+
+def test_gradcheck_restores_its_inputs_even_when_fn_raises_midway(on, rng):
+    """gradcheck perturbs inputs in place (they may be the caller's arrays): an error must not
+    leave one element shifted by eps."""
+    data = on(rng.normal(size=(3, 2)))
+    x = mg.Tensor(data, requires_grad=True)
+    before = mg.backend.to_device(data, "cpu").copy()
+    calls = []
+
+    def flaky(t):
+        calls.append(1)
+        if len(calls) == 4:  # the first call builds the graph; fail inside the perturbation loop
+            raise FloatingPointError("fn failed")
+        return mg.relu(t)
+
+    with pytest.raises(FloatingPointError):
+        mg.gradcheck(flaky, [x])
+    np.testing.assert_array_equal(mg.backend.to_device(x.data, "cpu"), before)

@@ -61,7 +61,8 @@ def test_nested_modules_own_parameters_come_before_children():
     assert sum(p.data.size for p in net.parameters()) == 4 * 5 + 5 + 5 + 5 + 2 + 5 * 2 + 2
     assert [name for name, _ in net.named_modules()] == ["", "body", "body.0", "body.1", "body.1.0",
                                                          "body.1.1", "head"]
-    assert [type(m).__name__ for m in net.children()] == ["Sequential", "Linear"]
+    assert [type(m).__name__ for m in net.modules()] == ["Net", "Sequential", "Linear", "Sequential",
+                                                         "BatchNorm1d", "ReLU", "Linear"]
 
 
 def test_parameter_names_match_an_equivalent_torch_module():
@@ -322,7 +323,7 @@ def test_sequential_is_indexable_sized_and_iterable():
     with pytest.raises(TypeError, match=r"Sequential: argument 1 is a Tensor of shape \(2,\); expected "
                                         r"a Module"):
         nn.Sequential(nn.ReLU(), mg.Tensor(np.ones(2)))
-    assert seq.append(nn.ReLU()) is seq and len(seq) == 4 and "3" in dict(seq.named_children())
+    assert seq.append(nn.ReLU()) is seq and len(seq) == 4 and "3" in dict(seq.named_modules())
 
 
 # --- state dicts and files -------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 import numpy
 
 from ..backend import column_sums
-from ..engine import Function, Tensor, apply, as_tensors, _reuses_grad_buffers
+from ..engine import Function, Tensor, apply, as_tensors, verified
 
 
 def sum_to_shape(grad: Any, shape: tuple) -> Any:
@@ -27,6 +27,7 @@ def sum_to_shape(grad: Any, shape: tuple) -> Any:
     return grad.sum(axis=axes).reshape(shape)
 
 
+@verified
 class Add(Function):
     """a: shape A, b: shape B, broadcastable -> y: broadcast(A, B).
 
@@ -43,8 +44,7 @@ class Add(Function):
     def forward(self, a: Any, b: Any) -> Any:
         return a + b
 
-    @_reuses_grad_buffers
-    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
+    def backward(self, grad_output: Any) -> tuple:
         needs_a, needs_b = self.needs_grad
         return (
             sum_to_shape(grad_output, self.a_shape) if needs_a else None,

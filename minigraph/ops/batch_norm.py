@@ -18,9 +18,10 @@ from typing import Any
 from .. import checks
 from ..backend import (can_update_in_place, column_dot, column_sums, device_of, get_array_module,
                        is_gpu_array)
-from ..engine import Function, Tensor, apply, as_tensor, _reuses_grad_buffers
+from ..engine import Function, Tensor, apply, as_tensor, verified
 
 
+@verified
 class BatchNorm(Function):
     """Training mode: normalise with the batch's own statistics.
 
@@ -66,8 +67,7 @@ class BatchNorm(Function):
             self.saved = (centred, inv_std, gamma)
         return y
 
-    @_reuses_grad_buffers
-    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
+    def backward(self, grad_output: Any) -> tuple:
         centred, inv_std, gamma = self.saved
         needs_x, needs_gamma, needs_beta = self.needs_grad
         n = grad_output.shape[0]
@@ -84,6 +84,7 @@ class BatchNorm(Function):
         return grad_x, grad_gamma if needs_gamma else None, grad_beta if needs_beta else None
 
 
+@verified
 class BatchNormEval(Function):
     """Evaluation mode: normalise with fixed running statistics, which are constants.
 
@@ -113,20 +114,14 @@ class BatchNormEval(Function):
             self.saved = (centred if needs_gamma else None, inv_std, gamma)
         return y
 
-    @_reuses_grad_buffers
-    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
+    def backward(self, grad_output: Any) -> tuple:
         centred, inv_std, gamma = self.saved
         needs_x, needs_gamma, needs_beta = self.needs_grad
-        # Both reductions read dY before dX may overwrite it.
         grad_gamma = inv_std * column_dot(grad_output, centred) if needs_gamma else None
         grad_beta = column_sums(grad_output) if needs_beta else None
         grad_x = None
         if needs_x:
-            if overwrite:
-                grad_output *= gamma * inv_std
-                grad_x = grad_output
-            else:
-                grad_x = grad_output * (gamma * inv_std)
+            grad_x = grad_output * (gamma * inv_std)
         return grad_x, grad_gamma, grad_beta
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import Tensor, _reuses_grad_buffers, apply, as_tensors
 from ..backend import column_sums
-from .matmul import MatMul, check_matmul_shapes, matmul
+from ..engine import Function, Tensor, apply, as_tensors, verified
+from .matmul import check_matmul_shapes, matmul, matmul_grads, product, save_for_matmul
 
 
-class Linear(MatMul):
+@verified
+class Linear(Function):
     """x: (N, k), weight: (k, m), bias: (m,) -> y: (N, m).
 
     dX = dY Wᵀ,  dW = Xᵀ dY  (as for matmul),  db = 1ᵀ dY.
@@ -23,13 +24,13 @@ class Linear(MatMul):
     op = "linear"
 
     def forward(self, x: Any, weight: Any, bias: Any) -> Any:
-        y = super().forward(x, weight)
+        self.saved = save_for_matmul(self, x, weight)
+        y = product(x, weight)
         y += bias
         return y
 
-    @_reuses_grad_buffers
-    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
-        grad_x, grad_weight = super().backward(grad_output)
+    def backward(self, grad_output: Any) -> tuple:
+        grad_x, grad_weight = matmul_grads(self, grad_output)
         return grad_x, grad_weight, column_sums(grad_output) if self.needs_grad[2] else None
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import Function, Tensor, apply, as_tensors, _reuses_grad_buffers
+from ..engine import Function, Tensor, apply, as_tensors, verified
 
 
-def _product(a: Any, b: Any) -> Any:
+def product(a: Any, b: Any) -> Any:
     """a: (n, k) @ b: (k, m) -> (n, m).
 
     With k == 1 the product is an outer product, which BLAS runs as a general
@@ -21,6 +21,21 @@ def _product(a: Any, b: Any) -> Any:
     return a @ b
 
 
+def matmul_grads(fn: Function, grad_output: Any) -> tuple[Any, Any]:
+    """dA = dY Bᵀ and dB = Aᵀ dY for a node that saved (A, B) and read needs_grad[:2]."""
+    a, b = fn.saved[:2]
+    needs_a, needs_b = fn.needs_grad[:2]
+    return (product(grad_output, b.T) if needs_a else None,
+            product(a.T, grad_output) if needs_b else None)
+
+
+def save_for_matmul(fn: Function, a: Any, b: Any) -> tuple[Any, Any]:
+    """What ``matmul_grads`` will read: dA needs only B and dB needs only A."""
+    needs_a, needs_b = fn.needs_grad[:2]
+    return (a if needs_b else None, b if needs_a else None)
+
+
+@verified
 class MatMul(Function):
     """a: (n, k), b: (k, m) -> (n, m).
 
@@ -31,18 +46,11 @@ class MatMul(Function):
     op = "matmul"
 
     def forward(self, a: Any, b: Any) -> Any:
-        needs_a, needs_b = self.needs_grad[:2]  # Linear adds a third input, the bias
-        # dA needs only B and dB needs only A: keep just what will be used.
-        self.saved = (a if needs_b else None, b if needs_a else None)
-        return _product(a, b)
+        self.saved = save_for_matmul(self, a, b)
+        return product(a, b)
 
-    @_reuses_grad_buffers
-    def backward(self, grad_output: Any, overwrite: bool = False) -> tuple:
-        a, b = self.saved
-        needs_a, needs_b = self.needs_grad[:2]
-        grad_a = _product(grad_output, b.T) if needs_a else None
-        grad_b = _product(a.T, grad_output) if needs_b else None
-        return grad_a, grad_b
+    def backward(self, grad_output: Any) -> tuple:
+        return matmul_grads(self, grad_output)
 
 
 def check_matmul_shapes(op: str, a: Tensor, b: Tensor) -> None:

@@ -1,0 +1,128 @@
+"""Checkpoints: state dicts on disk as ``.npz`` archives of host arrays, written atomically.
+
+``nn.save`` and ``nn.load`` are these functions. The format is NumPy's ``.npz`` (a zip
+of ``.npy`` files), so ``numpy.load`` reads it too; it is written member by member here
+rather than through ``numpy.savez``, whose keyword arguments would swallow keys named
+``file`` or ``allow_pickle``. Nothing is ever pickled or unpickled.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from typing import IO, Any
+
+import numpy
+
+from . import backend
+from .engine import Tensor
+
+__all__ = ["load", "save"]
+
+
+def host_copy(value: Any) -> numpy.ndarray:
+    """A NumPy copy of an array or Tensor, wherever it lives, sharing no memory with it."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if backend.is_gpu_array(value):
+        return value.get()  # already a fresh host array
+    return numpy.array(value, copy=True)
+
+
+def _saved_array(key: Any, value: Any) -> numpy.ndarray:
+    """What ``save`` writes for one entry, or a TypeError naming it: ``load`` must read back all."""
+    if not isinstance(key, str):
+        raise TypeError(f"nn.save: key {key!r} is a {type(key).__name__}; expected strings, as "
+                        f"state_dict() gives")
+    if isinstance(value, numbers.Number) and not isinstance(value, (bool, complex)):
+        value = numpy.asarray(value)  # an epoch or a step count: stored as a 0-d array
+    elif not (isinstance(value, (numpy.ndarray, Tensor)) or backend.is_gpu_array(value)):
+        raise TypeError(f"nn.save: {key!r} is a {type(value).__name__}; expected arrays, Tensors or "
+                        f"numbers, which nn.load reads back without unpickling. Save other state "
+                        f"separately (e.g. as JSON)")
+    array = host_copy(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"nn.save: {key!r} has dtype {array.dtype}; expected numbers")
+    return array
+
+
+def _write_archive(handle: IO[bytes], arrays: dict[str, numpy.ndarray]) -> None:
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, array in arrays.items():
+            with archive.open(key + ".npy", "w", force_zip64=True) as member:
+                numpy.lib.format.write_array(member, array, allow_pickle=False)
+
+
+def save(obj: Any, file: str | os.PathLike | IO[bytes]) -> None:
+    """Write a state dict (or a module's ``state_dict()``) to ``file`` as an ``.npz`` archive.
+
+    ``file``: a path, written exactly as given (no suffix is added), or a binary
+    file object. Values may be arrays (NumPy or CuPy), Tensors or numbers (stored
+    as 0-d arrays); anything else is refused before the file is touched. A path
+    is written atomically: to a temporary file in the same folder, flushed and
+    synced, then renamed over the target, so a failed or interrupted save leaves
+    the previous checkpoint intact. Read it back with ``nn.load``.
+    """
+    state = obj.state_dict() if callable(getattr(obj, "state_dict", None)) else obj
+    if not isinstance(state, Mapping):
+        raise TypeError(f"nn.save: got a {type(obj).__name__}; expected a Module or a state dict "
+                        f"(model.state_dict())")
+    arrays = {key: _saved_array(key, value) for key, value in state.items()}
+    if not isinstance(file, (str, os.PathLike)):
+        _write_archive(file, arrays)
+        return
+    path = os.fspath(file)
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                             dir=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            _write_archive(handle, arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable; not every system lets a folder be opened
+        folder_descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(folder_descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(folder_descriptor)
+
+
+def load(file: str | os.PathLike | IO[bytes]) -> dict[str, numpy.ndarray]:
+    """Read a checkpoint written by ``save`` into a dict of NumPy arrays, in the saved order.
+
+    Pass the result to ``module.load_state_dict``, which copies it onto the
+    module's device and dtype. Anything that is not such an archive (a ``.npy``
+    or text file, a truncated or empty file, pickled objects) is a ValueError
+    naming the file.
+    """
+    name = os.fspath(file) if isinstance(file, (str, os.PathLike)) else repr(file)
+    arrays = {}
+    try:
+        with zipfile.ZipFile(file) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"it holds {info.filename!r}, which is not an array")
+                with archive.open(info) as member:
+                    arrays[info.filename[:-len(".npy")]] = numpy.lib.format.read_array(
+                        member, allow_pickle=False)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile) and exc.errno is not None:
+            raise  # no such file, no permission: the system's own message says it best
+        raise ValueError(f"nn.load: {name} is not a minigraph checkpoint (an .npz archive of "
+                         f"arrays written by nn.save): {exc}") from None
+    return arrays
