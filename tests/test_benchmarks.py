@@ -118,7 +118,11 @@ def test_the_jacobian_is_block_diagonal_and_matches_finite_differences():
     assert np.all(jac[:n, n:] == 0) and np.all(jac[n:, :n] == 0)
 
 
-def test_column_dot_quick_mode_runs():
-    report = run_script("column_dot.py")
+def test_column_dot_quick_mode_runs(device):
+    report = run_script("column_dot.py", "--device", device)
     assert report["benchmark"] == "column_dot" and report["results"]
     assert all(row["relative_error"] < 1e-4 for row in report["results"])
+    for kind in ("1ᵀ(A⊙B)", "1ᵀA"):  # one fastest spelling per kind, shape and dtype
+        for dtype in ("float32", "float64"):
+            rows = [r for r in report["results"] if r["kind"] == kind and r["dtype"] == dtype]
+            assert sum(bool(r.get("fastest")) for r in rows) == 1
