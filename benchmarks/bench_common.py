@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: array module per device, synchronised timing, machine facts, tables.
+"""What the benchmark scripts share: array module per device, synchronised timing, the machine record, output.
 
 The scripts import minigraph from this checkout (not from an installed copy),
 so a figure always belongs to the code next to it.
@@ -6,9 +6,11 @@ so a figure always belongs to the code next to it.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,13 +23,16 @@ if str(ROOT) not in sys.path:
 
 import numpy  # noqa: E402
 
-# Environment variables that change which kernels OpenBLAS and glibc malloc use.
-# They are reported, never set: the benchmark measures the environment it is given.
+# Environment variables that change which kernels run (OpenBLAS, glibc malloc, minigraph's own).
+# They are reported, never set here: the benchmark measures the environment it is given.
 WATCHED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-               "MKL_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
-               "MALLOC_TOP_PAD_", "MINIGRAPH_DEVICE")
+               "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_",
+               "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MINIGRAPH_DEVICE", "MINIGRAPH_FUSED")
+CUPY_SYNC = "cupy.cuda.Device().synchronize() before starting and before stopping each clock"
+TORCH_SYNC = "torch.cuda.synchronize() before starting and before stopping each clock"
 
 
+# --- devices and timing -------------------------------------------------------------------
 def array_module(device: str) -> ModuleType:
     """numpy for 'cpu'; cupy for 'gpu', or a RuntimeError saying why the GPU cannot be used."""
     if device == "cpu":
@@ -41,12 +46,22 @@ def array_module(device: str) -> ModuleType:
 
 
 def synchronizer(device: str) -> Callable[[], None]:
-    """A function that waits for queued device work: a no-op on the CPU, a stream sync on CuPy."""
+    """A function that waits for queued device work: a no-op on the CPU, a device sync on CuPy."""
     if device == "cpu":
         return lambda: None
     import cupy
 
     return cupy.cuda.Device().synchronize
+
+
+def to_host(array: Any) -> numpy.ndarray:
+    """A NumPy copy of a NumPy, CuPy or torch array, or of a minigraph Tensor's data."""
+    from minigraph import Tensor
+
+    array = array.data if isinstance(array, Tensor) else array
+    if hasattr(array, "detach"):  # torch
+        return array.detach().cpu().numpy()
+    return array.get() if hasattr(array, "get") else numpy.asarray(array)  # .get(): CuPy to host
 
 
 def time_calls(fn: Callable[[], Any], sync: Callable[[], None], min_reps: int = 5,
@@ -59,24 +74,31 @@ def time_calls(fn: Callable[[], Any], sync: Callable[[], None], min_reps: int = 
     """
     for _ in range(warmup):
         fn()
-    sync()
     times: list[float] = []
-    spent = 0.0
-    while len(times) < max_reps and (len(times) < min_reps or spent < min_seconds):
+    while len(times) < max_reps and (len(times) < min_reps or sum(times) < min_seconds):
         sync()
         start = time.perf_counter()
         fn()
         sync()
-        elapsed = time.perf_counter() - start
-        times.append(elapsed)
-        spent += elapsed
+        times.append(time.perf_counter() - start)
     return times
+
+
+def median_seconds(fn: Callable[[], Any], sync: Callable[[], None], reps: int, warmup: int = 1) -> float:
+    """The median of exactly ``reps`` synchronised calls of ``fn`` after ``warmup`` calls."""
+    return median(time_calls(fn, sync, min_reps=reps, min_seconds=0.0, max_reps=reps, warmup=warmup))
 
 
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+def summary(values: Sequence[float]) -> dict:
+    """Median, min, max and the values themselves (one per round or repetition)."""
+    return {"median": median(values), "min": min(values), "max": max(values), "values": list(values)}
+
+
+# --- the machine record -------------------------------------------------------------------
 def blas_info() -> list[dict]:
     """threadpoolctl's view of the loaded BLAS / OpenMP pools (kernel, threads), or [] without it."""
     try:
@@ -99,8 +121,42 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info() -> dict:
-    """The facts a figure depends on: CPU, cores, library versions, BLAS kernel, tuning variables."""
+def gpu_info() -> dict:
+    """The CuPy device 0: name, memory, CuPy and CUDA driver/runtime versions, how timing synchronised."""
+    try:
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"]
+        return {
+            "name": name.decode() if isinstance(name, bytes) else str(name),
+            "memory_gib": round(props.get("totalGlobalMem", 0) / 2**30, 1),
+            "cupy": cupy.__version__,
+            # Encoded as 1000 * major + 10 * minor: 13000 is CUDA 13.0.
+            "cuda_driver": cupy.cuda.runtime.driverGetVersion(),
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+            "sync": CUPY_SYNC,
+        }
+    except Exception as exc:  # the record must not stop a benchmark; say what went wrong instead
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def torch_info(device: str) -> dict:
+    """PyTorch's version, threads and pools; on the GPU also its CUDA version, device name and sync."""
+    import torch
+
+    info: dict[str, Any] = {"version": torch.__version__, "threads": torch.get_num_threads(),
+                            "pools": blas_info()}
+    if device == "gpu":
+        info.update(cuda=torch.version.cuda, device=torch.cuda.get_device_name(0), sync=TORCH_SYNC)
+    return info
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """The facts a figure depends on: CPU, cores, versions, BLAS kernel, tuning variables; the GPU too.
+
+    The GPU is recorded on ``device='gpu'`` and whenever CuPy is already imported.
+    """
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
@@ -110,16 +166,66 @@ def machine_info() -> dict:
         "blas": blas_info(),
         "env": {name: os.environ.get(name) for name in WATCHED_ENV},
     }
-    for name in ("torch", "cupy"):
+    for name in ("torch", "cupy", "numba"):
         module = sys.modules.get(name)
         info[name] = getattr(module, "__version__", None) if module is not None else None
+    if device == "gpu" or "cupy" in sys.modules:
+        info["gpu"] = gpu_info()
     return info
+
+
+def describe_machine(info: dict) -> str:
+    """One line: CPU and usable cores, and the GPU with its versions when there is one."""
+    line = f"{info['cpu']}, {info['usable_cpus']} usable CPUs"
+    gpu = info.get("gpu")
+    if gpu and "error" not in gpu:
+        line += (f"; GPU {gpu['name']}, CuPy {gpu['cupy']}, CUDA driver {gpu['cuda_driver']}, "
+                 f"runtime {gpu['cuda_runtime']}; timing synchronised by {gpu['sync']}")
+    elif gpu:
+        line += f"; GPU not identified ({gpu['error']})"
+    return line
 
 
 def env_summary(env: dict) -> str:
     """One line naming which watched variables are set, e.g. 'OPENBLAS_CORETYPE=Haswell; others unset'."""
     set_vars = [f"{k}={v}" for k, v in env.items() if v is not None]
     return "; ".join(set_vars) + "; others unset" if set_vars else "none of " + ", ".join(env) + " set"
+
+
+# --- one process per library, alternating -------------------------------------------------
+def run_worker(script: str, argv: Sequence[str], variant: str, env: dict | None = None) -> dict:
+    """Run ``script`` with ``argv`` plus ``--worker VARIANT`` (``env`` added to the environment).
+
+    The worker must end its output with one JSON line, which is returned. A process per
+    library, because two thread pools interleaved in one process fight over the cores.
+    """
+    done = subprocess.run([sys.executable, str(script), *argv, "--worker", variant],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise RuntimeError(f"the {variant} worker failed (exit {done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def over_rounds(rounds: Sequence[dict[str, dict[str, dict]]]) -> dict[str, dict[str, dict]]:
+    """Rounds of {variant: {measurement: {figure: value}}} -> {measurement: {variant: medians}}.
+
+    Each figure is the median over the rounds; "seconds" also keeps its spread.
+    """
+    table: dict[str, dict[str, dict]] = {}
+    for variant, first in rounds[0].items():
+        for key, figures in first.items():
+            per_round = [r[variant][key] for r in rounds]
+            table.setdefault(key, {})[variant] = {
+                **{name: median([f[name] for f in per_round]) for name in figures},
+                "seconds_over_rounds": summary([f["seconds"] for f in per_round])}
+    return table
+
+
+# --- output -------------------------------------------------------------------------------
+def emit(report: dict, as_json: bool) -> None:
+    """End the output with the report as one JSON line, when asked (the tests read that line)."""
+    if as_json:
+        print(json.dumps(report))
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -1,4 +1,4 @@
-"""benchmarks/: each script runs in --quick mode, and the three batch-norm backwards agree.
+"""benchmarks/: each script runs in --quick mode (on each device), and what they compare agrees.
 
 No timing is asserted anywhere: figures depend on the machine, and belong in BENCHMARKS.md.
 """
@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import bn_backward  # noqa: E402  (benchmarks/ is not a package)
+import train_step  # noqa: E402
 
 
 def run_script(name: str, *args: str) -> dict:
@@ -37,12 +38,22 @@ def test_bn_backward_quick_mode_runs_agrees_and_plots(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_train_step_quick_mode_runs_and_the_libraries_agree():
-    report = run_script("train_step.py")
-    assert report["benchmark"] == "train_step" and report["agree"]
-    assert {"minigraph", "numpy", "numpy-workspace"} <= set(report["libraries"])
-    assert {"chain", "batch_norm"} <= set(report["results"])
-    assert any(key.startswith("step N=") for key in report["results"])
+def test_train_step_quick_mode_runs_and_the_variants_agree(device):
+    report = run_script("train_step.py", "--device", device)
+    assert report["benchmark"] == "train_step" and report["agree"] and not report["problems"]
+    assert {"minigraph", "minigraph-formula", "numpy"} <= set(report["variants"])
+    kinds = {key.split()[0] for key in report["results"]}
+    assert {"step", "chain", "batch_norm", "copy"} <= kinds
+    if device == "gpu":
+        assert "name" in report["machine"]["gpu"], report["machine"]["gpu"]
+
+    # The agreement check is what makes the figures comparable: it must catch a 1 % change.
+    first_round = {v: {"fingerprint": prints} for v, prints in report["fingerprints"].items()}
+    assert train_step.check_agreement(first_round) == []
+    n = next(iter(first_round["numpy"]["fingerprint"]))
+    first_round["numpy"]["fingerprint"][n]["3.weight"] *= 1.01
+    problems = train_step.check_agreement(first_round)
+    assert len(problems) == 1 and "3.weight" in problems[0] and "numpy" in problems[0]
 
 
 def reference_gradients(x, gamma, beta, grad_y, ddof, eps, h=1e-6):
@@ -107,7 +118,11 @@ def test_the_jacobian_is_block_diagonal_and_matches_finite_differences():
     assert np.all(jac[:n, n:] == 0) and np.all(jac[n:, :n] == 0)
 
 
-def test_column_dot_quick_mode_runs():
-    report = run_script("column_dot.py")
+def test_column_dot_quick_mode_runs(device):
+    report = run_script("column_dot.py", "--device", device)
     assert report["benchmark"] == "column_dot" and report["results"]
     assert all(row["relative_error"] < 1e-4 for row in report["results"])
+    for kind in ("1ᵀ(A⊙B)", "1ᵀA"):  # one fastest spelling per kind, shape and dtype
+        for dtype in ("float32", "float64"):
+            rows = [r for r in report["results"] if r["kind"] == kind and r["dtype"] == dtype]
+            assert sum(bool(r.get("fastest")) for r in rows) == 1
