@@ -95,9 +95,10 @@ class Module:
                             f"expected a leaf Tensor with requires_grad=True (or None to remove it)")
         else:
             parameters.pop(name, None)
-            modules.pop(name, None)
             if isinstance(value, Module):
-                modules[name] = value
+                modules[name] = value  # a replaced child keeps its place: Sequential's order
+            else:
+                modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:

@@ -113,6 +113,14 @@ def test_attribute_assignment_registers_replaces_and_removes():
     assert "scale" not in dict(net.named_parameters()) and not hasattr(net, "scale")
 
 
+def test_replacing_a_child_keeps_its_place_in_a_sequential(rng):
+    model = nn.Sequential(nn.Linear(3, 4, dtype=np.float64), nn.ReLU(), nn.Linear(4, 2, dtype=np.float64))
+    setattr(model, "0", nn.Linear(3, 4, dtype=np.float64, rng=5))
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear"]
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert model(mg.Tensor(rng.normal(size=(5, 3)))).shape == (5, 2)
+
+
 def test_forgetting_super_init_says_what_to_do():
     class Broken(nn.Module):
         def __init__(self) -> None:
