@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy
 
@@ -36,7 +36,7 @@ from .ops.relu import relu
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
-    "BatchNorm1d", "Linear", "MSELoss", "Module", "ReLU", "Sequential", "load", "save",
+    "BatchNorm1d", "Linear", "MSELoss", "Module", "ReLU", "Sequential", "SyncBatchNorm", "load", "save",
 ]
 
 
@@ -399,13 +399,14 @@ class BatchNorm1d(Module):
         device: str | None = None,
     ) -> None:
         super().__init__()
-        self.num_features = checks.integer("BatchNorm1d", "num_features", num_features, low=1)
-        self.eps = checks.real("BatchNorm1d", "eps", eps, low=0.0)
-        self.momentum = checks.real("BatchNorm1d", "momentum", momentum, low=0.0, high=1.0)
-        self.ddof = checks.integer("BatchNorm1d", "ddof", ddof, low=0)
+        layer = type(self).__name__
+        self.num_features = checks.integer(layer, "num_features", num_features, low=1)
+        self.eps = checks.real(layer, "eps", eps, low=0.0)
+        self.momentum = checks.real(layer, "momentum", momentum, low=0.0, high=1.0)
+        self.ddof = checks.integer(layer, "ddof", ddof, low=0)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        dtype = _resolve_float_dtype("BatchNorm1d", dtype)
+        dtype = _resolve_float_dtype(layer, dtype)
         device = backend.default_device() if device is None else backend.check_device(device)
 
         def filled(value: float) -> Any:
@@ -432,6 +433,62 @@ class BatchNorm1d(Module):
         ddof = f", ddof={self.ddof}" if self.ddof else ""
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}{ddof}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+# The training forward of SyncBatchNorm across the processes of a data-parallel job. Set by
+# minigraph.distributed.init() when the job has more than one process; nn itself never imports
+# MPI, so until then (and in any single process) SyncBatchNorm is exactly BatchNorm1d.
+synchronized_batch_norm: Callable[..., Tensor] | None = None
+
+
+class SyncBatchNorm(BatchNorm1d):
+    """``BatchNorm1d`` whose training statistics are those of the whole batch, over every process.
+
+    Same arguments, behaviour, parameters, buffers and ``state_dict`` keys as ``BatchNorm1d``, so
+    a checkpoint moves between the two. In a data-parallel job (``minigraph.distributed.init()``
+    with several processes), training mode normalises with the mean and variance of the rows of
+    all processes together, and every process updates its running statistics with the same
+    global mean and unbiased global variance. x: (N_rank, num_features), any N_rank >= 0 per
+    process; the whole batch needs more than one row. Evaluation mode never communicates: each
+    process normalises its own rows with the running statistics (without them, with its own
+    rows' statistics, as PyTorch does). Until ``init()``, or in a job of one process, this is
+    ``BatchNorm1d``. The math is ``minigraph.distributed.sync_batch_norm``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N_rank, num_features) -> same shape."""
+        if self.training and synchronized_batch_norm is not None:
+            return synchronized_batch_norm(x, self.weight, self.bias, self.running_mean,
+                                           self.running_var, momentum=self.momentum,
+                                           eps=self.eps, ddof=self.ddof)
+        return super().forward(x)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module) -> Module:
+        """``module`` with every ``BatchNorm1d`` in it replaced by a ``SyncBatchNorm`` that holds
+        the same parameter Tensors and buffers (so optimizers built already keep working).
+
+        Returns the converted module: ``module`` itself, changed in place, unless ``module`` is
+        a BatchNorm1d, whose replacement is returned.
+        """
+        replacements: dict[int, Module] = {}  # a layer used twice is replaced by one layer
+
+        def converted(layer: Module) -> Module:
+            if type(layer) is not BatchNorm1d:
+                return layer
+            if id(layer) not in replacements:
+                sync = cls.__new__(cls)
+                registries = {key: dict(vars(layer)[key]) for key in ("_parameters", "_buffers", "_modules")}
+                vars(sync).update({**vars(layer), **registries})
+                replacements[id(layer)] = sync
+            return replacements[id(layer)]
+
+        for parent in list(module.modules()):
+            for name, child in list(parent._modules.items()):
+                replacement = converted(child)
+                if replacement is not child:
+                    setattr(parent, name, replacement)
+        return converted(module)
 
 
 class ReLU(Module):

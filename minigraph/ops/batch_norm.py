@@ -46,12 +46,20 @@ class BatchNorm(Function):
         self.running_var = running_var
 
     def forward(self, x: Any, gamma: Any, beta: Any) -> Any:
-        xp = get_array_module(x)
         n = x.shape[0]
         mean = column_sums(x) / n
         centred = x - mean
         # Two-pass variance: E[x²] − E[x]² cancels catastrophically for large means.
         sum_sq = column_dot(centred, centred)
+        return self.normalise(centred, mean, sum_sq, n, gamma, beta)
+
+    def normalise(self, centred: Any, mean: Any, sum_sq: Any, n: int, gamma: Any, beta: Any) -> Any:
+        """Y from the batch's statistics; updates the running ones and saves what backward needs.
+
+        centred: (rows, p), mean and sum_sq = 1ᵀ(Xc ⊙ Xc): (p,), all of the whole batch of
+        ``n`` rows (a synchronized batch norm passes statistics summed over every process).
+        """
+        xp = get_array_module(centred)
         inv_std = 1.0 / xp.sqrt(sum_sq / (n - self.ddof) + self.eps)
         y = centred * (gamma * inv_std)
         y += beta
@@ -70,18 +78,23 @@ class BatchNorm(Function):
     def backward(self, grad_output: Any) -> tuple:
         centred, inv_std, gamma = self.saved
         needs_x, needs_gamma, needs_beta = self.needs_grad
-        n = grad_output.shape[0]
         grad_beta = column_sums(grad_output)
         grad_gamma = inv_std * column_dot(grad_output, centred)
         grad_x = None
         if needs_x:
-            # dX = (γ s) ⊙ [dY − dβ/N − Xc ⊙ (s dγ)/(N − ddof)], built in one new buffer.
-            # (Overwriting dY would save nothing: Xc ⊙ k needs a temporary anyway.)
-            grad_x = centred * (inv_std * grad_gamma / -(n - self.ddof))
-            grad_x += grad_output
-            grad_x -= grad_beta / n
-            grad_x *= gamma * inv_std
+            grad_x = self.input_gradient(grad_output, grad_beta, grad_gamma, grad_output.shape[0])
         return grad_x, grad_gamma if needs_gamma else None, grad_beta if needs_beta else None
+
+    def input_gradient(self, grad_output: Any, grad_beta: Any, grad_gamma: Any, n: int) -> Any:
+        """dX: (rows, p) from dY: (rows, p) and the whole batch's dβ, dγ: (p,) over its ``n`` rows."""
+        centred, inv_std, gamma = self.saved
+        # dX = (γ s) ⊙ [dY − dβ/N − Xc ⊙ (s dγ)/(N − ddof)], built in one new buffer.
+        # (Overwriting dY would save nothing: Xc ⊙ k needs a temporary anyway.)
+        grad_x = centred * (inv_std * grad_gamma / -(n - self.ddof))
+        grad_x += grad_output
+        grad_x -= grad_beta / n
+        grad_x *= gamma * inv_std
+        return grad_x
 
 
 @verified
@@ -125,7 +138,7 @@ class BatchNormEval(Function):
         return grad_x, grad_gamma, grad_beta
 
 
-def _statistic(name: str, value: Any, x: Tensor, updated: bool) -> Any:
+def _statistic(op: str, name: str, value: Any, x: Tensor, updated: bool) -> Any:
     """A running statistic as a raw (p,) array on x's device and dtype.
 
     Both statistics are checked before either is touched, so a bad one can never leave
@@ -141,26 +154,39 @@ def _statistic(name: str, value: Any, x: Tensor, updated: bool) -> Any:
         got = (f"{type(value).__name__} of shape {value.shape}, dtype {value.dtype} on "
                f"{device_of(value)!r}" if hasattr(value, "shape") else type(value).__name__)
         raise ValueError(
-            f"batch_norm: {name} is a {got}; expected an array of shape ({p},) and dtype "
+            f"{op}: {name} is a {got}; expected an array of shape ({p},) and dtype "
             f"{x.data.dtype} on {x.device!r}, like x"
         )
     if updated and not can_update_in_place(value):
-        raise ValueError(f"batch_norm: {name} is read-only or a broadcast view, so training cannot "
+        raise ValueError(f"{op}: {name} is read-only or a broadcast view, so training cannot "
                          f"update it in place; expected a writable array, e.g. {name}.copy()")
     return value
 
 
-def _affine(name: str, value: Any, x: Tensor, fill: float) -> Tensor:
+def _affine(op: str, name: str, value: Any, x: Tensor, fill: float) -> Tensor:
     """gamma or beta as a (p,) tensor; None means the constant ``fill`` (no affine part)."""
     p = x.data.shape[1]
     if value is None:
         xp = get_array_module(x.data)
         return Tensor(xp.full((p,), fill, dtype=x.data.dtype))
-    value = as_tensor("batch_norm", name, value, like=x)
+    value = as_tensor(op, name, value, like=x)
     if value.data.shape != (p,):
-        raise ValueError(f"batch_norm: {name} has shape {value.data.shape}; expected ({p},) "
+        raise ValueError(f"{op}: {name} has shape {value.data.shape}; expected ({p},) "
                          f"for input of shape {x.data.shape}")
     return value
+
+
+def checked_operands(op: str, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
+                     training: bool) -> tuple:
+    """x as a 2-D Tensor, gamma and beta as (p,) Tensors, the running statistics as (p,) arrays
+    (or None), all on x's device and dtype; a ValueError or TypeError naming ``op`` otherwise."""
+    # A raw array x goes to the device of whichever of gamma, beta is a Tensor.
+    x = as_tensor(op, "x", x, like=next((v for v in (gamma, beta) if isinstance(v, Tensor)), None))
+    if x.data.ndim != 2:
+        raise ValueError(f"{op}: x has shape {x.data.shape}; expected a 2-D (N, p) batch")
+    return (x, _affine(op, "gamma", gamma, x, 1.0), _affine(op, "beta", beta, x, 0.0),
+            _statistic(op, "running_mean", running_mean, x, updated=training),
+            _statistic(op, "running_var", running_var, x, updated=training))
 
 
 def batch_norm(
@@ -183,16 +209,10 @@ def batch_norm(
     unbiased. Evaluation (``training=False``) normalises with the running
     statistics instead and needs both. gamma/beta may be None (scale 1, shift 0).
     """
-    # A raw array x goes to the device of whichever of gamma, beta is a Tensor.
-    x = as_tensor("batch_norm", "x", x, like=next((v for v in (gamma, beta) if isinstance(v, Tensor)), None))
-    if x.data.ndim != 2:
-        raise ValueError(f"batch_norm: x has shape {x.data.shape}; expected a 2-D (N, p) batch")
+    x, gamma, beta, running_mean, running_var = checked_operands(
+        "batch_norm", x, gamma, beta, running_mean, running_var, training)
     n = x.data.shape[0]
     eps = checks.real("batch_norm", "eps", eps, low=0.0)
-    gamma = _affine("gamma", gamma, x, 1.0)
-    beta = _affine("beta", beta, x, 0.0)
-    running_mean = _statistic("running_mean", running_mean, x, updated=training)
-    running_var = _statistic("running_var", running_var, x, updated=training)
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: training=False normalises with running statistics; "
