@@ -419,3 +419,16 @@ def test_the_distributed_example_reports_the_single_process_test_rmse():
     assert got["test_rmse"] == pytest.approx(want["test_rmse"], rel=1e-12)
     assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-12)
 
+
+@needs_mpi
+def test_the_distributed_benchmark_runs_in_quick_mode_and_its_losses_agree(device):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "distributed.py"), "--quick",
+                           "--json", "--device", device], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["agree"] and set(report["runs"]) == {"1", "2"}
+    two = report["runs"]["2"]
+    # Per step: 2 all-reduces forward and 1 backward per SyncBatchNorm (two layers), the row
+    # count at the output, and one bucket of gradients.
+    assert two["collectives_per_step"] == 8 and two["rows_per_process"] == [32, 32]
+    assert two["transport"] == ("MPI" if device == "cpu" else two["transport"]) and two["latency_seconds"] > 0
