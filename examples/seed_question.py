@@ -8,9 +8,10 @@ minigraph (checked by ``mg.gradcheck``), recomputes each of the post's formulas 
 one identity at a time, how each printed result relates to the truth.
 
     python examples/seed_question.py          # the report
-    python examples/seed_question.py --json   # ... ending with one JSON line of true gradients
+    python examples/seed_question.py --json   # the true gradients alone, as one JSON line
 
-Exit status 0 when every identity the report states holds numerically, 1 otherwise.
+Exit status 0 when every identity the report states holds numerically, 1 otherwise (with
+--json, the identities that fail are listed on stderr).
 docs/batchnorm.md derives the formulas.
 """
 
@@ -480,16 +481,20 @@ def build_report(data: QuestionData) -> tuple[list[str], list[Check], dict[str, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true",
-                        help="end with one JSON line: the true gradients of the mean loss")
+                        help="print only the true gradients of the mean loss, as one JSON line")
     parser.add_argument("--data", type=Path, default=DATA, help="the question's data (JSON)")
     args = parser.parse_args(argv)
 
     lines, checks, truth = build_report(load_question_data(args.data))
-    print("\n".join(lines))
     failed = [c for c in checks if not c.holds]
-    print(f"{len(checks) - len(failed)} of {len(checks)} checks hold.")
     if args.json:
+        # stdout carries the gradients alone, so that it can be piped; failures still show.
         print(json.dumps({key: truth[key].tolist() for key in ("dbeta", "dgamma", "dG1", "dG2")}))
+        for check in failed:
+            print(f"FAILS: {check.claim}" + (f"  ({check.detail})" if check.detail else ""), file=sys.stderr)
+    else:
+        print("\n".join(lines))
+        print(f"{len(checks) - len(failed)} of {len(checks)} checks hold.")
     return 1 if failed else 0
 
 

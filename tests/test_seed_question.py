@@ -157,21 +157,30 @@ def test_with_relu_mask_and_mean_loss_the_beta_formula_is_right_and_gamma_has_an
 
 
 # --- the script ---------------------------------------------------------------------------
-def test_script_exits_0_and_its_json_line_has_the_gradients(data):
+def test_script_json_prints_the_gradients_alone(data):
     # The checkout's minigraph, whether or not the package is installed.
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     run = subprocess.run([sys.executable, str(SCRIPT), "--json"], capture_output=True, text=True,
                          timeout=60, cwd=ROOT, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "FAILS" not in run.stdout
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert run.stderr == ""  # no failed check to list
+    assert len(run.stdout.splitlines()) == 1  # the README: "--json for the gradients alone"
+    result = json.loads(run.stdout)
     assert set(result) == {"dbeta", "dgamma", "dG1", "dG2"}
     shapes = {key: np.asarray(value).shape for key, value in result.items()}
     assert shapes == {"dbeta": (4,), "dgamma": (4,), "dG1": (7, 4), "dG2": (4,)}
     numeric = numeric_gradients(data)
     for key, value in result.items():
         np.testing.assert_allclose(value, numeric[key], rtol=1e-6, atol=1e-8, err_msg=key)
+
+
+def test_script_without_json_prints_the_report_and_its_tally(capsys):
+    assert sq.main([]) == 0
+    out = capsys.readouterr().out
+    lines, checks, _ = sq.build_report(sq.load_question_data())
+    assert out.startswith(lines[0]) and f"{len(checks)} of {len(checks)} checks hold." in out
+    assert "{" not in out.splitlines()[-1]  # no JSON line without --json
 
 
 def test_every_check_of_the_report_holds(data):
