@@ -153,7 +153,9 @@ def true_gradients(data: QuestionData) -> dict[str, np.ndarray]:
     """∂R/∂β (p2,), ∂R/∂γ (p2,), ∂R/∂Γ₁ (p1, p2), ∂R/∂Γ₂ (p2,) by minigraph's backward."""
     X, G1, gamma, beta, G2, y = _leaves(data)
     question_loss(X, G1, gamma, beta, G2, y).backward()
-    return {"dbeta": beta.grad, "dgamma": gamma.grad, "dG1": G1.grad, "dG2": G2.grad[:, 0]}
+    host = lambda grad: mg.backend.to_device(grad, "cpu")  # minigraph ran on the default device
+    return {"dbeta": host(beta.grad), "dgamma": host(gamma.grad), "dG1": host(G1.grad),
+            "dG2": host(G2.grad[:, 0])}
 
 
 def gradcheck_question_net(data: QuestionData) -> bool:
@@ -170,10 +172,11 @@ def frozen_statistics_dG1(data: QuestionData) -> np.ndarray:
     """
     X, G1, gamma, beta, G2, y = _leaves(data)
     z = data.X @ data.G1
-    normalised = mg.batch_norm(X @ G1, gamma, beta, running_mean=z.mean(axis=0),
-                               running_var=z.var(axis=0, ddof=1), training=False, eps=0.0)
+    on_device = lambda a: mg.backend.to_device(a, X.device)  # running statistics live beside x
+    normalised = mg.batch_norm(X @ G1, gamma, beta, running_mean=on_device(z.mean(axis=0)),
+                               running_var=on_device(z.var(axis=0, ddof=1)), training=False, eps=0.0)
     mg.mse_loss(mg.relu(normalised) @ G2, y, reduction="mean").backward()
-    return G1.grad
+    return mg.backend.to_device(G1.grad, "cpu")
 
 
 # ---------------------------------------------------------------------------------------

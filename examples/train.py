@@ -116,10 +116,15 @@ def reference_rmses(split: Split) -> tuple[float, float]:
 
 
 def build_model(in_features: int, hidden: int, depth: int, rng: np.random.Generator, dtype: Any) -> nn.Module:
-    """(Linear → BatchNorm1d → ReLU) ``depth`` times, then Linear: (N, in_features) -> (N, 1)."""
+    """(Linear → BatchNorm1d → ReLU) ``depth`` times, then Linear: (N, in_features) -> (N, 1).
+
+    The Linear layers that feed batch norm have no bias: batch norm subtracts each column's
+    mean, so a bias there has no effect and a zero gradient (in exact arithmetic; in floating
+    point a rounding-level one, which Adam would scale up into steps of size lr).
+    """
     layers: list[nn.Module] = []
     for block in range(depth):
-        layers += [nn.Linear(in_features if block == 0 else hidden, hidden, rng=rng, dtype=dtype),
+        layers += [nn.Linear(in_features if block == 0 else hidden, hidden, bias=False, rng=rng, dtype=dtype),
                    nn.BatchNorm1d(hidden, dtype=dtype), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(hidden, 1, rng=rng, dtype=dtype))
 
@@ -161,11 +166,15 @@ def train(
     dtype: str = "float64",
     graph_path: str | None = None,
     progress: bool = True,
+    distributed: bool = False,
 ) -> dict:
     """Train on ``split``, keep the epoch with the lowest validation loss, and return the figures to report.
 
     Stops early, with ``diverged`` true and no test RMSE, as soon as an epoch's
-    training or validation loss is not finite.
+    training or validation loss is not finite. With ``distributed`` (after
+    ``minigraph.distributed.init()``), the rows of every batch are shared out over
+    the processes, batch norm is synchronized and gradients are combined, so every
+    step is the one-process step on the whole batch: the figures are the same.
     """
     device = check_device(device)
     if batch_size < 2:
@@ -173,6 +182,12 @@ def train(
     rng = np.random.default_rng(seed)
     np_dtype = np.dtype(dtype)
     model = build_model(split.x_train.shape[1], hidden, depth, rng, np_dtype).to(device)
+    rank, size = 0, 1
+    if distributed:
+        from minigraph import distributed as dist
+
+        rank, size = dist.get_rank(), dist.get_world_size()
+        model = dist.DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model))
     if optimizer == "adam":
         opt = optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     elif optimizer == "sgd":
@@ -188,7 +203,7 @@ def train(
     xp = get_array_module(x_train)
     n = len(split.x_train)
 
-    bar = _progress(epochs, progress)
+    bar = _progress(epochs, progress and rank == 0)
     history: dict[str, list[float]] = {"train": [], "val": []}
     best_epoch, best_val, diverged = 0, math.inf, False
     start = time.perf_counter()
@@ -205,15 +220,21 @@ def train(
                 rows = order[first:first + batch_size]
                 if len(rows) < 2:  # a last batch of one row cannot be batch-normalised
                     continue
+                rows = rows[len(rows) * rank // size:len(rows) * (rank + 1) // size]  # this process's share
                 loss = loss_fn(model(mg.Tensor(x_train[rows])), mg.Tensor(y_train[rows]))
-                if graph_path is not None and epoch == 1 and first == 0:
+                if graph_path is not None and epoch == 1 and first == 0 and rank == 0:
                     with open(graph_path, "w") as f:
                         f.write(mg.viz.to_dot(loss, params=dict(model.named_parameters())))
-                total = total + loss.data * len(rows)
+                if len(rows):  # a process with no rows of a small last batch has a NaN mean
+                    total = total + loss.data * len(rows)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 seen += len(rows)
+            if distributed:
+                sums = np.array([float(total), seen])
+                dist.all_reduce(sums)
+                total, seen = sums
             history["train"].append(float(total) / seen)
             history["val"].append(evaluate(model, x_val, y_val))
             bar.update(1)
@@ -245,6 +266,7 @@ def train(
         "epochs": len(history["train"]),
         "diverged": diverged,
         "device": device,
+        "processes": size,
         "seconds": seconds,
         "history": history,
     }
@@ -294,8 +316,12 @@ def _number(kind: Callable[[str], Any], minimum: float, inclusive: bool = True, 
     return parse
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the flags, train, print the summary; exit status 1 when training diverged."""
+def main(argv: list[str] | None = None, distributed: bool = False) -> int:
+    """Parse the flags, train, print the summary; exit status 1 when training diverged.
+
+    ``distributed``: run as one process of an MPI job (examples/train_distributed.py);
+    process 0 prints.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # Flags left out take the data set's default (DEFAULTS), so each is None here.
     default = lambda key: (f"default {DEFAULTS['diabetes'][key]} on diabetes, "
@@ -328,8 +354,17 @@ def main(argv: list[str] | None = None) -> int:
         split = standardised_split(*load_diabetes_data())
     hyper = DEFAULTS["friedman" if args.synthetic else "diabetes"].copy()
     hyper.update({key: getattr(args, key) for key in hyper if getattr(args, key) is not None})
+    rank = 0
+    if distributed:
+        from minigraph import distributed as dist
+
+        dist.init()
+        rank = dist.get_rank()
     result = train(split, **hyper, seed=args.seed, device=args.device, dtype=args.dtype,
-                   graph_path=args.graph, progress=sys.stderr.isatty() or not args.json)
+                   graph_path=args.graph, progress=sys.stderr.isatty() or not args.json,
+                   distributed=distributed)
+    if rank != 0:
+        return 1 if result["diverged"] else 0
     if args.plot:
         plot_history(result["history"], result["best_epoch"], args.plot)
 
@@ -337,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
           f"weight decay {hyper['weight_decay']}, batch {hyper['batch_size']}"
     print(f"data: {result['data']}; {len(split.x_train)} train / {len(split.x_val)} validation / "
           f"{len(split.x_test)} test rows")
-    print(f"net: {net}; device {result['device']}; {result['epochs']} epochs in {result['seconds']:.2f} s")
+    shared = f", batches shared out over {result['processes']} processes" if distributed else ""
+    print(f"net: {net}{shared}; device {result['device']}; {result['epochs']} epochs in "
+          f"{result['seconds']:.2f} s")
     if result["diverged"]:
         print(f"training diverged: the loss was {result['train_loss']} (train) and {result['history']['val'][-1]} "
               f"(validation) in epoch {result['epochs']}; no test error to report. Try a smaller --lr "

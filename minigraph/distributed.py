@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+import traceback
 from typing import Any, Callable
 
 import numpy
@@ -233,13 +235,18 @@ def _select_gpu(world: _World) -> None:
 
 
 def _abort_on_uncaught_exception(world: _World) -> None:
-    previous = sys.excepthook
-
-    def print_and_abort(kind: type, value: BaseException, traceback: Any) -> None:
-        previous(kind, value, traceback)
-        sys.stderr.write(f"minigraph.distributed: process {world.rank} of {world.size} raised; "
-                         f"aborting the job (MPI_Abort)\n")
+    def print_and_abort(kind: type, value: BaseException, tb: Any) -> None:
+        text = "".join(traceback.format_exception(kind, value, tb)) + (
+            f"minigraph.distributed: process {world.rank} of {world.size} raised; aborting the job "
+            f"(MPI_Abort)\n")
         sys.stderr.flush()
+        try:  # one write, so the launcher forwards the whole report or none of it
+            os.write(2, text.encode(errors="replace"))
+        except OSError:
+            pass
+        # MPICH's launcher may drop output it has not forwarded yet when the abort tears the
+        # job down (seen here: a traceback cut in half); give it a moment first.
+        time.sleep(0.5)
         world.comm.Abort(1)
 
     sys.excepthook = print_and_abort

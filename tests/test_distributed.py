@@ -376,8 +376,13 @@ def test_a_process_that_raises_ends_the_whole_job_with_its_error(launch):
                            timeout=30)
     assert "APPLICATION TIMED OUT" not in done.stdout + done.stderr  # ended by the abort, not the clock
     assert done.returncode != 0
-    assert "RuntimeError: deliberate failure on process 1" in done.stderr
     assert results == []  # nobody finished training without process 1
+    if launch == "python -m mpi4py":
+        # mpi4py prints the traceback at exit and aborts at once; MPICH's launcher sometimes drops
+        # the tail of a process's stderr when the abort kills the job (seen in 1 run of 4 here).
+        assert "Traceback (most recent call last)" in done.stderr
+    else:  # init's hook flushes the traceback and a last line before it aborts
+        assert "RuntimeError: deliberate failure on process 1" in done.stderr
 
 
 def readme_scale_out_snippet() -> str:
@@ -401,23 +406,22 @@ def test_the_readme_scale_out_snippet_runs_on_two_processes(tmp_path):
 
 @needs_mpi
 def test_the_distributed_example_reports_the_single_process_test_rmse():
-    """Three processes (batches of 32 rows shared out as 11, 11, 10) against examples/train.py.
+    """Three processes, batches of 64 rows shared out as 22, 21, 21, against examples/train.py.
 
-    SGD, so that agreement is to rounding: Adam divides each gradient by its own running size,
-    which turns the rounding-level gradients of the Linear biases before batch norm (exactly
-    0 in exact arithmetic) into steps of size lr, different for every summation order; its test
-    RMSE then agrees to about 1e-9 (58.561 both ways with the defaults)."""
+    Adam with the defaults: the Linear layers before batch norm have no bias, whose rounding-level
+    gradients Adam would otherwise turn into steps of size lr, different for every summation order."""
     train = pytest.importorskip("train")  # examples/train.py; needs the 'examples' extra
-    flags = {"epochs": 3, "optimizer": "sgd", "lr": 0.01}
+    flags = {"epochs": 4}
     done, _ = mpirun(3, str(ROOT / "examples" / "train_distributed.py"), "--device", "cpu", "--json",
                      *[f"--{k}={v}" for k, v in flags.items()], timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
     want = train.train(train.standardised_split(*train.load_diabetes_data()), device="cpu",
                        progress=False, **flags)
-    assert got["processes"] == 3 and got["transport"] == "MPI"
+    assert got["processes"] == 3 and want["processes"] == 1
     assert got["test_rmse"] == pytest.approx(want["test_rmse"], rel=1e-12)
     assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-12)
+    assert got["best_epoch"] == want["best_epoch"]
 
 
 @needs_mpi

@@ -113,9 +113,9 @@ def test_the_same_seed_gives_identical_numbers_on_the_cpu(diabetes):
 
 
 @needs_diabetes
-def test_sgd_also_learns(diabetes):
-    result = train.train(diabetes, epochs=4, optimizer="sgd", lr=0.01, device="cpu", progress=False)
-    assert result["test_rmse"] < result["baseline_rmse"]
+def test_sgd_also_learns_on_each_device(diabetes, device):
+    result = train.train(diabetes, epochs=4, optimizer="sgd", lr=0.01, device=device, progress=False)
+    assert result["device"] == device and result["test_rmse"] < result["baseline_rmse"]
 
 
 @needs_diabetes

@@ -128,7 +128,8 @@ def test_seed_gradients_pass_gradcheck(data):
     assert sq.gradcheck_question_net(data)
 
 
-def test_seed_gradients_match_independent_central_differences(data):
+def test_seed_gradients_match_independent_central_differences(data, device):
+    """On each device: the script computes with minigraph on the default device."""
     pre = data.gamma * scale(data.X @ data.G1) + data.beta
     assert np.abs(pre).min() > 1e-3  # no ReLU input near its kink, so differences are smooth
     numeric, analytic = numeric_gradients(data), sq.true_gradients(data)
@@ -183,7 +184,7 @@ def test_script_without_json_prints_the_report_and_its_tally(capsys):
     assert "{" not in out.splitlines()[-1]  # no JSON line without --json
 
 
-def test_every_check_of_the_report_holds(data):
+def test_every_check_of_the_report_holds(data, device):
     lines, checks, _ = sq.build_report(data)
     assert len(checks) > 20
     assert [c.claim for c in checks if not c.holds] == []
