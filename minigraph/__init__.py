@@ -9,6 +9,8 @@ from .gradcheck import GradcheckError, gradcheck
 from . import ops  # noqa: F401  (binds the Tensor operators)
 from .ops.add import add
 from .ops.batch_norm import batch_norm
+from .ops.cross_entropy import cross_entropy
+from .ops.dropout import dropout
 from .ops.elementwise import div, exp, log, mul, neg, pow, sigmoid, sub, tanh
 from .ops.linear import linear
 from .ops.matmul import matmul
@@ -23,7 +25,8 @@ __version__ = "0.1.0"
 # minigraph.sum and minigraph.pow are left out of __all__: `from minigraph import *` would
 # otherwise replace the builtins sum and pow in the importing module.
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm", "div", "exp", "gradcheck", "is_grad_enabled", "linear", "log", "matmul", "mean",
+    "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm", "cross_entropy",
+    "div", "dropout", "exp", "gradcheck", "is_grad_enabled", "linear", "log", "matmul", "mean",
     "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "sigmoid", "sub", "tanh",
     "transpose", "viz",
 ]

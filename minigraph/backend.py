@@ -162,6 +162,17 @@ def join_device(owner: str, name: str, array: Any, device: str) -> Any:
     return to_device(array, device)
 
 
+def device_of_generator(generator: Any) -> str:
+    """``'cpu'`` for a ``numpy.random.Generator``, ``'gpu'`` for a ``cupy.random.Generator``."""
+    if isinstance(generator, numpy.random.Generator):
+        return "cpu"
+    cp = _loaded_cupy()
+    if cp is not None and isinstance(generator, cp.random.Generator):
+        return "gpu"
+    raise TypeError(f"got a {type(generator).__name__} as a random generator; expected "
+                    f"numpy.random.default_rng(seed) or cupy.random.default_rng(seed)")
+
+
 def can_update_in_place(array: Any) -> bool:
     """True when writing into ``array`` in place is safe: it is writable and no two of its
     elements share memory.

@@ -10,10 +10,11 @@ engine needs to import no op.
 from typing import Any
 
 from ..engine import Tensor
-from . import add, batch_norm, device, elementwise, linear, matmul, mse_loss, reduce, relu, shape
+from . import (add, batch_norm, cross_entropy, device, dropout, elementwise, linear, matmul,
+               mse_loss, reduce, relu, shape)
 
-__all__ = ["add", "batch_norm", "device", "elementwise", "linear", "matmul", "mse_loss", "reduce",
-           "relu", "shape"]
+__all__ = ["add", "batch_norm", "cross_entropy", "device", "dropout", "elementwise", "linear",
+           "matmul", "mse_loss", "reduce", "relu", "shape"]
 
 
 def _reflected(op):  # other <op> tensor, for the forms where the left operand is not a Tensor
