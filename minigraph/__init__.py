@@ -9,15 +9,24 @@ from .gradcheck import GradcheckError, gradcheck
 from . import ops  # noqa: F401  (binds the Tensor operators)
 from .ops.add import add
 from .ops.batch_norm import batch_norm
+from .ops.cross_entropy import cross_entropy
+from .ops.dropout import dropout
+from .ops.elementwise import div, exp, log, mul, neg, pow, sigmoid, sub, tanh  # noqa: F401 (pow)
 from .ops.linear import linear
 from .ops.matmul import matmul
 from .ops.mse_loss import mse_loss
+from .ops.reduce import mean, sum  # noqa: F401 (sum: see __all__)
 from .ops.relu import relu
+from .ops.shape import reshape, transpose
 from . import nn, optim, viz  # noqa: E402  (they build on the names above)
 
 __version__ = "0.1.0"
 
+# minigraph.sum and minigraph.pow are left out of __all__: `from minigraph import *` would
+# otherwise replace the builtins sum and pow in the importing module.
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm",
-    "gradcheck", "is_grad_enabled", "linear", "matmul", "mse_loss", "nn", "no_grad", "optim", "relu", "viz",
+    "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm", "cross_entropy",
+    "div", "dropout", "exp", "gradcheck", "is_grad_enabled", "linear", "log", "matmul", "mean",
+    "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "sigmoid", "sub", "tanh",
+    "transpose", "viz",
 ]

@@ -146,6 +146,33 @@ def to_device(array: Any, device: str) -> Any:
     return cupy.asarray(array)
 
 
+def join_device(owner: str, name: str, array: Any, device: str) -> Any:
+    """A raw data array given to an op (indices, labels, a mask) on the device of its tensor.
+
+    The device rule for arrays that are data, not operands: host arrays move to ``device``
+    (no copy on the CPU); an array on the GPU stays there, so with a tensor on the CPU it is a
+    TypeError naming ``owner`` and ``name``.
+    """
+    if is_gpu_array(array):
+        if device == "gpu":
+            return array
+        raise TypeError(f"{owner}: {name} is on 'gpu' but the tensor is on 'cpu'; expected both on "
+                        f"one device. Bring {name} to the host ({name}.get()) or move the tensor "
+                        f"(tensor.to('gpu'))")
+    return to_device(array, device)
+
+
+def device_of_generator(generator: Any) -> str:
+    """``'cpu'`` for a ``numpy.random.Generator``, ``'gpu'`` for a ``cupy.random.Generator``."""
+    if isinstance(generator, numpy.random.Generator):
+        return "cpu"
+    cp = _loaded_cupy()
+    if cp is not None and isinstance(generator, cp.random.Generator):
+        return "gpu"
+    raise TypeError(f"got a {type(generator).__name__} as a random generator; expected "
+                    f"numpy.random.default_rng(seed) or cupy.random.default_rng(seed)")
+
+
 def can_update_in_place(array: Any) -> bool:
     """True when writing into ``array`` in place is safe: it is writable and no two of its
     elements share memory.

@@ -59,3 +59,26 @@ def integer(owner: str, name: str, value: Any, low: int = 0, high: float = math.
         bound = f"[{low}, {high})" if high != math.inf else f">= {low}"
         raise ValueError(f"{owner}: got {name}={value!r}; expected an integer {bound}")
     return int(number)
+
+
+def axes(owner: str, value: Any, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """``value`` (an int, a sequence of ints, or None for all) as axes of an ``ndim``-dimensional array.
+
+    Negative axes count from the end, as in NumPy. Returns them as non-negative ints in the
+    order given; a repeated or out-of-range axis is a ValueError naming ``owner`` and ``name``.
+    """
+    if value is None:
+        return tuple(range(ndim))
+    many = isinstance(value, (tuple, list))
+    resolved = []
+    for item in (value if many else (value,)):
+        number = _scalar(item, "i")
+        if number is None or not -ndim <= number < ndim:
+            valid = f"in [{-ndim}, {ndim})" if ndim else "none (the tensor is 0-d)"
+            raise ValueError(f"{owner}: got {name}={value!r}; expected integers {valid} for a "
+                             f"tensor of {ndim} dimensions")
+        resolved.append(number % ndim)
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"{owner}: got {name}={value!r}, which names an axis twice; expected "
+                         f"distinct axes")
+    return tuple(resolved)

@@ -161,8 +161,11 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     fn.saved = ()
     data = fn.forward(*arrays)
     if not _is_array(data):
-        raise TypeError(f"{fn.name}.forward returned a {type(data).__name__}; expected an array of "
-                        f"the inputs' module (numpy.ndarray or cupy.ndarray), e.g. xp.asarray(value)")
+        if isinstance(data, numpy.generic):  # NumPy math on 0-d arrays returns scalars
+            data = numpy.asarray(data)
+        else:
+                raise TypeError(f"{fn.name}.forward returned a {type(data).__name__}; expected an array "
+                            f"of the inputs' module (numpy.ndarray or cupy.ndarray), e.g. xp.asarray(value)")
     out = Tensor.__new__(Tensor)
     out.data = data
     out._grad = None
@@ -209,6 +212,8 @@ def _check_gradients(fn: Function, grads: Any) -> None:
     for index, (edge, grad) in enumerate(zip(fn.edges, grads)):
         if edge is None or grad is None:
             continue
+        if isinstance(grad, numpy.generic):  # a 0-d gradient computed by NumPy; accepted, see _propagate
+            grad = numpy.asarray(grad)
         shape, dtype, device = (edge.data.shape, edge.data.dtype, edge.device) if type(edge) is Tensor \
             else (edge.out_shape, edge.out_dtype, None)
         got = getattr(grad, "shape", None), getattr(grad, "dtype", None)
@@ -317,6 +322,8 @@ def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
         for edge, grad in zip(fn.edges, grads):
             if edge is None or grad is None:
                 continue
+            if type(grad) is not numpy.ndarray and isinstance(grad, numpy.generic):
+                grad = numpy.asarray(grad)  # NumPy math on 0-d arrays returns scalars
             if type(edge) is Tensor:
                 _accumulate_leaf(edge, grad)
             elif edge in pending:
@@ -446,6 +453,34 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __iter__(self) -> Any:
+        """The sub-tensors ``self[0]``, ``self[1]``, ... along the first axis (each a graph node)."""
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor; use float(t) or t.item() for its value")
+        return (self[i] for i in range(len(self.data)))
+
+    # Truth and equality keep no array meaning, on purpose. ``if t:`` on a float tensor is almost
+    # always a slip for ``if t is not None:`` (a zero bias would silently count as absent), and
+    # minigraph has no comparison ops, so ``t == 0`` cannot mean elementwise equality here.
+    # Tensor == Tensor stays identity, which keeps tensors usable as dict keys and in lists.
+    def __bool__(self) -> bool:
+        raise TypeError(
+            f"the truth value of a Tensor (shape {self.data.shape}) is not defined; for "
+            f"'is it set' write `t is not None`, for its value float(t) or t.item(), for the "
+            f"elements t.numpy() (e.g. (t.numpy() > 0).all())"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Tensor):
+            return self is other
+        raise TypeError(
+            f"Tensor == {type(other).__name__}: minigraph has no elementwise comparisons "
+            f"(== between two tensors means 'the same tensor'); compare values on the host, "
+            f"e.g. t.numpy() == value or float(t) == value"
+        )
+
+    __hash__ = object.__hash__  # defining __eq__ would otherwise make Tensors unhashable
+
     def __repr__(self) -> str:
         grad = f", grad_fn={self._creator.name}" if self._creator is not None else (
             ", requires_grad=True" if self.requires_grad else "")
@@ -462,6 +497,13 @@ class Tensor:
         """The value of a one-element tensor as a Python float (a host sync on the GPU)."""
         if self.data.size != 1:
             raise ValueError(f"Tensor.item: got shape {self.data.shape}; expected one element")
+        return float(self.data.reshape(()))
+
+    def __float__(self) -> float:
+        """``float(t)``: the same as ``t.item()``."""
+        if self.data.size != 1:
+            raise TypeError(f"float(): got a Tensor of shape {self.data.shape}; expected one "
+                            f"element (t.numpy() gives all of them)")
         return float(self.data.reshape(()))
 
     def detach(self) -> "Tensor":

@@ -21,6 +21,7 @@ algebra. PyTorch stores the transpose.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Mapping
 from typing import Any, Callable, NamedTuple
 
@@ -28,15 +29,18 @@ import numpy
 
 from . import backend, checks
 from .checkpoint import host_copy, load, save
-from .engine import Tensor
+from .engine import Tensor, as_tensor
 from .ops.batch_norm import batch_norm
+from .ops.cross_entropy import cross_entropy
+from .ops.dropout import dropout
 from .ops.linear import linear
 from .ops.mse_loss import mse_loss
 from .ops.relu import relu
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
-    "BatchNorm1d", "Linear", "MSELoss", "Module", "ReLU", "Sequential", "SyncBatchNorm", "load", "save",
+    "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Linear", "MSELoss", "Module", "ReLU", "Sequential",
+    "SyncBatchNorm", "load", "save",
 ]
 
 
@@ -498,24 +502,81 @@ class ReLU(Module):
         return relu(x)
 
 
-class MSELoss(Module):
+class _Loss(Module):
+    """A loss layer: the functional loss with the ``reduction`` checked once, at construction."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: got reduction={reduction!r}; expected one "
+                             f"of {REDUCTIONS}")
+        self.reduction = reduction
+
+    def extra_repr(self) -> str:
+        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+
+
+class MSELoss(_Loss):
     """Mean squared error between pred and target of identical shapes.
 
     ``reduction``: "mean" (over all elements), "sum" or "none" (elementwise).
     ``loss_fn(pred, target)``: pred, target: (N, ...) -> a scalar, or pred's shape for "none".
     """
 
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"MSELoss: got reduction={reduction!r}; expected one of {REDUCTIONS}")
-        self.reduction = reduction
-
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         return mse_loss(pred, target, self.reduction)
 
+
+class CrossEntropyLoss(_Loss):
+    """Softmax cross-entropy of class scores against integer labels (``minigraph.cross_entropy``).
+
+    ``reduction``: "mean" (over the rows), "sum" or "none" (one loss per row).
+    ``loss_fn(logits, labels)``: logits (N, C), labels (N,) integers in [0, C) (a NumPy or
+    CuPy array, not a Tensor) -> a scalar, or (N,) for "none".
+    """
+
+    def forward(self, logits: Tensor, labels: Any) -> Tensor:
+        return cross_entropy(logits, labels, self.reduction)
+
+
+class Dropout(Module):
+    """Inverted dropout while training: each element is zeroed with probability ``p`` and the
+    others scaled by 1/(1 − p); the identity in eval mode. x: any shape -> same shape.
+
+    ``rng``: an int seed, a ``numpy.random.Generator`` / ``cupy.random.Generator``, or None
+    (fresh entropy). With a seed or None the layer makes one generator per device on first
+    use, ``xp.random.default_rng(rng)``, so masks are drawn on the tensor's device and one
+    seed repeats the same masks on that device (CuPy's generator draws other numbers than
+    NumPy's, so the CPU and the GPU differ). A generator object serves its own device only.
+    """
+
+    def __init__(self, p: float = 0.5, rng: Any = None) -> None:
+        super().__init__()
+        self.p = checks.real("Dropout", "p", p, low=0.0, high=1.0, example="0.5")
+        if rng is not None and not isinstance(rng, numbers.Integral):
+            backend.device_of_generator(rng)  # a TypeError now if it is no generator
+        elif rng is not None:
+            rng = checks.integer("Dropout", "rng", rng)
+        self.rng = rng
+        self._generators: dict[str, Any] = {}
+
+    def generator(self, x: Tensor) -> Any:
+        """The generator this layer draws ``x``'s mask from."""
+        if self.rng is not None and not isinstance(self.rng, int):
+            return self.rng
+        xp = backend.get_array_module(x.data)
+        if xp.__name__ not in self._generators:
+            self._generators[xp.__name__] = xp.random.default_rng(self.rng)
+        return self._generators[xp.__name__]
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = as_tensor("Dropout", "x", x)
+        if not self.training or self.p == 0:
+            return x  # nothing drawn, as in PyTorch
+        return dropout(x, self.p, True, self.generator(x))
+
     def extra_repr(self) -> str:
-        return "" if self.reduction == "mean" else f"reduction={self.reduction!r}"
+        return f"p={self.p}"
 
 
 class Sequential(Module):

@@ -3,21 +3,52 @@
 Each file pairs the node (array math, written once against ``xp``) with the public
 function that validates arguments and calls ``engine.apply``. ``minigraph.ops.<file>`` is
 always the module; the functions are exported from ``minigraph`` itself
-(``minigraph.relu``). This package also binds the Tensor operators, so the engine needs
-to import no op.
+(``minigraph.relu``). This package also binds the Tensor operators and methods, so the
+engine needs to import no op.
 """
 
-from ..engine import Tensor
-from . import add, batch_norm, device, linear, matmul, mse_loss, relu
+from typing import Any
 
-__all__ = ["add", "batch_norm", "device", "linear", "matmul", "mse_loss", "relu"]
+from ..engine import Tensor
+from . import (add, batch_norm, cross_entropy, device, dropout, elementwise, linear, matmul,
+               mse_loss, reduce, relu, shape)
+
+__all__ = ["add", "batch_norm", "cross_entropy", "device", "dropout", "elementwise", "linear",
+           "matmul", "mse_loss", "reduce", "relu", "shape"]
 
 
 def _reflected(op):  # other <op> tensor, for the forms where the left operand is not a Tensor
     return lambda self, other: op(other, self)
 
 
+def _axes_or_shape(args: tuple) -> Any:
+    """``f(1, 0)`` and ``f((1, 0))`` alike, as NumPy's ``transpose`` and ``reshape`` methods take."""
+    return args[0] if len(args) == 1 and (args[0] is None or isinstance(args[0], (tuple, list))) else args
+
+
 Tensor.__add__ = add.add
 Tensor.__radd__ = _reflected(add.add)
+Tensor.__sub__ = elementwise.sub
+Tensor.__rsub__ = _reflected(elementwise.sub)
+Tensor.__mul__ = elementwise.mul
+Tensor.__rmul__ = _reflected(elementwise.mul)
+Tensor.__truediv__ = elementwise.div
+Tensor.__rtruediv__ = _reflected(elementwise.div)
+Tensor.__pow__ = elementwise.pow
+Tensor.__rpow__ = _reflected(elementwise.pow)
+Tensor.__neg__ = elementwise.neg
 Tensor.__matmul__ = matmul.matmul
 Tensor.__rmatmul__ = _reflected(matmul.matmul)
+Tensor.__getitem__ = shape.getitem
+
+Tensor.exp = elementwise.exp
+Tensor.log = elementwise.log
+Tensor.tanh = elementwise.tanh
+Tensor.sigmoid = elementwise.sigmoid
+Tensor.relu = relu.relu
+Tensor.pow = elementwise.pow
+Tensor.sum = reduce.sum
+Tensor.mean = reduce.mean
+Tensor.T = property(shape.transpose, doc="The tensor with its axes reversed: xᵀ for a 2-D x.")
+Tensor.transpose = lambda self, *axes: shape.transpose(self, _axes_or_shape(axes) if axes else None)
+Tensor.reshape = lambda self, *sizes: shape.reshape(self, _axes_or_shape(sizes))

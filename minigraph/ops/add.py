@@ -27,19 +27,47 @@ def sum_to_shape(grad: Any, shape: tuple) -> Any:
     return grad.sum(axis=axes).reshape(shape)
 
 
+class Broadcasting(Function):
+    """Base of the binary elementwise nodes: a: shape A, b: shape B, broadcastable -> broadcast(A, B).
+
+    It keeps both operand shapes, so each backward can sum its gradients back to them.
+    """
+
+    __slots__ = ("a_shape", "b_shape")
+
+    def __init__(self, a_shape: tuple, b_shape: tuple) -> None:
+        self.a_shape = a_shape
+        self.b_shape = b_shape
+
+
+def broadcasting(node: type, op: str, a: Any, b: Any) -> Tensor:
+    """Check that ``a`` and ``b`` broadcast and apply the ``Broadcasting`` subclass ``node``.
+
+    Either side may be a Python number, taken as a constant of the other's dtype; raw arrays join
+    the tensor operand's device.
+    """
+    a, b = as_tensors(op, ("a", "b"), (a, b))
+    a_shape, b_shape = a.data.shape, b.data.shape
+    if a_shape != b_shape:
+        try:
+            numpy.broadcast_shapes(a_shape, b_shape)
+        except ValueError:
+            raise ValueError(
+                f"{op}: cannot broadcast shapes {a_shape} and {b_shape}; expected shapes that "
+                f"agree or are 1 in every trailing dimension, e.g. (N, p) and (p,)"
+            ) from None
+    return apply(node(a_shape, b_shape), a, b)
+
+
 @verified
-class Add(Function):
+class Add(Broadcasting):
     """a: shape A, b: shape B, broadcastable -> y: broadcast(A, B).
 
     dA = sum_to_shape(dY, A),  dB = sum_to_shape(dY, B).
     """
 
-    __slots__ = ("a_shape", "b_shape")
+    __slots__ = ()
     op = "add"
-
-    def __init__(self, a_shape: tuple, b_shape: tuple) -> None:
-        self.a_shape = a_shape
-        self.b_shape = b_shape
 
     def forward(self, a: Any, b: Any) -> Any:
         y = a + b
@@ -59,14 +87,4 @@ def add(a: Tensor, b: Tensor) -> Tensor:
 
     Either side may be a Python number, taken as a constant of the other's dtype.
     """
-    a, b = as_tensors("add", ("a", "b"), (a, b))
-    a_shape, b_shape = a.data.shape, b.data.shape
-    if a_shape != b_shape:
-        try:
-            numpy.broadcast_shapes(a_shape, b_shape)
-        except ValueError:
-            raise ValueError(
-                f"add: cannot broadcast shapes {a_shape} and {b_shape}; expected shapes that "
-                f"agree or are 1 in every trailing dimension, e.g. (N, p) and (p,)"
-            ) from None
-    return apply(Add(a_shape, b_shape), a, b)
+    return broadcasting(Add, "add", a, b)

@@ -1,0 +1,291 @@
+"""Elementwise ops: sub, mul, div (broadcasting), neg, pow, exp, log, tanh, sigmoid.
+
+Notation: X, A, B are the inputs, Y the output, dY the upstream gradient, ⊙ the
+elementwise product. Every binary op broadcasts as NumPy does; its backward sums
+each gradient back to its operand's shape with ``sum_to_shape`` (see ``add``).
+A Python number on either side becomes a constant of the tensor's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import checks
+from ..backend import get_array_module
+from ..engine import Function, Tensor, apply, as_tensor, verified
+from .add import Broadcasting, broadcasting, sum_to_shape
+
+
+# --- binary, broadcasting -------------------------------------------------------------------
+@verified
+class Sub(Broadcasting):
+    """a: A, b: B -> y = a − b: broadcast(A, B).
+
+    dA = sum_to_shape(dY, A),  dB = −sum_to_shape(dY, B).
+    """
+
+    __slots__ = ()
+    op = "sub"
+
+    def forward(self, a: Any, b: Any) -> Any:
+        return a - b
+
+    def backward(self, grad_output: Any) -> tuple:
+        needs_a, needs_b = self.needs_grad
+        return (sum_to_shape(grad_output, self.a_shape) if needs_a else None,
+                -sum_to_shape(grad_output, self.b_shape) if needs_b else None)
+
+
+@verified
+class Mul(Broadcasting):
+    """a: A, b: B -> y = a ⊙ b: broadcast(A, B).
+
+    dA = sum_to_shape(dY ⊙ B, A),  dB = sum_to_shape(dY ⊙ A, B).
+    """
+
+    __slots__ = ()
+    op = "mul"
+
+    def forward(self, a: Any, b: Any) -> Any:
+        needs_a, needs_b = self.needs_grad
+        self.saved = (a if needs_b else None, b if needs_a else None)  # each gradient reads the other
+        return a * b
+
+    def backward(self, grad_output: Any) -> tuple:
+        a, b = self.saved
+        needs_a, needs_b = self.needs_grad
+        return (sum_to_shape(grad_output * b, self.a_shape) if needs_a else None,
+                sum_to_shape(grad_output * a, self.b_shape) if needs_b else None)
+
+
+@verified
+class Div(Broadcasting):
+    """a: A, b: B -> y = a / b: broadcast(A, B).
+
+    dA = sum_to_shape(dY / B, A),  dB = −sum_to_shape(dY ⊙ Y / B, B)   (Y / B = A / B²).
+    """
+
+    __slots__ = ()
+    op = "div"
+
+    def forward(self, a: Any, b: Any) -> Any:
+        y = a / b
+        self.saved = (b, y if self.needs_grad[1] else None)
+        return y
+
+    def backward(self, grad_output: Any) -> tuple:
+        b, y = self.saved
+        needs_a, needs_b = self.needs_grad
+        grad_a = grad_output / b
+        return (sum_to_shape(grad_a, self.a_shape) if needs_a else None,
+                -sum_to_shape(grad_a * y, self.b_shape) if needs_b else None)
+
+
+def sub(a: Tensor, b: Tensor) -> Tensor:
+    """``a - b`` with NumPy broadcasting. Either side may be a Python number."""
+    return broadcasting(Sub, "sub", a, b)
+
+
+def mul(a: Tensor, b: Tensor) -> Tensor:
+    """``a * b`` (elementwise) with NumPy broadcasting. Either side may be a Python number."""
+    return broadcasting(Mul, "mul", a, b)
+
+
+def div(a: Tensor, b: Tensor) -> Tensor:
+    """``a / b`` (elementwise) with NumPy broadcasting. Either side may be a Python number.
+
+    Division by zero gives inf or nan, as in NumPy and PyTorch; nothing checks for it.
+    """
+    return broadcasting(Div, "div", a, b)
+
+
+# --- unary -----------------------------------------------------------------------------------
+@verified
+class Neg(Function):
+    """x: any shape -> y = −x.  dX = −dY."""
+
+    __slots__ = ()
+    op = "neg"
+
+    def forward(self, x: Any) -> Any:
+        return -x
+
+    def backward(self, grad_output: Any) -> tuple:
+        return (-grad_output,)
+
+
+class FromOutput(Function):
+    """A unary node whose derivative is a function of its output: dX = dY ⊙ f′, f′ in terms of Y.
+
+    Subclasses give ``compute(xp, x)`` and ``derivative(y)``; only Y is kept for backward.
+    For this package's ops: ``@verified`` on one subclass marks the shared ``backward`` as
+    proven, so every subclass needs its own gradcheck in the tests.
+    """
+
+    __slots__ = ()
+
+    def compute(self, xp: Any, x: Any) -> Any:
+        raise NotImplementedError
+
+    def derivative(self, y: Any) -> Any:
+        raise NotImplementedError
+
+    def forward(self, x: Any) -> Any:
+        y = self.compute(get_array_module(x), x)
+        self.saved = (y,)
+        return y
+
+    def backward(self, grad_output: Any) -> tuple:
+        (y,) = self.saved
+        return (grad_output * self.derivative(y),)
+
+
+@verified
+class Exp(FromOutput):
+    """x: any shape -> y = eˣ.  dX = dY ⊙ Y."""
+
+    __slots__ = ()
+    op = "exp"
+
+    def compute(self, xp: Any, x: Any) -> Any:
+        return xp.exp(x)
+
+    def derivative(self, y: Any) -> Any:
+        return y
+
+
+@verified
+class Tanh(FromOutput):
+    """x: any shape -> y = tanh x.  dX = dY ⊙ (1 − Y²)."""
+
+    __slots__ = ()
+    op = "tanh"
+
+    def compute(self, xp: Any, x: Any) -> Any:
+        return xp.tanh(x)
+
+    def derivative(self, y: Any) -> Any:
+        return 1 - y * y
+
+
+@verified
+class Sigmoid(FromOutput):
+    """x: any shape -> y = σ(x) = 1 / (1 + e⁻ˣ).  dX = dY ⊙ Y ⊙ (1 − Y)."""
+
+    __slots__ = ()
+    op = "sigmoid"
+
+    def compute(self, xp: Any, x: Any) -> Any:
+        # e^(−|x|) never overflows, and σ(−|x|) = e/(1 + e) keeps its relative precision far
+        # into the tail; σ(x) = 1 − σ(−x) for x >= 0.
+        e = xp.exp(-xp.abs(x))
+        low = e / (1 + e)
+        return xp.where(x >= 0, 1 - low, low)
+
+    def derivative(self, y: Any) -> Any:
+        return y * (1 - y)
+
+
+@verified
+class Log(Function):
+    """x: any shape, x > 0 -> y = ln x.  dX = dY / X.
+
+    ln 0 = −inf and ln of a negative number is nan, as in NumPy and PyTorch.
+    """
+
+    __slots__ = ()
+    op = "log"
+
+    def forward(self, x: Any) -> Any:
+        self.saved = (x,)
+        return get_array_module(x).log(x)
+
+    def backward(self, grad_output: Any) -> tuple:
+        (x,) = self.saved
+        return (grad_output / x,)
+
+
+@verified
+class Pow(Function):
+    """x: any shape, p a number -> y = xᵖ.  dX = dY ⊙ p xᵖ⁻¹  (0 when p = 0, as in PyTorch).
+
+    A negative base with a non-integer exponent gives nan, as in NumPy and PyTorch.
+    """
+
+    __slots__ = ("exponent",)
+    op = "pow"
+
+    def __init__(self, exponent: float) -> None:
+        self.exponent = exponent
+
+    def forward(self, x: Any) -> Any:
+        self.saved = (x,)
+        return x ** self.exponent
+
+    def backward(self, grad_output: Any) -> tuple:
+        (x,) = self.saved
+        p = self.exponent
+        if p == 0:  # p·x⁻¹ would be 0·inf = nan at x = 0; the derivative of x⁰ = 1 is 0
+            return (get_array_module(x).zeros_like(x),)
+        return (grad_output * (p * x ** (p - 1)),)
+
+
+@verified
+class PowOfNumber(FromOutput):
+    """c a positive number, x: any shape -> y = cˣ.  dX = dY ⊙ Y ln c."""
+
+    __slots__ = ("base",)
+    op = "pow"
+
+    def __init__(self, base: float) -> None:
+        self.base = base
+
+    def compute(self, xp: Any, x: Any) -> Any:
+        return xp.power(self.base, x).astype(x.dtype, copy=False)
+
+    def derivative(self, y: Any) -> Any:
+        return y * math.log(self.base)
+
+
+def neg(x: Tensor) -> Tensor:
+    """``-x``. x: any shape."""
+    return apply(Neg(), as_tensor("neg", "x", x))
+
+
+def exp(x: Tensor) -> Tensor:
+    """Elementwise eˣ. x: any shape."""
+    return apply(Exp(), as_tensor("exp", "x", x))
+
+
+def log(x: Tensor) -> Tensor:
+    """Elementwise natural logarithm. x: any shape, positive."""
+    return apply(Log(), as_tensor("log", "x", x))
+
+
+def tanh(x: Tensor) -> Tensor:
+    """Elementwise hyperbolic tangent. x: any shape."""
+    return apply(Tanh(), as_tensor("tanh", "x", x))
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """Elementwise logistic function 1 / (1 + e⁻ˣ), computed without overflow. x: any shape."""
+    return apply(Sigmoid(), as_tensor("sigmoid", "x", x))
+
+
+def pow(x: Tensor | float, exponent: Tensor | float) -> Tensor:  # noqa: A001 (torch.pow's name)
+    """``x ** exponent`` where one side is a number: a tensor to a number's power (``x ** 2``,
+    ``x ** 0.5``), or a positive number to a tensor's power (``2 ** x``). x: any shape.
+
+    A tensor to a tensor's power is not supported; for a positive base write
+    ``exp(b * log(a))``.
+    """
+    if isinstance(x, Tensor) and isinstance(exponent, Tensor):
+        raise TypeError("pow: got a Tensor base and a Tensor exponent; expected a number on one "
+                        "side (x ** 2, 2 ** x). For a positive base a, write exp(b * log(a))")
+    if isinstance(exponent, Tensor):
+        base = checks.real("pow", "base", x, low=0.0, low_open=True,
+                           example="2 ** x; a non-positive base has no real power for every x")
+        return apply(PowOfNumber(base), exponent)
+    p = checks.real("pow", "exponent", exponent, example="x ** 2")
+    return apply(Pow(p), as_tensor("pow", "x", x))

@@ -1,0 +1,228 @@
+"""Shape ops: transpose, reshape and indexing. They move elements and change no value.
+
+Each backward puts dY back where its elements came from: the inverse permutation for
+transpose, the input's shape for reshape, and for indexing a scatter into zeros, which
+adds up the gradients of elements read more than once (``x[[0, 0, 1]]``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy
+
+from .. import checks
+from ..backend import get_array_module, is_gpu_array, join_device
+from ..engine import Function, Tensor, apply, as_tensor, verified
+
+
+# --- transpose and reshape -------------------------------------------------------------------
+@verified
+class Transpose(Function):
+    """x: shape S -> y = x with its axes permuted: y.shape[i] = S[axes[i]].
+
+    dX = dY with the inverse permutation (for 2-D: dX = dYᵀ).
+    """
+
+    __slots__ = ("axes", "inverse")
+    op = "transpose"
+
+    def __init__(self, axes: tuple[int, ...]) -> None:
+        self.axes = axes
+        self.inverse = tuple(int(axis) for axis in numpy.argsort(axes))
+
+    def forward(self, x: Any) -> Any:
+        return x.transpose(self.axes)
+
+    def backward(self, grad_output: Any) -> tuple:
+        return (grad_output.transpose(self.inverse),)
+
+
+@verified
+class Reshape(Function):
+    """x: shape S -> y: shape T with the same elements in row-major order (prod S = prod T).
+
+    dX = dY reshaped to S.
+    """
+
+    __slots__ = ("in_shape", "out_shape")
+    op = "reshape"
+
+    def __init__(self, in_shape: tuple, out_shape: tuple) -> None:
+        self.in_shape = in_shape
+        self.out_shape = out_shape
+
+    def forward(self, x: Any) -> Any:
+        return x.reshape(self.out_shape)
+
+    def backward(self, grad_output: Any) -> tuple:
+        return (grad_output.reshape(self.in_shape),)
+
+
+def transpose(x: Tensor, axes: tuple[int, ...] | None = None) -> Tensor:
+    """x with its axes permuted (NumPy's meaning): None reverses them, so a 2-D x gives xᵀ.
+
+    x: shape S, axes a permutation of range(x.ndim) (negatives allowed) -> y.shape[i] = S[axes[i]].
+    Also ``x.T`` (all axes reversed) and ``x.transpose(1, 0)``.
+    """
+    x = as_tensor("transpose", "x", x)
+    ndim = x.data.ndim
+    if axes is None:
+        order = tuple(reversed(range(ndim)))
+    else:
+        order = checks.axes("transpose", axes, ndim, name="axes")
+        if len(order) != ndim:
+            raise ValueError(f"transpose: got axes={axes!r} for a tensor of {ndim} dimensions; "
+                             f"expected a permutation of {tuple(range(ndim))}")
+    return apply(Transpose(order), x)
+
+
+def reshape(x: Tensor, shape: int | tuple[int, ...]) -> Tensor:
+    """x with the same elements in the new ``shape``; one entry may be -1 (inferred).
+
+    x: shape S -> shape ``shape`` (prod must match). Also ``x.reshape(2, -1)``.
+    """
+    x = as_tensor("reshape", "x", x)
+    entries = shape if isinstance(shape, (tuple, list)) else (shape,)
+    sizes = [checks.integer("reshape", "shape entry", entry, low=-1) for entry in entries]
+    size = x.data.size
+    known = math.prod(s for s in sizes if s != -1)
+    if sizes.count(-1) > 1 or (-1 in sizes and (known == 0 or size % known)) or \
+            (-1 not in sizes and known != size):
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.data.shape} ({size} "
+                         f"elements) into {tuple(sizes)}; expected sizes whose product is {size}, "
+                         f"with at most one -1 standing for the rest")
+    out_shape = tuple(size // known if s == -1 else s for s in sizes)
+    return apply(Reshape(x.data.shape, out_shape), x)
+
+
+# --- indexing --------------------------------------------------------------------------------
+@verified
+class GetItem(Function):
+    """x: shape S, key -> y = x[key] (NumPy's indexing rules).
+
+    dX = zeros(S) with dY scattered to the positions that were read: assigned, for basic
+    indices and boolean masks (each position is read at most once), and accumulated
+    (``add.at``) for integer arrays, where a repeated index must receive the sum.
+    """
+
+    __slots__ = ("key", "in_shape", "accumulate")
+    op = "getitem"
+
+    def __init__(self, key: tuple, in_shape: tuple, accumulate: bool) -> None:
+        self.key = key
+        self.in_shape = in_shape
+        self.accumulate = accumulate
+
+    def forward(self, x: Any) -> Any:
+        return x[self.key]
+
+    def backward(self, grad_output: Any) -> tuple:
+        xp = get_array_module(grad_output)
+        grad = xp.zeros(self.in_shape, dtype=grad_output.dtype)
+        if self.accumulate:
+            xp.add.at(grad, self.key, grad_output)  # NumPy, and CuPy >= 13 (cupy.add.at)
+        else:
+            grad[self.key] = grad_output
+        return (grad,)
+
+
+def data_array(owner: str, name: str, value: Any, device: str) -> Any:
+    """An array of integers or booleans given as data (indices, labels, a mask), on ``device``.
+
+    ``value``: a NumPy or CuPy array, or a (nested) list. Host arrays move to ``device``; a GPU
+    array with a CPU tensor is a TypeError (``backend.join_device``). An empty list counts as
+    integers.
+    """
+    if isinstance(value, Tensor):
+        raise TypeError(f"{owner}: {name} is a Tensor, whose data are floats; expected an integer "
+                        f"(or boolean) NumPy/CuPy array, e.g. numpy.array([0, 2])")
+    if not isinstance(value, numpy.ndarray) and not is_gpu_array(value):
+        array = numpy.asarray(value)
+        value = array.astype(numpy.intp) if array.size == 0 else array
+    return join_device(owner, name, value, device)
+
+
+def check_range(owner: str, what: str, indices: Any, low: int, high: int) -> None:
+    """IndexError naming ``owner`` unless every integer in ``indices`` is in [low, high).
+
+    CuPy does not check indices: out of range, it wraps around silently. So the check is made
+    here, on both devices, at the cost of one device-to-host sync on the GPU.
+    """
+    if indices.size and bool(((indices < low) | (indices >= high)).any()):
+        raise IndexError(f"{owner}: {what} must lie in [{low}, {high}); got values in "
+                         f"[{int(indices.min())}, {int(indices.max())}]")
+
+
+def _axes_used(part: Any) -> int:
+    """How many axes of x one part of an index consumes."""
+    if part is None:
+        return 0
+    if hasattr(part, "dtype") and part.dtype.kind == "b":
+        return part.ndim
+    return 1
+
+
+def index_key(key: Any, x: Tensor) -> tuple[tuple, bool]:
+    """``key`` checked for ``x[key]``: (the key as a tuple on x's device, whether it has integer arrays).
+
+    Parts: ints, slices, None, ``...``, integer arrays or lists (rows may repeat), boolean
+    arrays (masks). Ints and integer arrays are range-checked (see ``check_range``).
+    """
+    shape = x.data.shape
+    parts = []
+    for part in key if isinstance(key, tuple) else (key,):
+        if part is None or part is Ellipsis or isinstance(part, slice):
+            parts.append(part)
+        elif isinstance(part, (bool, numpy.bool_)):
+            raise TypeError(f"getitem: got the boolean {part!r} as an index; expected ints, "
+                            f"slices, None, ..., integer arrays or boolean arrays")
+        elif isinstance(part, numbers.Integral) or (getattr(part, "ndim", None) == 0 and
+                                                     getattr(part, "dtype", None) is not None):
+            parts.append(checks.integer("getitem", "index", part, low=-(2 ** 63)))
+        elif isinstance(part, (list, numpy.ndarray, Tensor)) or is_gpu_array(part):
+            array = data_array("getitem", "an index array", part, x.device)
+            if array.dtype.kind not in "biu":
+                raise TypeError(f"getitem: got an index array of dtype {array.dtype}; expected "
+                                f"integers (rows to take) or booleans (a mask)")
+            parts.append(array)
+        else:
+            raise TypeError(f"getitem: got an index of type {type(part).__name__}; expected ints, "
+                            f"slices, None, ..., integer arrays or boolean arrays")
+    if sum(part is Ellipsis for part in parts) > 1:
+        raise IndexError("getitem: got more than one '...'; expected at most one")
+    used = sum(_axes_used(part) for part in parts if part is not Ellipsis)
+    if used > len(shape):
+        raise IndexError(f"getitem: the index uses {used} axes but the tensor has shape {shape}")
+    axis = 0
+    for part in parts:
+        if part is Ellipsis:
+            axis += len(shape) - used
+            continue
+        size = shape[axis] if axis < len(shape) else 0
+        if isinstance(part, int):
+            if not -size <= part < size:
+                raise IndexError(f"getitem: index {part} is out of range for axis {axis} of size "
+                                 f"{size} (tensor of shape {shape}); expected [{-size}, {size})")
+        elif hasattr(part, "dtype") and part.dtype.kind in "iu":
+            check_range("getitem", f"the index array for axis {axis}", part, -size, size)
+        elif hasattr(part, "dtype") and part.shape != shape[axis:axis + part.ndim]:
+            raise IndexError(f"getitem: a boolean mask of shape {part.shape} at axis {axis}; "
+                             f"expected the shape of the axes it selects from, "
+                             f"{shape[axis:axis + part.ndim]}")
+        axis += _axes_used(part)
+    accumulate = any(hasattr(part, "dtype") and part.dtype.kind in "iu" for part in parts)
+    return tuple(parts), accumulate
+
+
+def getitem(x: Tensor, key: Any) -> Tensor:
+    """``x[key]``: basic indexing (``x[i]``, ``x[a:b]``, ``x[:, j]``, ``x[None]``, ``x[..., 0]``),
+    rows by integer array (``x[idx]``, repeats allowed, their gradients summed) and boolean
+    masks (``x[mask]``). Index arrays may be NumPy or CuPy arrays or lists; they follow the
+    device rule (host arrays join x's device). x: any shape -> NumPy's result shape.
+    """
+    x = as_tensor("getitem", "x", x)
+    parts, accumulate = index_key(key, x)
+    return apply(GetItem(parts, x.data.shape, accumulate), x)
