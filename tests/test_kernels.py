@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 needs_numba = pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed (pip install 'minigraph[fast]')")
 
-# (2, 1): the smallest batch; (1000, 64) and (3000, 40): several row blocks, the last one short,
-# and (3000, 40) is large enough to run on every thread.
-SHAPES = [(2, 1), (7, 3), (1000, 64), (3000, 40)]
+# (2, 1): the smallest batch; (700, 200) and (2500, 64): three row blocks each, the last one
+# short, and large enough to run on every thread.
+SHAPES = [(2, 1), (7, 3), (700, 200), (2500, 64)]
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def test_eval_mode_fused_equals_the_formula(monkeypatch, rng, needs_gamma):
 def test_results_are_bitwise_the_same_for_every_thread_count(monkeypatch, rng):
     import numba
 
-    arrays = problem(rng, (5000, 30))  # 150k elements: above the one-thread size, 7 row blocks
+    arrays = problem(rng, (6000, 64))  # 384k elements: above the one-thread size, 6 row blocks
     counts = sorted({1, numba.config.NUMBA_NUM_THREADS})
     before = numba.get_num_threads()
     try:
@@ -272,6 +272,37 @@ def test_a_failed_compile_falls_back_to_the_formula_with_exactly_one_warning(mon
     assert len(messages) == 1 and "TypingError" in messages[0], messages
     monkeypatch.setenv("MINIGRAPH_FUSED", "0")
     np.testing.assert_array_equal(got[0], run_unchecked(*arrays))
+
+
+def _child_runs_batch_norm(queue):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x = mg.Tensor(np.ones((300, 300)) * np.arange(300.0)[:, None], requires_grad=True)
+        nodes = [mg.batch_norm(x, None, None).grad_fn for _ in range(2)]
+    queue.put(([node.kernel is None for node in nodes],
+               [str(w.message) for w in caught if "fused CPU kernels" in str(w.message)]))
+
+
+@needs_numba
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GNU OpenMP's fork hazard is Linux's")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_of_a_process_that_ran_the_kernels_runs_the_formula_instead_of_dying(fused, rng):
+    import multiprocessing
+
+    from minigraph.kernels import cpu
+
+    mg.batch_norm(mg.Tensor(rng.normal(size=(300, 300))), None, None)  # the threads are started
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_runs_batch_norm, args=(queue,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0  # numba would have terminated it (SIGTERM, exit code -15)
+    formula_ran, messages = queue.get(timeout=10)
+    if cpu.threading_layer() == "omp":
+        assert formula_ran == [True, True] and len(messages) == 1 and "forked" in messages[0]
+    else:  # tbb and workqueue are fork-safe: the kernels run on
+        assert formula_ran == [False, False] and messages == []
 
 
 def run_unchecked(x, gamma, beta, grad_y):

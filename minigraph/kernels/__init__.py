@@ -9,7 +9,8 @@ stays the readable definition and the reference the tests hold kernels to.
 - NumPy float32/float64 arrays: ``kernels/cpu.py`` (numba). It is imported and
   compiled on first use, so ``import minigraph`` never imports numba. If numba
   is missing, or its import or compile fails, one warning is issued and the
-  formula serves for the rest of the process.
+  formula serves for the rest of the process. So it does in a child forked
+  from a process that ran them on GNU OpenMP, where numba would kill the child.
 - CuPy arrays: no kernels yet (see ``batch_norm``); anything else gets None.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import warnings
 from types import ModuleType
 from typing import Any
@@ -43,29 +45,43 @@ class _CpuKernels:
     def __init__(self) -> None:
         self.module: ModuleType | None = None
         self.compiled: set[numpy.dtype] = set()
-        self.failure: str | None = None  # why the kernels are off, once they failed
+        self.failure: str | None = None  # why the kernels are off, once they are
+        self.warned = False
 
     def serving(self, dtype: numpy.dtype) -> ModuleType | None:
         """The compiled ``cpu`` module for ``dtype``, or None if numba cannot provide it."""
-        if dtype in self.compiled:
+        if self.failure is None and dtype not in self.compiled:
+            try:
+                if self.module is None:
+                    self.module = importlib.import_module(f"{__name__}.cpu")  # imports numba
+                    if hasattr(os, "register_at_fork"):
+                        os.register_at_fork(after_in_child=self.forked)
+                self.module.compile_for(dtype)
+                self.compiled.add(dtype)
+            except ImportError as exc:
+                self.failure = f"numba cannot be imported ({type(exc).__name__}: {exc}); " \
+                               f"pip install 'minigraph[fast]' installs it"
+            except Exception as exc:  # numba's compile errors, a broken install: never a crash
+                self.failure = f"numba failed to compile them ({type(exc).__name__}: {exc})"
+        if self.failure is None:
             return self.module
-        if self.failure is not None:
-            return None
-        try:
-            if self.module is None:
-                self.module = importlib.import_module(f"{__name__}.cpu")  # imports numba
-            self.module.compile_for(dtype)
-        except Exception as exc:  # ImportError, numba's compile errors, a broken install: never a crash
-            self.failure = f"{type(exc).__name__}: {exc}"
+        if not self.warned:
+            self.warned = True
             warnings.warn(
-                f"minigraph: the fused CPU kernels are unavailable ({self.failure}); batch norm "
-                f"runs its NumPy formula instead. Install numba (pip install 'minigraph[fast]') "
-                f"for the fast path, or set {ENV_VAR}=0 to choose the formula without this warning.",
-                RuntimeWarning, stacklevel=2,
+                f"minigraph: the fused CPU kernels are off in this process: {self.failure}. Batch "
+                f"norm runs its NumPy formula instead; set {ENV_VAR}=0 to choose it without this warning.",
+                RuntimeWarning, stacklevel=3,
             )
-            return None
-        self.compiled.add(dtype)
-        return self.module
+        return None
+
+    def forked(self) -> None:
+        """In a child just forked: numba terminates a child that starts GNU OpenMP threads its parent used."""
+        if self.failure is None and sys.platform.startswith("linux") and self.module is not None \
+                and self.module.threading_layer() == "omp":
+            self.failure = ("this process was forked from one that ran them on GNU OpenMP threads, which "
+                            "cannot start again in a forked child; start workers with the 'spawn' or "
+                            "'forkserver' method, or install tbb for numba's fork-safe threading layer")
+            self.warned = False
 
 
 _cpu = _CpuKernels()

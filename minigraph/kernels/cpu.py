@@ -37,7 +37,7 @@ import numpy
 import numba
 from numba import prange
 
-BLOCK_ELEMENTS = 32768  # one row block: 128 KiB of float32, in L2 for the forward's second pass over it
+BLOCK_ELEMENTS = 65536  # one row block: 256 KiB of float32, in L2 for the forward's second pass over it
 MIN_BLOCK_ROWS = 16  # and at least 16 rows, so the (blocks, p) float64 partial sums stay below N·p/16 numbers
 # Below this many elements a kernel takes microseconds, less than waking a second thread costs (and far
 # less than waiting for one that a busy machine has descheduled), so small inputs run on one thread.
@@ -59,8 +59,12 @@ def _jit(function: Callable) -> Callable:
         return numba.njit(cache=False, **options)(function)
 
 
-def block_rows(n: int, p: int) -> int:
-    """Rows per block for an (n, p) input: a function of the shape alone, which makes results deterministic."""
+def block_rows(p: int) -> int:
+    """Rows per block for an (N, p) input: a function of p alone, not of the threads, so results are deterministic.
+
+    Measured on 2 cores at 2048 and 4096 × 512, float32: blocks of 64K elements
+    beat 32K ones by ~10% (fewer partial sums to merge) and tie with 128K ones.
+    """
     return max(MIN_BLOCK_ROWS, BLOCK_ELEMENTS // max(1, p))
 
 
@@ -179,7 +183,7 @@ def batch_norm_forward(x: Any, gamma: Any, beta: Any, eps: float, ddof: int) -> 
     """
     x = kernel_ready(x)
     n, p = x.shape
-    rows = block_rows(n, p)
+    rows = block_rows(p)
     y = numpy.empty_like(x)
     with _ThreadsFor(x):
         mean, sum_sq = _column_statistics(x, rows)
@@ -198,7 +202,7 @@ def batch_norm_backward(saved: tuple, grad_output: Any, ddof: int, needs_grad: t
     needs_x, needs_gamma, needs_beta = needs_grad
     grad_y = kernel_ready(grad_output)
     n, p = x.shape
-    rows = block_rows(n, p)
+    rows = block_rows(p)
     grad_x = None
     if needs_x:
         # A copy made by kernel_ready is ours to overwrite; the caller's dY only when the engine says so.
@@ -222,8 +226,16 @@ def batch_norm_eval_forward(x: Any, gamma: Any, beta: Any, mean: Any, inv_std: A
     y = numpy.empty_like(x)
     with _ThreadsFor(x):
         _normalise(x, mean.astype(numpy.float64), gamma * inv_std.astype(numpy.float64),
-                   beta.astype(numpy.float64), block_rows(*x.shape), y)
+                   beta.astype(numpy.float64), block_rows(x.shape[1]), y)
     return y
+
+
+def threading_layer() -> str | None:
+    """numba's threading layer ('omp', 'tbb' or 'workqueue'), or None before any kernel ran."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # not initialised yet
+        return None
 
 
 def compile_for(dtype: Any) -> None:
