@@ -2,7 +2,9 @@
 
 Training mode, the gradients of x (N, p), γ (p,) and β (p,) from an upstream dY (N, p):
 
-1. ``minigraph``: the BatchNorm node's own ``backward`` (whole-array formulas);
+1. ``minigraph``: the BatchNorm node's own ``backward`` (whole-array formulas, MINIGRAPH_FUSED=0);
+   ``minigraph fused``: the same node on the fused kernels (minigraph/kernels: numba, two
+   passes over (N, p), all cores), where they serve the arrays and MINIGRAPH_FUSED allows;
 2. ``loop``: one feature (column) at a time with per-column scalar formulas, the
    "per-activation" way of writing it;
 3. ``jacobian``: the textbook route. With vec stacking columns, the Np × Np
@@ -31,7 +33,9 @@ of bytes handed out by CuPy's memory pool during the call.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tracemalloc
 from pathlib import Path
@@ -50,7 +54,8 @@ FULL_NS = (16, 64, 256, 1024, 4096)
 FULL_PS = (2, 8, 32, 128, 512)
 QUICK_NS = (8, 32)
 QUICK_PS = (2, 8)
-METHODS = ("minigraph", "loop", "jacobian")
+METHODS = ("minigraph", "minigraph fused", "loop", "jacobian")
+SHORT = {"minigraph": "mg", "minigraph fused": "fused", "loop": "loop", "jacobian": "jacobian"}
 
 Grads = tuple[Any, Any, Any]  # (dX (N, p), dγ (p,), dβ (p,))
 
@@ -77,13 +82,33 @@ def forward_statistics(x: Any, ddof: int, eps: float) -> tuple[Any, Any]:
     return centred, 1.0 / (variance + eps) ** 0.5
 
 
-# --- method 1: minigraph's node -------------------------------------------------------------
-def minigraph_node(problem: dict, ddof: int, eps: float) -> mg.Function:
-    """The BatchNorm node after a forward pass, holding what its backward needs."""
+# --- method 1: minigraph's node, on the formula or on the fused kernels --------------------------
+@contextlib.contextmanager
+def formula_path() -> Any:
+    """MINIGRAPH_FUSED=0 inside, the caller's setting restored after."""
+    before = os.environ.get("MINIGRAPH_FUSED")
+    os.environ["MINIGRAPH_FUSED"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MINIGRAPH_FUSED"]
+        else:
+            os.environ["MINIGRAPH_FUSED"] = before
+
+
+def minigraph_node(problem: dict, ddof: int, eps: float, fused: bool = False) -> mg.Function | None:
+    """The BatchNorm node after a forward pass, holding what its backward needs.
+
+    ``fused=False``: the formula path. ``fused=True``: the fused kernels, or None
+    where none serves (numba missing, a GPU array, MINIGRAPH_FUSED=0 in the environment).
+    """
     x = mg.Tensor(problem["x"], requires_grad=True)
     gamma = mg.Tensor(problem["gamma"], requires_grad=True)
     beta = mg.Tensor(problem["beta"], requires_grad=True)
-    return mg.batch_norm(x, gamma, beta, eps=eps, ddof=ddof).grad_fn
+    with contextlib.nullcontext() if fused else formula_path():
+        node = mg.batch_norm(x, gamma, beta, eps=eps, ddof=ddof).grad_fn
+    return node if node.kernel is not None or not fused else None
 
 
 def minigraph_backward(node: mg.Function, grad_y: Any) -> Grads:
@@ -213,16 +238,21 @@ def run_case(n: int, p: int, device: str, dtype: str, ddof: int, eps: float, cap
     sync = common.synchronizer(device)
     problem = make_problem(n, p, xp, dtype)
     node = minigraph_node(problem, ddof, eps)
+    fused_node = minigraph_node(problem, ddof, eps, fused=True)
     centred, inv_std = forward_statistics(problem["x"], ddof, eps)
     gamma, grad_y = problem["gamma"], problem["grad_y"]
     itemsize = problem["x"].itemsize
     methods: dict[str, Callable[[], Grads]] = {
         "minigraph": lambda: minigraph_backward(node, grad_y),
+        "minigraph fused": lambda: minigraph_backward(fused_node, grad_y),
         "loop": lambda: loop_backward(centred, inv_std, gamma, grad_y, ddof),
         "jacobian": lambda: jacobian_backward(centred, inv_std, gamma, grad_y, ddof),
     }
     estimate = jacobian_bytes(n, p, itemsize)
     skipped = {}
+    if fused_node is None:
+        skipped["minigraph fused"] = ("skipped: no fused kernel serves these arrays (numba not installed, "
+                                      "MINIGRAPH_FUSED=0, or a GPU array)")
     if estimate > cap_bytes:
         skipped["jacobian"] = (f"skipped: the Jacobian needs ~{estimate / 2**30:.1f} GiB, "
                                f"above the {cap_bytes / 2**30:.1f} GiB cap")
@@ -251,7 +281,7 @@ def run_case(n: int, p: int, device: str, dtype: str, ddof: int, eps: float, cap
 # --- reporting ---------------------------------------------------------------------------------
 def table(results: list[dict]) -> str:
     headers = ["N", "p", "N·p"] + [f"{m} ms" for m in METHODS] + [f"{m} MiB" for m in METHODS] + \
-              ["loop / mg", "jacobian / mg", "all agree"]
+              [f"{SHORT[m]} / mg" for m in METHODS[1:]] + ["all agree"]
     rows = []
     for r in results:
         m = r["methods"]
@@ -279,7 +309,8 @@ def plot(results: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"minigraph": "tab:blue", "loop": "tab:orange", "jacobian": "tab:red"}
+    colours = {"minigraph": "tab:blue", "minigraph fused": "tab:green", "loop": "tab:orange",
+               "jacobian": "tab:red"}
     markers = "osD^v<>"
     ps = sorted({r["p"] for r in results})
     fig, ax = plt.subplots(figsize=(9.5, 5))
@@ -295,7 +326,7 @@ def plot(results: list[dict], path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("N·p (elements of X)")
     ax.set_ylabel("backward time (s)")
-    ax.set_title("Batch norm backward: vectorized vs per-feature loop vs explicit Jacobian")
+    ax.set_title("Batch norm backward: vectorized (formula, fused) vs per-feature loop vs explicit Jacobian")
     ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -7,6 +7,8 @@ an array type that refuses what CuPy refuses. The stand-in is not a GPU.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,12 @@ def rng() -> np.random.Generator:
 def on(device: str):
     """on(array) -> the array on the test's device."""
     return lambda array: backend.to_device(np.asarray(array), device)
+
+
+@pytest.fixture(params=["fused", "formula"])
+def batch_norm_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Batch norm on the fused kernels (minigraph/kernels, CPU with numba) or on its formula."""
+    if request.param == "fused" and importlib.util.find_spec("numba") is None:
+        pytest.skip("numba is not installed (pip install 'minigraph[fast]'): no fused CPU path")
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1" if request.param == "fused" else "0")
+    return request.param

@@ -9,6 +9,11 @@ import minigraph as mg
 from minigraph.backend import to_device
 
 
+@pytest.fixture(autouse=True)
+def every_test_on_both_paths(batch_norm_path):
+    """Every test here runs on the fused kernels and on the formula (see conftest.batch_norm_path)."""
+
+
 def host(a):
     return to_device(a, "cpu")
 

@@ -5,6 +5,7 @@ No timing is asserted anywhere: figures depend on the machine, and belong in BEN
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -13,11 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minigraph import kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import bn_backward  # noqa: E402  (benchmarks/ is not a package)
 import train_step  # noqa: E402
+
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
 
 def run_script(name: str, *args: str) -> dict:
@@ -33,7 +38,9 @@ def test_bn_backward_quick_mode_runs_agrees_and_plots(tmp_path):
     report = run_script("bn_backward.py", "--plot", str(plot))
     assert report["benchmark"] == "bn_backward" and report["results"]
     for case in report["results"]:
-        assert set(case["methods"]) == {"minigraph", "loop", "jacobian"}
+        assert set(case["methods"]) == {"minigraph", "minigraph fused", "loop", "jacobian"}
+        if not (HAS_NUMBA and kernels.fused_enabled()):  # the one method that may be skipped, for this reason
+            assert "no fused kernel" in case["methods"].pop("minigraph fused")["skipped"]
         assert all(m["agrees"] for m in case["methods"].values())
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -79,18 +86,23 @@ def reference_gradients(x, gamma, beta, grad_y, ddof, eps, h=1e-6):
 
 
 @pytest.mark.parametrize("ddof", [0, 1])
-def test_the_three_backward_methods_agree_with_finite_differences(ddof):
+def test_the_backward_methods_agree_with_finite_differences(ddof, monkeypatch):
     eps = 1e-5
     problem = bn_backward.make_problem(6, 3, np, "float64", seed=3)
     x, gamma, beta, grad_y = (problem[k] for k in ("x", "gamma", "beta", "grad_y"))
     want = reference_gradients(x, gamma, beta, grad_y, ddof, eps)
     node = bn_backward.minigraph_node(problem, ddof, eps)
+    assert node.kernel is None  # "minigraph" is the formula, whatever the environment says
     centred, inv_std = bn_backward.forward_statistics(x, ddof, eps)
     methods = {
         "minigraph": bn_backward.minigraph_backward(node, grad_y),
         "loop": bn_backward.loop_backward(centred, inv_std, gamma, grad_y, ddof),
         "jacobian": bn_backward.jacobian_backward(centred, inv_std, gamma, grad_y, ddof),
     }
+    if HAS_NUMBA:
+        monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+        methods["minigraph fused"] = bn_backward.minigraph_backward(
+            bn_backward.minigraph_node(problem, ddof, eps, fused=True), grad_y)
     for name, got in methods.items():
         for label, g, w in zip(("dX", "dgamma", "dbeta"), got, want):
             np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7, err_msg=f"{name} {label}")

@@ -60,14 +60,14 @@ def test_mse_gradients_for_pred_and_target(on, rng, reduction, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("ddof", [0, 1])
 @pytest.mark.parametrize("eps", [0.0, 1e-3])
-def test_batch_norm_training_gradients(on, rng, shape, ddof, eps):
+def test_batch_norm_training_gradients(on, rng, shape, ddof, eps, batch_norm_path):
     n, p = shape
     x = mg.Tensor(on(rng.normal(size=shape) * 3 + 2), requires_grad=True)
     gamma, beta = param(on, rng, p), param(on, rng, p)
     assert mg.gradcheck(lambda x, g, b: mg.batch_norm(x, g, b, eps=eps, ddof=ddof), [x, gamma, beta])
 
 
-def test_batch_norm_training_gradients_with_running_stats(on, rng):
+def test_batch_norm_training_gradients_with_running_stats(on, rng, batch_norm_path):
     x, gamma, beta = param(on, rng, 8, 3), param(on, rng, 3), param(on, rng, 3)
     running_mean, running_var = on(np.zeros(3)), on(np.ones(3))
     assert mg.gradcheck(lambda x, g, b: mg.batch_norm(x, g, b, running_mean, running_var),
@@ -75,7 +75,7 @@ def test_batch_norm_training_gradients_with_running_stats(on, rng):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (5, 4)])
-def test_batch_norm_eval_gradients(on, rng, shape):
+def test_batch_norm_eval_gradients(on, rng, shape, batch_norm_path):
     n, p = shape
     running_mean, running_var = on(rng.normal(size=p)), on(rng.uniform(0.5, 2.0, size=p))
     x, gamma, beta = param(on, rng, n, p), param(on, rng, p), param(on, rng, p)
@@ -83,7 +83,7 @@ def test_batch_norm_eval_gradients(on, rng, shape):
     assert mg.gradcheck(fn, [x, gamma, beta])
 
 
-def test_batch_norm_without_affine_parameters(on, rng):
+def test_batch_norm_without_affine_parameters(on, rng, batch_norm_path):
     assert mg.gradcheck(lambda x: mg.batch_norm(x, None, None), [param(on, rng, 6, 3)])
 
 

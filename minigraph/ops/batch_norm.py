@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import checks
+from .. import checks, kernels
 from ..backend import (can_update_in_place, column_dot, column_sums, device_of, get_array_module,
                        is_gpu_array)
 from ..engine import Function, Tensor, apply, as_tensor, verified
@@ -34,7 +34,7 @@ class BatchNorm(Function):
     The last two terms are the paths through μ and through σ².
     """
 
-    __slots__ = ("eps", "ddof", "momentum", "running_mean", "running_var")
+    __slots__ = ("eps", "ddof", "momentum", "running_mean", "running_var", "kernel")
     op = "batch_norm"
 
     def __init__(self, eps: float, ddof: int, momentum: float,
@@ -44,8 +44,16 @@ class BatchNorm(Function):
         self.momentum = momentum
         self.running_mean = running_mean
         self.running_var = running_var
+        self.kernel = None  # the fused kernels that ran the forward, if any (minigraph.kernels)
 
     def forward(self, x: Any, gamma: Any, beta: Any) -> Any:
+        self.kernel = kernels.batch_norm(x, gamma, beta)
+        if self.kernel is not None:  # the formula below, fused into two passes over x
+            y, mean, sum_sq, saved = self.kernel.batch_norm_forward(x, gamma, beta, self.eps, self.ddof)
+            self._update_running_statistics(mean, sum_sq, x.shape[0])
+            if any(self.needs_grad):
+                self.saved = saved
+            return y
         n = x.shape[0]
         mean = column_sums(x) / n
         centred = x - mean
@@ -63,6 +71,13 @@ class BatchNorm(Function):
         inv_std = 1.0 / xp.sqrt(sum_sq / (n - self.ddof) + self.eps)
         y = centred * (gamma * inv_std)
         y += beta
+        self._update_running_statistics(mean, sum_sq, n)
+        if any(self.needs_grad):
+            self.saved = (centred, inv_std, gamma)
+        return y
+
+    def _update_running_statistics(self, mean: Any, sum_sq: Any, n: int) -> None:
+        """In place, from the batch's mean: (p,) and Σ(x − μ)²: (p,)."""
         if self.running_mean is not None:
             self.running_mean *= 1.0 - self.momentum
             self.running_mean += self.momentum * mean
@@ -71,11 +86,10 @@ class BatchNorm(Function):
             self.running_var *= 1.0 - self.momentum
             self.running_var += (self.momentum / (n - 1)) * sum_sq
         self.running_mean = self.running_var = None  # updated; the graph need not keep them
-        if any(self.needs_grad):
-            self.saved = (centred, inv_std, gamma)
-        return y
 
     def backward(self, grad_output: Any) -> tuple:
+        if self.kernel is not None:
+            return self.kernel.batch_norm_backward(self.saved, grad_output, self.ddof, self.needs_grad)
         centred, inv_std, gamma = self.saved
         needs_x, needs_gamma, needs_beta = self.needs_grad
         grad_beta = column_sums(grad_output)
@@ -118,9 +132,14 @@ class BatchNormEval(Function):
     def forward(self, x: Any, gamma: Any, beta: Any) -> Any:
         xp = get_array_module(x)
         inv_std = 1.0 / xp.sqrt(self.running_var + self.eps)
-        centred = x - self.running_mean
-        y = centred * (gamma * inv_std)
-        y += beta
+        kernel = kernels.batch_norm(x, gamma, beta)
+        if kernel is not None and not self.needs_grad[1]:  # fused in one pass; dγ would need Xc kept
+            centred = None
+            y = kernel.batch_norm_eval_forward(x, gamma, beta, self.running_mean, inv_std)
+        else:
+            centred = x - self.running_mean
+            y = centred * (gamma * inv_std)
+            y += beta
         self.running_mean = self.running_var = None  # read; the graph need not keep them
         needs_x, needs_gamma, _ = self.needs_grad
         if needs_x or needs_gamma:

@@ -1,0 +1,106 @@
+"""Fused kernels beside the formulas they implement: which one, if any, serves these arrays.
+
+An op asks, e.g. ``kernels.batch_norm(x, gamma, beta)``, and gets back a module
+with that op's kernel functions, or None. On None it runs its formula, which
+stays the readable definition and the reference the tests hold kernels to.
+
+- ``MINIGRAPH_FUSED=0`` (or ``false``, ``off``, ``no``) turns every kernel off,
+  on both devices. It is read at each call, so it can be changed at run time.
+- NumPy float32/float64 arrays: ``kernels/cpu.py`` (numba). It is imported and
+  compiled on first use, so ``import minigraph`` never imports numba. If numba
+  is missing, or its import or compile fails, one warning is issued and the
+  formula serves for the rest of the process. So it does in a child forked
+  from a process that ran them on GNU OpenMP, where numba would kill the child.
+- CuPy arrays: no kernels yet (see ``batch_norm``); anything else gets None.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import warnings
+from types import ModuleType
+from typing import Any
+
+import numpy
+
+ENV_VAR = "MINIGRAPH_FUSED"
+_OFF = ("0", "false", "off", "no")
+_CPU_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
+def fused_enabled() -> bool:
+    """False when ``MINIGRAPH_FUSED`` says off (0, false, off, no); on by default."""
+    return os.environ.get(ENV_VAR, "1").strip().lower() not in _OFF
+
+
+class _CpuKernels:
+    """Imports ``kernels/cpu.py`` and compiles it per dtype, on first use; remembers a failure.
+
+    One instance per process (``_cpu`` below): a failure warns once and turns
+    the CPU kernels off from then on, rather than retrying on every call.
+    """
+
+    def __init__(self) -> None:
+        self.module: ModuleType | None = None
+        self.compiled: set[numpy.dtype] = set()
+        self.failure: str | None = None  # why the kernels are off, once they are
+        self.warned = False
+
+    def serving(self, dtype: numpy.dtype) -> ModuleType | None:
+        """The compiled ``cpu`` module for ``dtype``, or None if numba cannot provide it."""
+        if self.failure is None and dtype not in self.compiled:
+            try:
+                if self.module is None:
+                    self.module = importlib.import_module(f"{__name__}.cpu")  # imports numba
+                    if hasattr(os, "register_at_fork"):
+                        os.register_at_fork(after_in_child=self.forked)
+                self.module.compile_for(dtype)
+                self.compiled.add(dtype)
+            except ImportError as exc:
+                self.failure = f"numba cannot be imported ({type(exc).__name__}: {exc}); " \
+                               f"pip install 'minigraph[fast]' installs it"
+            except Exception as exc:  # numba's compile errors, a broken install: never a crash
+                self.failure = f"numba failed to compile them ({type(exc).__name__}: {exc})"
+        if self.failure is None:
+            return self.module
+        if not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"minigraph: the fused CPU kernels are off in this process: {self.failure}. Batch "
+                f"norm runs its NumPy formula instead; set {ENV_VAR}=0 to choose it without this warning.",
+                RuntimeWarning, stacklevel=3,
+            )
+        return None
+
+    def forked(self) -> None:
+        """In a child just forked: numba terminates a child that starts GNU OpenMP threads its parent used."""
+        if self.failure is None and sys.platform.startswith("linux") and self.module is not None \
+                and self.module.threading_layer() == "omp":
+            self.failure = ("this process was forked from one that ran them on GNU OpenMP threads, which "
+                            "cannot start again in a forked child; start workers with the 'spawn' or "
+                            "'forkserver' method, or install tbb for numba's fork-safe threading layer")
+            self.warned = False
+
+
+_cpu = _CpuKernels()
+
+
+def batch_norm(x: Any, *others: Any) -> ModuleType | None:
+    """The module whose batch-norm kernels serve x: (N, p) and the (p,) arrays ``others``, or None.
+
+    The module provides ``batch_norm_forward``, ``batch_norm_backward`` and
+    ``batch_norm_eval_forward`` (see ``kernels/cpu.py`` for their contracts).
+    """
+    if not fused_enabled():
+        return None
+    arrays = (x,) + others
+    if all(type(a) is numpy.ndarray for a in arrays):
+        dtype = x.dtype
+        if dtype in _CPU_DTYPES and all(a.dtype == dtype for a in others):
+            return _cpu.serving(dtype)
+        return None
+    # A GPU module plugs in here: kernels/gpu.py (CuPy) with the same three functions,
+    # returned for CuPy arrays it serves, e.g. `if backend.is_gpu_array(x): return _gpu.serving(dtype)`.
+    return None

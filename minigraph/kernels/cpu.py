@@ -1,0 +1,256 @@
+"""Batch norm fused for NumPy arrays by numba: two passes over (N, p) each way, on all cores.
+
+The math is the formula path's (``minigraph/ops/batch_norm.py``, derived in
+docs/batchnorm.md); that code stays the definition and tests hold these kernels
+to it. NumPy needs about nine separate passes over (N, p) for a forward and
+backward, mostly on one core; here each direction reads the data twice:
+
+    forward   1. per row block: Σx and Σ(x − μ_block)², merged over the blocks -> μ, Σ(x − μ)², s
+              2. Y = (X − 1μ) ⊙ 1(γ s) + 1β
+    backward  1. per row block: Σ dY and Σ dY ⊙ (X − 1μ), merged -> dβ, dγ = s ⊙ Σ dY ⊙ Xc
+              2. dX = 1(γ s) ⊙ [dY − 1 dβ/N − (X − 1μ) ⊙ 1(s dγ)/(N − ddof)]
+
+Accuracy: every sum accumulates in float64, and each element is computed in
+float64 and rounded once to the array's dtype, so float32 results are at least
+as accurate as the formula path's, which rounds after every operation. The
+variance is two-pass inside each row block (the block is still in cache for the
+second pass) and the blocks are merged by the exact decomposition
+Σ(x − μ)² = Σ_b [Σ(x − μ_b)² + n_b (μ_b − μ)²], so no E[x²] − E[x]² cancellation.
+
+Determinism: the row blocks depend on the shape alone, never on the thread
+count or on which thread runs which block. Each block writes its sums to its own row
+of a (blocks, p) array, and the rows are merged in block order, so results are
+bitwise the same for every run and every thread count.
+
+The forward saves X and μ, not Xc: X is alive anyway (it is the layer's
+input), so the backward's recomputation of X − 1μ costs one subtraction per
+element and no memory traffic, while materialising Xc would cost an extra
+(N, p) write in the forward and an (N, p) array held until the backward.
+Saving Y and recovering X̂ = (Y − β)/γ would break where γ = 0.
+
+Threads: numba's (OpenMP) threads, NUMBA_NUM_THREADS of them. GNU OpenMP lets
+a thread spin after each parallel region; when every core is busy with other
+processes, the spinning thread holds the core its partner needs, and a call
+can take 50–100× longer (2048 × 512 float32 forward + backward on 2 busy cores:
+~70 ms, against ~1.5 ms with OMP_WAIT_POLICY=PASSIVE and ~0.65 ms on idle
+cores). PyTorch's CPU kernels behave the same. On such a machine set
+OMP_WAIT_POLICY=PASSIVE or NUMBA_NUM_THREADS=1 before the first batch norm.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy
+import numba
+from numba import prange
+
+BLOCK_ELEMENTS = 65536  # one row block: 256 KiB of float32, in L2 for the forward's second pass over it
+MIN_BLOCK_ROWS = 16  # and at least 16 rows, so the (blocks, p) float64 partial sums stay below N·p/16 numbers
+# Below this many elements a kernel takes microseconds, less than waking a second thread costs (and far
+# less than waiting for one that a busy machine has descheduled), so small inputs run on one thread.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _jit(function: Callable) -> Callable:
+    """numba's parallel JIT, cached on disk across processes where a cache directory is writable.
+
+    numba caches next to this file, or in the user's cache directory when the
+    package folder is read-only (NUMBA_CACHE_DIR overrides both). With neither
+    writable, numba refuses ``cache=True`` at decoration time; the kernels then
+    compile in every process instead of failing.
+    """
+    options = {"parallel": True, "fastmath": False, "nogil": True}
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(cache=False, **options)(function)
+
+
+def block_rows(p: int) -> int:
+    """Rows per block for an (N, p) input: a function of p alone, not of the threads, so results are deterministic.
+
+    Measured on 2 cores at 2048 and 4096 × 512, float32: blocks of 64K elements
+    beat 32K ones by ~10% (fewer partial sums to merge) and tie with 128K ones.
+    """
+    return max(MIN_BLOCK_ROWS, BLOCK_ELEMENTS // max(1, p))
+
+
+def kernel_ready(a: Any) -> Any:
+    """``a`` in the one layout the kernels are compiled for (C-contiguous, aligned, writeable); copied only if not."""
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned and flags.writeable:
+        return a
+    return numpy.array(a, order="C")
+
+
+class _ThreadsFor:
+    """``with _ThreadsFor(x):`` runs the kernels inside on one thread when x is small, else on numba's default."""
+
+    __slots__ = ("single", "threads")
+
+    def __init__(self, x: Any) -> None:
+        self.single = x.size < PARALLEL_MIN_ELEMENTS
+
+    def __enter__(self) -> None:
+        if self.single:
+            self.threads = numba.get_num_threads()
+            numba.set_num_threads(1)  # this thread's setting only
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.single:
+            numba.set_num_threads(self.threads)
+
+
+# --- the kernels (numba) -----------------------------------------------------------------------
+@_jit
+def _column_statistics(x: Any, rows: int) -> tuple[Any, Any]:
+    """x: (N, p) -> column means μ: (p,) and Σ(x − μ)²: (p,), both float64."""
+    n, p = x.shape
+    blocks = (n + rows - 1) // rows
+    block_mean = numpy.zeros((blocks, p))
+    block_sum_sq = numpy.zeros((blocks, p))
+    for b in prange(blocks):
+        start = b * rows
+        stop = min(n, start + rows)
+        # Loops over j start at 0: numba's negative-index check on a j of unknown sign stops vectorization.
+        for i in range(start, stop):
+            for j in range(p):
+                block_mean[b, j] += x[i, j]
+        for j in range(p):
+            block_mean[b, j] /= stop - start
+        for i in range(start, stop):  # the block is still in cache: a second pass costs little
+            for j in range(p):
+                deviation = x[i, j] - block_mean[b, j]
+                block_sum_sq[b, j] += deviation * deviation
+    mean = numpy.zeros(p)
+    for b in range(blocks):
+        count = min(n, (b + 1) * rows) - b * rows
+        for j in range(p):
+            mean[j] += count * block_mean[b, j]
+    mean /= n
+    sum_sq = numpy.zeros(p)
+    for b in range(blocks):
+        count = min(n, (b + 1) * rows) - b * rows
+        for j in range(p):
+            shift = block_mean[b, j] - mean[j]
+            sum_sq[j] += block_sum_sq[b, j] + count * shift * shift
+    return mean, sum_sq
+
+
+@_jit
+def _normalise(x: Any, mean: Any, scale: Any, shift: Any, rows: int, out: Any) -> None:
+    """out = (x − 1μ) ⊙ 1scale + 1shift; x, out: (N, p); mean, scale, shift: (p,) float64."""
+    n, p = x.shape
+    blocks = (n + rows - 1) // rows
+    for b in prange(blocks):
+        for i in range(b * rows, min(n, (b + 1) * rows)):
+            for j in range(p):
+                out[i, j] = (x[i, j] - mean[j]) * scale[j] + shift[j]
+
+
+@_jit
+def _gradient_sums(x: Any, mean: Any, grad_y: Any, rows: int) -> tuple[Any, Any]:
+    """x, grad_y: (N, p) -> Σ dY: (p,) and Σ dY ⊙ (x − 1μ): (p,), both float64."""
+    n, p = x.shape
+    blocks = (n + rows - 1) // rows
+    block_sum = numpy.zeros((blocks, p))
+    block_dot = numpy.zeros((blocks, p))
+    for b in prange(blocks):
+        for i in range(b * rows, min(n, (b + 1) * rows)):
+            for j in range(p):
+                block_sum[b, j] += grad_y[i, j]
+                block_dot[b, j] += grad_y[i, j] * (x[i, j] - mean[j])
+    total = numpy.zeros(p)
+    dot = numpy.zeros(p)
+    for b in range(blocks):
+        for j in range(p):
+            total[j] += block_sum[b, j]
+            dot[j] += block_dot[b, j]
+    return total, dot
+
+
+@_jit
+def _input_gradient(x: Any, mean: Any, grad_y: Any, scale: Any, grad_y_mean: Any, centred_scale: Any,
+                    rows: int, out: Any) -> None:
+    """out = 1scale ⊙ (dY − 1 mean(dY)) − (x − 1μ) ⊙ 1centred_scale; out may be grad_y itself."""
+    n, p = x.shape
+    blocks = (n + rows - 1) // rows
+    for b in prange(blocks):
+        for i in range(b * rows, min(n, (b + 1) * rows)):
+            for j in range(p):
+                out[i, j] = scale[j] * (grad_y[i, j] - grad_y_mean[j]) - (x[i, j] - mean[j]) * centred_scale[j]
+
+
+# --- what ops/batch_norm.py calls ------------------------------------------------------------
+def batch_norm_forward(x: Any, gamma: Any, beta: Any, eps: float, ddof: int) -> tuple:
+    """Training-mode forward: x: (N, p), gamma, beta: (p,) -> (y: (N, p), mean: (p,), sum_sq: (p,), saved).
+
+    ``mean`` and ``sum_sq`` = Σ(x − μ)² are float64, for the running statistics;
+    ``saved`` is what ``batch_norm_backward`` takes.
+    """
+    x = kernel_ready(x)
+    n, p = x.shape
+    rows = block_rows(p)
+    y = numpy.empty_like(x)
+    with _ThreadsFor(x):
+        mean, sum_sq = _column_statistics(x, rows)
+        inv_std = 1.0 / numpy.sqrt(sum_sq / (n - ddof) + eps)
+        _normalise(x, mean, gamma * inv_std, beta.astype(numpy.float64), rows, y)
+    return y, mean, sum_sq, (mean, inv_std, x, gamma)
+
+
+def batch_norm_backward(saved: tuple, grad_output: Any, ddof: int, needs_grad: tuple) -> tuple:
+    """Training-mode backward: dY: (N, p) -> (dX: (N, p), dγ: (p,), dβ: (p,)), None where not needed."""
+    mean, inv_std, x, gamma = saved
+    needs_x, needs_gamma, needs_beta = needs_grad
+    grad_y = kernel_ready(grad_output)
+    n, p = x.shape
+    rows = block_rows(p)
+    grad_x = None
+    if needs_x:
+        # A copy made by kernel_ready is ours to overwrite; the dY we were given never is.
+        grad_x = grad_y if grad_y is not grad_output else numpy.empty_like(grad_y)
+    with _ThreadsFor(x):
+        grad_beta, dot = _gradient_sums(x, mean, grad_y, rows)
+        grad_gamma = inv_std * dot
+        if needs_x:
+            scale = gamma * inv_std
+            _input_gradient(x, mean, grad_y, scale, grad_beta / n, scale * inv_std * grad_gamma / (n - ddof),
+                            rows, grad_x)
+    dtype = x.dtype
+    return (grad_x,
+            grad_gamma.astype(dtype) if needs_gamma else None,
+            grad_beta.astype(dtype) if needs_beta else None)
+
+
+def batch_norm_eval_forward(x: Any, gamma: Any, beta: Any, mean: Any, inv_std: Any) -> Any:
+    """Evaluation-mode forward with fixed statistics: y = (x − 1μ) ⊙ 1(γ s) + 1β, x: (N, p)."""
+    x = kernel_ready(x)
+    y = numpy.empty_like(x)
+    with _ThreadsFor(x):
+        _normalise(x, mean.astype(numpy.float64), gamma * inv_std.astype(numpy.float64),
+                   beta.astype(numpy.float64), block_rows(x.shape[1]), y)
+    return y
+
+
+def threading_layer() -> str | None:
+    """numba's threading layer ('omp', 'tbb' or 'workqueue'), or None before any kernel ran."""
+    try:
+        return numba.threading_layer()
+    except ValueError:  # not initialised yet
+        return None
+
+
+def compile_for(dtype: Any) -> None:
+    """Compile (or load from numba's cache) every kernel for ``dtype`` by running it on a (2, 1) input.
+
+    The calls go through the functions above, so the compiled signatures are
+    exactly the ones real calls use; a failure surfaces here, where
+    ``minigraph.kernels`` turns it into a warning and the formula path.
+    """
+    x = numpy.array([[0.0], [1.0]], dtype=dtype)
+    ones, zeros = numpy.ones(1, dtype=dtype), numpy.zeros(1, dtype=dtype)
+    y, _, _, saved = batch_norm_forward(x, ones, zeros, 1e-5, 0)
+    batch_norm_backward(saved, y, 0, (True, True, True))
+    batch_norm_eval_forward(x, ones, zeros, zeros, ones)

@@ -1,0 +1,339 @@
+"""The fused batch-norm kernels (minigraph/kernels) against the formula path they must equal."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+from minigraph import kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+needs_numba = pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed (pip install 'minigraph[fast]')")
+
+# (2, 1): the smallest batch; (700, 200) and (2500, 64): three row blocks each, the last one
+# short, and large enough to run on every thread.
+SHAPES = [(2, 1), (7, 3), (700, 200), (2500, 64)]
+
+
+@pytest.fixture
+def fused(monkeypatch):
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+
+
+def problem(rng, shape, dtype=np.float64):
+    """x: (N, p) with columns of different offsets and scales, γ, β: (p,), a random dY: (N, p)."""
+    n, p = shape
+    x = rng.normal(size=shape) * rng.uniform(0.5, 3.0, size=p) + rng.normal(size=p) * 3
+    arrays = x, rng.uniform(0.5, 2.0, size=p), rng.normal(size=p), rng.normal(size=shape)
+    return [a.astype(dtype) for a in arrays]
+
+
+def run(monkeypatch, path, x, gamma, beta, grad_y, running=True, **options):
+    """Forward and backward on ``path`` ('fused' or 'formula'): y, dX, dγ, dβ and the running statistics."""
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1" if path == "fused" else "0")
+    p = x.shape[1]
+    stats = (np.zeros(p, x.dtype), np.ones(p, x.dtype)) if running else (None, None)
+    tx, tg, tb = (mg.Tensor(a.copy(), requires_grad=True) for a in (x, gamma, beta))
+    out = mg.batch_norm(tx, tg, tb, *stats, **options)
+    assert (out.grad_fn.kernel is not None) == (path == "fused")  # the path asked for is the one that ran
+    out.backward(grad_y)
+    results = {"y": out.data, "dx": tx.grad, "dgamma": tg.grad, "dbeta": tb.grad}
+    if running:
+        results.update(running_mean=stats[0], running_var=stats[1])
+    return results
+
+
+def relative_error(got, want, scale=0.0):
+    """max |got − want| relative to max |want|, or to ``scale`` where that is larger, in float64."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), scale, 1e-300))
+
+
+def term_scale(name, x, gamma, beta, grad_y):
+    """The size of the terms that make up a result: for dX, |γ s dY|.
+
+    dX is a difference of terms that cancel (for N = 2 exactly: two points always normalise to
+    ±1, so dX is 0 and computes as rounding noise), so its rounding error is relative to them.
+    """
+    if name != "dx":
+        return 0.0
+    return float(np.abs(gamma).max() * np.abs(grad_y).max() / np.asarray(x, np.float64).std(axis=0).min())
+
+
+# --- the two paths are the same function ---------------------------------------------------------
+@needs_numba
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("ddof,eps", [(0, 1e-5), (1, 0.0)])
+def test_float64_fused_equals_the_formula_to_1e_12(monkeypatch, rng, shape, ddof, eps):
+    arrays = problem(rng, shape)
+    fused = run(monkeypatch, "fused", *arrays, ddof=ddof, eps=eps)
+    formula = run(monkeypatch, "formula", *arrays, ddof=ddof, eps=eps)
+    assert fused.keys() == formula.keys()
+    for name in formula:
+        assert fused[name].dtype == np.float64
+        assert relative_error(fused[name], formula[name], term_scale(name, *arrays)) <= 1e-12, name
+
+
+@needs_numba
+@pytest.mark.parametrize("shape", [(64, 8), (4096, 64)])
+def test_float32_fused_is_within_1e_5_of_float64_and_no_less_accurate_than_the_formula(monkeypatch, rng, shape):
+    arrays = problem(rng, shape)
+    reference = run(monkeypatch, "formula", *arrays)
+    single = [a.astype(np.float32) for a in arrays]
+    fused = run(monkeypatch, "fused", *single)
+    formula = run(monkeypatch, "formula", *single)
+    for name in reference:
+        assert fused[name].dtype == np.float32
+        fused_error = relative_error(fused[name], reference[name])
+        assert fused_error <= 1e-5, name
+        assert fused_error <= relative_error(formula[name], reference[name]), name
+
+
+@needs_numba
+def test_the_float32_variance_survives_a_mean_of_1e4_standard_deviations(monkeypatch, rng):
+    """The large-mean case of test_batch_norm.py, checked against float64 and not only loosely."""
+    x = (100.0 + 0.01 * rng.normal(size=(512, 3))).astype(np.float32)
+    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+    grad_y = rng.normal(size=x.shape).astype(np.float32)
+    fused = run(monkeypatch, "fused", x, ones, zeros, grad_y, eps=0.0)
+    reference = run(monkeypatch, "formula", *(a.astype(np.float64) for a in (x, ones, zeros, grad_y)), eps=0.0)
+    np.testing.assert_allclose(fused["y"].std(axis=0), 1.0, rtol=1e-5)
+    for name in ("y", "dx", "running_var"):
+        assert relative_error(fused[name], reference[name]) <= 1e-5, name
+
+
+@needs_numba
+@pytest.mark.parametrize("ddof,eps", [(0, 1e-5), (1, 0.0)])
+def test_gradcheck_passes_through_the_fused_path(fused, rng, ddof, eps):
+    x = mg.Tensor(rng.normal(size=(6, 3)) * 3 + 2, requires_grad=True)
+    gamma, beta = (mg.Tensor(rng.normal(size=3), requires_grad=True) for _ in range(2))
+    running = np.zeros(3), np.ones(3)
+    assert mg.batch_norm(x, gamma, beta).grad_fn.kernel is not None
+    assert mg.gradcheck(lambda x, g, b: mg.batch_norm(x, g, b, *running, eps=eps, ddof=ddof), [x, gamma, beta])
+
+
+@needs_numba
+def test_fortran_ordered_input_and_gradient_give_the_c_ordered_results(monkeypatch, rng):
+    arrays = problem(rng, (300, 7))
+    want = run(monkeypatch, "fused", *arrays)
+    got = run(monkeypatch, "fused", *(np.asfortranarray(a) for a in arrays))
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@needs_numba
+def test_only_the_gradients_asked_for_are_returned_and_they_match(monkeypatch, rng):
+    x, gamma, beta, grad_y = problem(rng, (50, 4))
+    want = run(monkeypatch, "formula", x, gamma, beta, grad_y)
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+    tx, tg, tb = mg.Tensor(x, requires_grad=True), mg.Tensor(gamma), mg.Tensor(beta, requires_grad=True)
+    mg.batch_norm(tx, tg, tb).backward(grad_y)
+    assert tg.grad is None
+    assert relative_error(tx.grad, want["dx"]) <= 1e-12 and relative_error(tb.grad, want["dbeta"]) <= 1e-12
+    tx, tg = mg.Tensor(x), mg.Tensor(gamma, requires_grad=True)
+    mg.batch_norm(tx, tg, None).backward(grad_y)
+    assert tx.grad is None and relative_error(tg.grad, want["dgamma"]) <= 1e-12
+
+
+@needs_numba
+def test_the_fused_backward_never_writes_into_the_gradient_it_was_given(monkeypatch, rng):
+    x, gamma, beta, grad_y = problem(rng, (40, 5))
+    want = run(monkeypatch, "formula", x, gamma, beta, grad_y)["dx"]
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+    tx = mg.Tensor(x, requires_grad=True)
+    node = mg.batch_norm(tx, mg.Tensor(gamma), mg.Tensor(beta)).grad_fn
+    caller_grad = grad_y.copy()
+    grad_x = node.backward(caller_grad)[0]
+    assert grad_x is not caller_grad and relative_error(grad_x, want) <= 1e-12
+    np.testing.assert_array_equal(caller_grad, grad_y)
+
+
+@needs_numba
+@pytest.mark.parametrize("needs_gamma", [False, True])
+def test_eval_mode_fused_equals_the_formula(monkeypatch, rng, needs_gamma):
+    x, gamma, beta, grad_y = problem(rng, (500, 33))
+    mean, var = rng.normal(size=33), rng.uniform(0.5, 2.0, size=33)
+    results = {}
+    for path in ("fused", "formula"):
+        monkeypatch.setenv("MINIGRAPH_FUSED", "1" if path == "fused" else "0")
+        tx, tg = mg.Tensor(x, requires_grad=True), mg.Tensor(gamma, requires_grad=needs_gamma)
+        out = mg.batch_norm(tx, tg, mg.Tensor(beta), mean, var, training=False, eps=1e-3)
+        out.backward(grad_y)
+        results[path] = out.data, tx.grad
+    for got, want in zip(results["fused"], results["formula"]):
+        assert relative_error(got, want) <= 1e-12
+
+
+@needs_numba
+def test_results_are_bitwise_the_same_for_every_thread_count(monkeypatch, rng):
+    import numba
+
+    arrays = problem(rng, (6000, 64))  # 384k elements: above the one-thread size, 6 row blocks
+    counts = sorted({1, numba.config.NUMBA_NUM_THREADS})
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for count in counts + counts:  # each count twice: also the same from run to run
+            numba.set_num_threads(count)
+            results.append(run(monkeypatch, "fused", *arrays))
+    finally:
+        numba.set_num_threads(before)
+    for other in results[1:]:
+        for name in results[0]:
+            np.testing.assert_array_equal(other[name], results[0][name], err_msg=name)
+
+
+# --- choosing the path ---------------------------------------------------------------------------
+@needs_numba
+def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(monkeypatch, rng):
+    """Observed, not trusted: with the kernels rigged to fail, only the formula can succeed."""
+    from minigraph.kernels import cpu
+
+    def broken(*args, **kwargs):
+        raise AssertionError("a fused kernel ran")
+
+    x, gamma, beta, grad_y = problem(rng, (9, 4))
+    want = run(monkeypatch, "formula", x, gamma, beta, grad_y)
+    for name in ("batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward"):
+        monkeypatch.setattr(cpu, name, broken)
+    got = run(monkeypatch, "formula", x, gamma, beta, grad_y)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    mg.batch_norm(mg.Tensor(x), None, None, np.zeros(4), np.ones(4), training=False)
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")  # the rigged kernels are live: they do run when on
+    with pytest.raises(AssertionError, match="a fused kernel ran"):
+        mg.batch_norm(mg.Tensor(x), None, None)
+
+
+def test_other_arrays_and_dtypes_are_left_to_the_formula(fused):
+    class StandIn(np.ndarray):  # like a CuPy array: not exactly numpy.ndarray
+        pass
+
+    x = np.ones((4, 2))
+    assert kernels.batch_norm(x.view(StandIn), np.ones(2), np.zeros(2)) is None
+    assert kernels.batch_norm(x.astype(np.float16), np.ones(2, np.float16), np.zeros(2, np.float16)) is None
+    assert kernels.batch_norm(x, np.ones(2, np.float32), np.zeros(2)) is None  # mixed dtypes
+    assert kernels.batch_norm(x.astype(">f8"), np.ones(2), np.zeros(2)) is None  # not native byte order
+
+
+@pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("False", False), ("1", True), ("", True)])
+def test_minigraph_fused_is_read_at_each_call(monkeypatch, value, on):
+    monkeypatch.setenv("MINIGRAPH_FUSED", value)
+    assert kernels.fused_enabled() is on
+
+
+def test_a_failed_numba_import_falls_back_to_the_formula_with_exactly_one_warning(monkeypatch, rng):
+    monkeypatch.setattr(kernels, "_cpu", kernels._CpuKernels())  # a fresh process's state
+    monkeypatch.delitem(sys.modules, "minigraph.kernels.cpu", raising=False)
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+    arrays = problem(rng, (8, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = [run_unchecked(*(a.astype(dtype) for a in arrays)) for dtype in (np.float64, np.float32)]
+        results.append(run_unchecked(*arrays))
+    messages = [str(w.message) for w in caught if "fused CPU kernels" in str(w.message)]
+    assert len(messages) == 1 and "numba" in messages[0], messages
+    assert "minigraph.kernels.cpu" not in sys.modules
+    monkeypatch.setenv("MINIGRAPH_FUSED", "0")
+    want = run_unchecked(*arrays)
+    np.testing.assert_array_equal(results[0], want)
+
+
+@needs_numba
+def test_a_failed_compile_falls_back_to_the_formula_with_exactly_one_warning(monkeypatch, rng):
+    from numba.core.errors import TypingError
+
+    from minigraph.kernels import cpu
+
+    def failing_compile(dtype):
+        raise TypingError("simulated")
+
+    monkeypatch.setattr(kernels, "_cpu", kernels._CpuKernels())
+    monkeypatch.setattr(cpu, "compile_for", failing_compile)
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+    arrays = problem(rng, (8, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = [run_unchecked(*arrays) for _ in range(3)]
+    messages = [str(w.message) for w in caught if "fused CPU kernels" in str(w.message)]
+    assert len(messages) == 1 and "TypingError" in messages[0], messages
+    monkeypatch.setenv("MINIGRAPH_FUSED", "0")
+    np.testing.assert_array_equal(got[0], run_unchecked(*arrays))
+
+
+def _child_runs_batch_norm(queue):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x = mg.Tensor(np.ones((300, 300)) * np.arange(300.0)[:, None], requires_grad=True)
+        nodes = [mg.batch_norm(x, None, None).grad_fn for _ in range(2)]
+    queue.put(([node.kernel is None for node in nodes],
+               [str(w.message) for w in caught if "fused CPU kernels" in str(w.message)]))
+
+
+@needs_numba
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GNU OpenMP's fork hazard is Linux's")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_of_a_process_that_ran_the_kernels_runs_the_formula_instead_of_dying(fused, rng):
+    import multiprocessing
+
+    from minigraph.kernels import cpu
+
+    mg.batch_norm(mg.Tensor(rng.normal(size=(300, 300))), None, None)  # the threads are started
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_runs_batch_norm, args=(queue,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0  # numba would have terminated it (SIGTERM, exit code -15)
+    formula_ran, messages = queue.get(timeout=10)
+    if cpu.threading_layer() == "omp":
+        assert formula_ran == [True, True] and len(messages) == 1 and "forked" in messages[0]
+    else:  # tbb and workqueue are fork-safe: the kernels run on
+        assert formula_ran == [False, False] and messages == []
+
+
+def run_unchecked(x, gamma, beta, grad_y):
+    """dX through whichever path serves, without asserting which one it is."""
+    tx = mg.Tensor(x, requires_grad=True)
+    mg.batch_norm(tx, mg.Tensor(gamma), mg.Tensor(beta)).backward(grad_y)
+    return tx.grad
+
+
+def test_import_minigraph_imports_no_numba_nor_does_the_formula_path():
+    code = ("import sys, numpy, minigraph as mg; imported = 'numba' in sys.modules; "
+            "mg.batch_norm(mg.Tensor(numpy.ones((3, 2)), requires_grad=True), None, None).backward(numpy.ones((3, 2))); "
+            "print(imported, 'numba' in sys.modules)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MINIGRAPH_FUSED="0")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
+
+
+@needs_numba
+def test_kernels_still_compile_where_no_cache_directory_is_usable(monkeypatch):
+    """numba refuses cache=True when it finds no writable cache location; the kernels then skip the cache."""
+    import numba
+
+    from minigraph.kernels import cpu
+
+    # IPythonCacheLocator serves only IPython cells, so for a file numba finds no location at all.
+    monkeypatch.setattr(numba.config, "CACHE_LOCATOR_CLASSES", "IPythonCacheLocator")
+
+    def doubled(a):
+        return 2 * a
+
+    with pytest.raises(RuntimeError, match="no locator available"):
+        numba.njit(cache=True)(doubled)
+    compiled = cpu._jit(doubled)
+    assert compiled(np.arange(3.0)).tolist() == [0.0, 2.0, 4.0]
