@@ -26,7 +26,8 @@ import numpy  # noqa: E402
 # Environment variables that change which kernels run (OpenBLAS, glibc malloc, minigraph's own).
 # They are reported, never set here: the benchmark measures the environment it is given.
 WATCHED_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-               "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_",
+               "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY",
+               "GOMP_SPINCOUNT", "MALLOC_TRIM_THRESHOLD_",
                "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MINIGRAPH_DEVICE", "MINIGRAPH_FUSED")
 CUPY_SYNC = "cupy.cuda.Device().synchronize() before starting and before stopping each clock"
 TORCH_SYNC = "torch.cuda.synchronize() before starting and before stopping each clock"

@@ -8,6 +8,8 @@ an array type that refuses what CuPy refuses. The stand-in is not a GPU.
 from __future__ import annotations
 
 import importlib.util
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +29,18 @@ def pytest_report_header(config: pytest.Config) -> str:
         return f"GPU tests: on the CuPy STAND-IN ({cupy.__file__}); this is NOT a GPU"
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
     return f"GPU tests: on {name.decode() if isinstance(name, bytes) else name}, CuPy {cupy.__version__}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Skips counted by reason: one line per reason instead of one per test."""
+    reasons = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.write_sep("-", "skipped, by reason")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count:5d}  {reason}")
 
 
 def on_standin(device: str) -> bool:
