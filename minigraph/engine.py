@@ -250,12 +250,32 @@ def _run_hooks(hooks: list, grad: Any, where: str) -> Any:
     return grad
 
 
-def _accumulate_leaf(leaf: "Tensor", grad: Any) -> None:
+def _accumulate_leaf(leaf: "Tensor", grad: Any, fresh: bool = False) -> None:
+    """Add ``grad`` into ``leaf.grad``. The first gradient becomes ``.grad`` as it is only when
+    ``fresh`` (nobody else holds it); otherwise it is copied, since it may be the caller's
+    array, one an op passed through, or one sent to two leaves, and editing one ``.grad`` in
+    place must change nothing else."""
     if leaf._hooks:
         grad = _run_hooks(leaf._hooks, grad, f"a leaf of shape {leaf.shape}")
-    # The first gradient is copied: it may be the caller's array, one an op passed through, or
-    # one sent to two leaves, and editing one .grad in place must change nothing else.
-    leaf._grad = grad.copy() if leaf._grad is None else leaf._grad + grad
+        fresh = False  # a hook may have kept it
+    if leaf._grad is None:
+        leaf._grad = grad if fresh else grad.copy()
+    else:
+        leaf._grad = leaf._grad + grad
+
+
+def _fresh(grad: Any, grad_output: Any, grads: tuple) -> bool:
+    """True when a verified op's ``grad`` is an array it made for this input alone.
+
+    Verified ops return new arrays or views (of ``grad_output``, or a broadcast of a
+    small new one), never arrays they saved; so an array that owns its memory, shares
+    none with ``grad_output`` and is not returned for two inputs is held by nobody else.
+    """
+    if grad.base is not None:
+        return False
+    if type(grad) is type(grad_output) and backend.get_array_module(grad).may_share_memory(grad, grad_output):
+        return False  # (arrays on two devices, as after a device move, share nothing)
+    return sum(g is grad for g in grads) == 1
 
 
 _callbacks = contextvars.ContextVar("minigraph_backward_callbacks", default=None)
@@ -315,7 +335,8 @@ def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
         if fn.leaf_versions:
             _check_leaf_versions(fn)
         grads = fn.backward(grad_output)
-        if type(fn).backward not in _VERIFIED_BACKWARDS:
+        verified = type(fn).backward in _VERIFIED_BACKWARDS
+        if not verified:
             _check_gradients(fn, grads)
         if not retain_graph:
             fn.saved = _RELEASED
@@ -325,7 +346,7 @@ def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
             if type(grad) is not numpy.ndarray and isinstance(grad, numpy.generic):
                 grad = numpy.asarray(grad)  # NumPy math on 0-d arrays returns scalars
             if type(edge) is Tensor:
-                _accumulate_leaf(edge, grad)
+                _accumulate_leaf(edge, grad, verified and _fresh(grad, grad_output, grads))
             elif edge in pending:
                 pending[edge] = pending[edge] + grad
             else:

@@ -283,6 +283,22 @@ def test_a_view_of_the_upstream_gradient_is_not_written_through():
     np.testing.assert_array_equal(upstream, np.ones((2, 3)))
 
 
+def test_a_gradient_a_verified_op_made_becomes_the_leafs_grad_without_a_copy():
+    """The one copy the engine still avoids: an (N, p) array per leaf per backward."""
+    import tracemalloc
+
+    x = mg.Tensor(np.random.default_rng(0).normal(size=(1000, 1000)), requires_grad=True)
+    y = mg.relu(x)
+    upstream = np.ones((1000, 1000))
+    tracemalloc.start()
+    y.backward(upstream)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    megabytes = 8.0  # one float64 (1000, 1000) array
+    assert peak < 1.5 * megabytes * 1e6  # dX and its boolean mask (1 MB); a copy would add 8 MB
+    np.testing.assert_array_equal(x.grad, x.data > 0)
+
+
 def test_leaf_grads_forward_values_and_the_callers_grad_are_left_alone():
     rng = np.random.default_rng(3)
     x = mg.Tensor(rng.normal(size=(6, 3)), requires_grad=True)
