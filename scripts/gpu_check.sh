@@ -85,7 +85,13 @@ step tests 240 "$py" -m pytest -q -rfEs "${timeout_flag[@]}" -p no:cacheprovider
 step bench_train_step 60 "$py" benchmarks/train_step.py --quick --device gpu
 step bench_bn_backward 40 "$py" benchmarks/bn_backward.py --quick --device gpu
 step bench_column_dot 30 "$py" benchmarks/column_dot.py --quick --device gpu
+if command -v mpiexec >/dev/null && "$py" -c "import mpi4py" 2>/dev/null; then
+  step bench_distributed 60 "$py" benchmarks/distributed.py --quick --device gpu
+else
+  echo "== bench_distributed: skipped (no mpiexec or mpi4py here)"
+fi
 step example_train 60 "$py" examples/train.py --device gpu --epochs 3
+step example_classify 60 "$py" examples/classify.py --device gpu --epochs 3
 step example_seed_question 30 "$py" examples/seed_question.py
 
 {
