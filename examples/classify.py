@@ -30,6 +30,8 @@ import minigraph as mg
 from minigraph import nn, optim
 from minigraph.backend import check_device, to_device
 
+from train import progress_bar  # examples/train.py, beside this file
+
 SPLIT_SEED = 2018  # the train/test split is fixed, whatever --seed says
 TEST_FRACTION = 0.25
 
@@ -153,13 +155,6 @@ def train(
         "seconds": seconds,
         "history": history,
     }
-
-
-def progress_bar(total: int, enabled: bool) -> Any:
-    """A tqdm bar over epochs on stderr (disabled: it draws nothing). Meant to serve train.py too."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="epochs", unit="epoch", disable=not enabled, file=sys.stderr)
 
 
 def plot_history(history: dict, baseline: float, path: str) -> None:

@@ -203,7 +203,7 @@ def train(
     xp = get_array_module(x_train)
     n = len(split.x_train)
 
-    bar = _progress(epochs, progress and rank == 0)
+    bar = progress_bar(epochs, progress and rank == 0)
     history: dict[str, list[float]] = {"train": [], "val": []}
     best_epoch, best_val, diverged = 0, math.inf, False
     start = time.perf_counter()
@@ -272,8 +272,8 @@ def train(
     }
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    """A tqdm bar over epochs, or a do-nothing stand-in when disabled."""
+def progress_bar(total: int, enabled: bool) -> Any:
+    """A tqdm bar over epochs on stderr (disabled: it draws nothing); classify.py uses it too."""
     from tqdm import tqdm
 
     return tqdm(total=total, desc="epochs", unit="epoch", disable=not enabled, file=sys.stderr)
