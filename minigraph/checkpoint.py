@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numbers
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
 from collections.abc import Mapping
 from typing import IO, Any
@@ -56,15 +57,43 @@ def _write_archive(handle: IO[bytes], arrays: dict[str, numpy.ndarray]) -> None:
                 numpy.lib.format.write_array(member, array, allow_pickle=False)
 
 
+def _new_temporary(path: str) -> tuple[int, str]:
+    """An open descriptor and the name of a new empty file beside ``path``, with the permissions
+    ``open(path, "wb")`` would leave: those of the file it replaces, else 0o666 less the umask.
+
+    (``tempfile.mkstemp`` makes 0o600 files, so every checkpoint would become private to its
+    owner, unreadable by a group or by a server running as another user.)
+    """
+    folder, name = os.path.split(path)
+    while True:
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                                 0o666)  # the system applies the umask
+            break
+        except FileExistsError:
+            continue
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:  # no previous checkpoint: the umask decided
+        return descriptor, temporary
+    try:
+        os.chmod(temporary, mode)
+    except OSError:
+        pass  # e.g. a file system without permissions; the umask's default stands
+    return descriptor, temporary
+
+
 def save(obj: Any, file: str | os.PathLike | IO[bytes]) -> None:
     """Write a state dict (or a module's ``state_dict()``) to ``file`` as an ``.npz`` archive.
 
-    ``file``: a path, written exactly as given (no suffix is added), or a binary
-    file object. Values may be arrays (NumPy or CuPy), Tensors or numbers (stored
+    ``file``: a path, written exactly as given (no suffix is added; a symlink is
+    followed, so the file it names is updated), or a binary file object. Values may be arrays (NumPy or CuPy), Tensors or numbers (stored
     as 0-d arrays); anything else is refused before the file is touched. A path
     is written atomically: to a temporary file in the same folder, flushed and
     synced, then renamed over the target, so a failed or interrupted save leaves
-    the previous checkpoint intact. Read it back with ``nn.load``.
+    the previous checkpoint intact. The new file has the permissions ``open(path, "wb")``
+    would leave: the old file's, or the umask's default. Read it back with ``nn.load``.
     """
     state = obj.state_dict() if callable(getattr(obj, "state_dict", None)) else obj
     if not isinstance(state, Mapping):
@@ -74,10 +103,10 @@ def save(obj: Any, file: str | os.PathLike | IO[bytes]) -> None:
     if not isinstance(file, (str, os.PathLike)):
         _write_archive(file, arrays)
         return
-    path = os.fspath(file)
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                             dir=folder)
+    # Through a symlink ("latest.npz" -> "epoch_10.npz") to the file it names, as open() writes.
+    path = os.path.realpath(os.fspath(file))
+    folder = os.path.dirname(path)
+    descriptor, temporary = _new_temporary(path)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             _write_archive(handle, arrays)

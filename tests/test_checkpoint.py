@@ -69,6 +69,38 @@ def test_a_full_disk_leaves_the_old_checkpoint_intact_and_no_temporary(tmp_path)
     assert leftovers(tmp_path, "model.npz") == []
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_a_saved_file_has_the_permissions_open_would_give_it(tmp_path):
+    """Not the 0o600 of a bare temporary file: a checkpoint others must read stays readable."""
+    import os
+    import stat
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    umask = os.umask(0o022)
+    try:
+        (tmp_path / "by_open.bin").write_bytes(b"")
+        nn.save(small_state(), tmp_path / "new.npz")
+        assert mode(tmp_path / "new.npz") == mode(tmp_path / "by_open.bin") == 0o644
+        os.chmod(tmp_path / "new.npz", 0o640)  # chosen by the user: a save over it keeps it
+        nn.save(small_state(1), tmp_path / "new.npz")
+        assert mode(tmp_path / "new.npz") == 0o640
+    finally:
+        os.umask(umask)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges there")
+def test_a_save_through_a_symlink_updates_the_file_it_names(tmp_path):
+    target, link = tmp_path / "epoch_3.npz", tmp_path / "latest.npz"
+    nn.save({"w": np.zeros(2)}, target)
+    link.symlink_to(target.name)
+    nn.save({"w": np.ones(2)}, link)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(nn.load(target)["w"], np.ones(2))
+    assert leftovers(tmp_path, "") == ["epoch_3.npz", "latest.npz"]
+
+
 def test_a_successful_save_replaces_the_file_and_round_trips(tmp_path):
     path = tmp_path / "model.npz"
     nn.save(small_state(0), path)

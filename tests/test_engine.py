@@ -377,6 +377,24 @@ def test_a_backward_changing_the_dtype_is_an_error_not_a_silent_float64_grad():
     assert x.grad is None
 
 
+def test_a_users_subclass_of_a_verified_op_is_checked_like_any_custom_function():
+    """Inheriting a proven backward is no proof: FromOutput's subclasses supply the derivative."""
+    from minigraph.ops.elementwise import FromOutput
+
+    class Softsign(FromOutput):
+        def compute(self, xp, x):
+            return x / (1 + abs(x))
+
+        def derivative(self, y):
+            return (1 - abs(y)).astype(np.float64) ** 2  # the slip: float64 in a float32 graph
+
+    x = mg.Tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"Softsign.backward returned shape \(3,\), dtype float64 "
+                                           r"on 'cpu' for input 0; expected .* dtype float32"):
+        mg.apply(Softsign(), x).sum().backward()
+    assert x.grad is None
+
+
 def test_apply_names_the_mistakes_of_custom_functions():
     with pytest.raises(TypeError, match=r"apply\(ReturnsBareArray\): input 0 is a ndarray; expected "
                                         r"Tensors. Wrap arrays first"):
