@@ -78,7 +78,7 @@ class Function:
     """
 
     __slots__ = ("needs_grad", "edges", "leaf_versions", "generation", "saved", "out_shape",
-                 "out_dtype", "hooks")
+                 "out_dtype", "out_type", "hooks")
     op = ""  # the public function's name, used in error messages
 
     def forward(self, *arrays: Any) -> Any:
@@ -198,6 +198,7 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
         fn.generation = generation + 1
         fn.out_shape = data.shape
         fn.out_dtype = data.dtype
+        fn.out_type = type(data)
         fn.hooks = None
         out._creator = fn
     else:
@@ -219,15 +220,13 @@ def _check_gradients(fn: Function, grads: Any) -> None:
         if isinstance(grad, numpy.generic):  # a 0-d gradient computed by NumPy; accepted, see _propagate
             grad = numpy.asarray(grad)
         shape, dtype, device = (edge.data.shape, edge.data.dtype, edge.device) if type(edge) is Tensor \
-            else (edge.out_shape, edge.out_dtype, None)
+            else (edge.out_shape, edge.out_dtype, "cpu" if edge.out_type is numpy.ndarray else "gpu")
         got = getattr(grad, "shape", None), getattr(grad, "dtype", None)
-        if not _is_array(grad) or got != (shape, dtype) or \
-                (device is not None and backend.device_of(grad) != device):
+        if not _is_array(grad) or got != (shape, dtype) or backend.device_of(grad) != device:
             what = (f"a {type(grad).__name__}" if not _is_array(grad) else
                     f"shape {grad.shape}, dtype {grad.dtype} on {backend.device_of(grad)!r}")
             raise RuntimeError(f"{fn.name}.backward returned {what} for input {index}; expected an "
-                               f"array of the input's shape {shape} and dtype {dtype}"
-                               f"{'' if device is None else f' on {device!r}'}")
+                               f"array of the input's shape {shape} and dtype {dtype} on {device!r}")
 
 
 def _check_leaf_versions(fn: Function) -> None:
@@ -608,20 +607,31 @@ _to_device: Callable[[Tensor, str], Tensor] | None = None  # bound by minigraph.
 def as_tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Tensor:
     """Coerce an op's argument to a Tensor.
 
-    Tensors pass through. Host arrays become constants on ``like``'s device (on
-    the default device without ``like``); GPU arrays stay where they are. A
-    Python number becomes a constant with ``like``'s dtype and device. Anything
-    else is a TypeError naming ``op`` and the argument.
+    Tensors pass through. A scalar, meaning a Python number, a NumPy scalar or a
+    0-d array on the host or on ``like``'s device (CuPy's reductions return 0-d
+    arrays, NumPy's return scalars), becomes a constant with ``like``'s dtype and
+    device, as in PyTorch. Other host arrays become constants on ``like``'s device
+    (on the default device without ``like``); GPU arrays stay where they are.
+    Anything else is a TypeError naming ``op`` and the argument.
     """
     if isinstance(value, Tensor):
         return value
+    if like is not None and _is_scalar(value) and not (backend.is_gpu_array(value) and like.device == "cpu"):
+        xp = backend.get_array_module(like.data)
+        return Tensor(xp.asarray(value, dtype=like.data.dtype), device=like.device)
     if isinstance(value, numpy.ndarray) or backend.is_gpu_array(value):
         device = like.device if like is not None and not backend.is_gpu_array(value) else None
         return Tensor(value, device=device)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and like is not None:
-        xp = backend.get_array_module(like.data)
-        return Tensor(xp.asarray(value, dtype=like.data.dtype))
     raise TypeError(f"{op}: {name} must be a Tensor or an array; got {type(value).__name__}")
+
+
+def _is_scalar(value: Any) -> bool:
+    """A real number that is not a bool: Python's, NumPy's, or a 0-d numeric array."""
+    if isinstance(value, bool):
+        return False
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "dtype"):
+        return value.dtype.kind in "iuf"
+    return isinstance(value, numbers.Real)
 
 
 def as_tensors(op: str, names: Sequence[str], values: Sequence[Any]) -> list[Tensor]:

@@ -155,3 +155,24 @@ def test_numpy_data_is_refused_inside_device_math(gpu):
         np.asarray(cupy.ones(2))
     with pytest.raises(TypeError):
         cupy.ones(2) + np.ones(2)
+
+
+def test_scalars_from_reductions_act_as_numbers_on_every_device(device, rng):
+    """NumPy reductions give scalars, CuPy's give 0-d arrays: both take the tensor's dtype, so the
+    same script works on both machines (as PyTorch treats 0-d tensors in type promotion)."""
+    stats = mg.backend.to_device(rng.normal(size=100), device)  # float64 data on the device
+    x = mg.Tensor(rng.normal(size=(3, 2)).astype(np.float32), requires_grad=True)
+    y = (x - stats.mean()) * stats.std() + np.float64(1.0) + np.array(2.0)
+    assert y.dtype == np.float32 and y.device == device
+    y.sum().backward()
+    np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"),
+                               np.full((3, 2), float(stats.std())), rtol=1e-6)
+    with pytest.raises(TypeError, match="different dtypes"):
+        x * stats[:1]  # a (1,) array is data, not a scalar: the dtype rule holds
+
+
+def test_numbers_join_an_explicitly_placed_tensor_whatever_the_default(gpu, monkeypatch):
+    monkeypatch.setenv("MINIGRAPH_DEVICE", "gpu")
+    on_cpu = mg.Tensor(np.ones(3), device="cpu")
+    assert (on_cpu + 1.0).device == "cpu" and (2 * on_cpu).device == "cpu"
+    assert (on_cpu * np.float64(3)).device == "cpu"

@@ -547,3 +547,22 @@ def test_numpy_scalars_keep_their_dtype_and_none_is_not_a_number():
         mg.Tensor(None)
     with pytest.raises(TypeError, match="object"):
         mg.Tensor([1.0, None])
+
+
+class ReturnsHostGradient(mg.Function):
+    """A custom op whose backward forgets to stay on the device."""
+
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, grad_output):
+        return (mg.backend.to_device(grad_output * 2, "cpu"),)
+
+
+def test_a_custom_backward_leaving_the_device_is_named_even_for_an_intermediate_input(gpu):
+    x = mg.Tensor(np.ones((2, 2)), requires_grad=True, device=gpu)
+    hidden = mg.relu(x)  # an intermediate: its gradient goes on to relu's backward, not to a leaf
+    out = mg.apply(ReturnsHostGradient(), hidden)
+    with pytest.raises(RuntimeError, match=r"ReturnsHostGradient.backward returned shape \(2, 2\), dtype "
+                                           r"float64 on 'cpu' for input 0; .* on 'gpu'"):
+        out.backward(np.ones((2, 2)))
