@@ -495,7 +495,7 @@ class Tensor:
         )
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Tensor):
+        if isinstance(other, Tensor) or other is None:  # None: so that `t in [None, t]` works
             return self is other
         raise TypeError(
             f"Tensor == {type(other).__name__}: minigraph has no elementwise comparisons "

@@ -566,3 +566,11 @@ def test_a_custom_backward_leaving_the_device_is_named_even_for_an_intermediate_
     with pytest.raises(RuntimeError, match=r"ReturnsHostGradient.backward returned shape \(2, 2\), dtype "
                                            r"float64 on 'cpu' for input 0; .* on 'gpu'"):
         out.backward(np.ones((2, 2)))
+
+
+def test_tensors_compare_by_identity_with_tensors_and_none_and_refuse_values():
+    t, u = mg.Tensor(np.zeros(2)), mg.Tensor(np.zeros(2))
+    assert t == t and not (t == u) and t != u and {t: 1}[t] == 1
+    assert t in [None, u, t] and not (t == None)  # noqa: E711 (the point of the test)
+    with pytest.raises(TypeError, match="no elementwise comparisons"):
+        t == 0
