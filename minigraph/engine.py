@@ -322,6 +322,12 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
 
 def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
     pending = {fn: grad}
+    # A leaf reached by several paths (x * x, a weight shared by two layers) gets its
+    # contributions summed here first; only the total goes through its hooks into .grad, so
+    # a hook runs once per pass and sees the leaf's whole gradient, as in PyTorch. A clipping
+    # or recording hook would otherwise act on each partial gradient. The sums are our own
+    # arrays (a shared one is copied on arrival), so nothing the pass does later can edit them.
+    leaf_grads: dict = {}
     tie = itertools.count()  # heap entries never compare Functions
     heap = [(-fn.generation, next(tie), fn)]
     while heap:
@@ -349,12 +355,17 @@ def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
             if type(grad) is not numpy.ndarray and isinstance(grad, numpy.generic):
                 grad = numpy.asarray(grad)  # NumPy math on 0-d arrays returns scalars
             if type(edge) is Tensor:
-                _accumulate_leaf(edge, grad, verified and _fresh(grad, grad_output, grads))
+                if edge in leaf_grads:
+                    leaf_grads[edge] = leaf_grads[edge] + grad
+                else:
+                    leaf_grads[edge] = grad if verified and _fresh(grad, grad_output, grads) else grad.copy()
             elif edge in pending:
                 pending[edge] = pending[edge] + grad
             else:
                 pending[edge] = grad
                 heapq.heappush(heap, (-edge.generation, next(tie), edge))
+    for leaf, total in leaf_grads.items():
+        _accumulate_leaf(leaf, total, fresh=True)
 
 
 _FLOAT_DTYPES = ("float32", "float64")

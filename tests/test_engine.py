@@ -444,6 +444,21 @@ def test_a_leaf_hook_and_a_queued_callback_run_in_order_after_the_gradients(on, 
         mg.engine.queue_callback(lambda: None)
 
 
+def test_a_leaf_hook_runs_once_on_the_total_of_every_path(on, rng):
+    """x reaches the loss three times; the hook must see d/dx = 2x + w once, as in PyTorch,
+    not each partial gradient (clipping each part would give another answer)."""
+    x_host, w_host = rng.normal(size=(3, 4)) * 2, rng.normal(size=(3, 4))
+    x = leaf(on, x_host)
+    seen = []
+    x.register_hook(lambda grad: seen.append(mg.backend.to_device(grad, "cpu").copy()))
+    x.register_hook(lambda grad: grad.clip(-1.0, 1.0))
+    ((x * x).sum() + (x * on(w_host)).sum()).backward()
+    total = 2 * x_host + w_host
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], total, rtol=1e-12)
+    np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"), total.clip(-1.0, 1.0), rtol=1e-12)
+
+
 def test_a_hook_returning_a_wrong_shape_is_an_error(rng):
     x = mg.Tensor(rng.normal(size=(2, 2)), requires_grad=True)
     y = mg.relu(x)
