@@ -253,6 +253,13 @@ def _run_hooks(hooks: list, grad: Any, where: str) -> Any:
     return grad
 
 
+def _sum(a: Any, b: Any) -> Any:
+    """a + b for two gradients, an array even when both are 0-d (NumPy would give a scalar,
+    and a 0-d parameter's .grad must stay an array, as its data is)."""
+    total = a + b
+    return numpy.asarray(total) if isinstance(total, numpy.generic) else total
+
+
 def _accumulate_leaf(leaf: "Tensor", grad: Any, fresh: bool = False) -> None:
     """Add ``grad`` into ``leaf.grad``. The first gradient becomes ``.grad`` as it is only when
     ``fresh`` (nobody else holds it); otherwise it is copied, since it may be the caller's
@@ -264,7 +271,7 @@ def _accumulate_leaf(leaf: "Tensor", grad: Any, fresh: bool = False) -> None:
     if leaf._grad is None:
         leaf._grad = grad if fresh else grad.copy()
     else:
-        leaf._grad = leaf._grad + grad
+        leaf._grad = _sum(leaf._grad, grad)
 
 
 def _fresh(grad: Any, grad_output: Any, grads: tuple) -> bool:
@@ -356,11 +363,11 @@ def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
                 grad = numpy.asarray(grad)  # NumPy math on 0-d arrays returns scalars
             if type(edge) is Tensor:
                 if edge in leaf_grads:
-                    leaf_grads[edge] = leaf_grads[edge] + grad
+                    leaf_grads[edge] = _sum(leaf_grads[edge], grad)
                 else:
                     leaf_grads[edge] = grad if verified and _fresh(grad, grad_output, grads) else grad.copy()
             elif edge in pending:
-                pending[edge] = pending[edge] + grad
+                pending[edge] = _sum(pending[edge], grad)
             else:
                 pending[edge] = grad
                 heapq.heappush(heap, (-edge.generation, next(tie), edge))

@@ -420,6 +420,17 @@ def test_one_array_returned_for_two_leaves_becomes_two_grads():
     np.testing.assert_array_equal(b.grad, [1.0, 1.0])
 
 
+def test_a_0d_leaf_reached_twice_keeps_an_array_gradient(on):
+    """NumPy adds two 0-d arrays into a scalar; a learnable scalar's .grad must stay an array
+    (in-place edits such as grad[...] = 0 need one), like its data."""
+    x = leaf(on, np.array(1.5))
+    (x * x).backward()
+    (x * x).backward()  # and accumulated over two passes
+    assert type(x.grad) is type(x.data) and x.grad.shape == ()
+    np.testing.assert_allclose(float(x.grad), 2 * 2 * 1.5)
+    x.grad[...] = 0.0
+
+
 # --- hooks ------------------------------------------------------------------------------------
 def test_a_hook_on_an_output_sees_and_may_replace_its_gradient(on, rng):
     x = leaf(on, rng.normal(size=(4, 3)))
