@@ -242,13 +242,21 @@ def _check_leaf_versions(fn: Function) -> None:
 
 
 def _run_hooks(hooks: list, grad: Any, where: str) -> Any:
-    """Each hook sees the gradient and may return a replacement of the same shape and dtype."""
+    """Each hook sees the gradient and may return a replacement of the same shape, dtype and
+    device: an array, or a Tensor (its data is taken, as ``backward(grad)`` and ``.grad =`` do)."""
     for hook in hooks:
         result = hook(grad)
         if result is not None:
-            if getattr(result, "shape", None) != grad.shape or result.dtype != grad.dtype:
-                raise RuntimeError(f"a hook on {where} returned {getattr(result, 'shape', type(result))}; "
-                                   f"expected None or an array of shape {grad.shape}, dtype {grad.dtype}")
+            if isinstance(result, Tensor):
+                result = result.data
+            elif isinstance(result, numpy.generic):  # NumPy math on a 0-d gradient returns scalars
+                result = numpy.asarray(result)
+            if not _is_array(result) or result.shape != grad.shape or result.dtype != grad.dtype \
+                    or backend.device_of(result) != backend.device_of(grad):
+                got = (f"{result.shape} {result.dtype} on {backend.device_of(result)!r}" if _is_array(result)
+                       else f"a {type(result).__name__}")
+                raise RuntimeError(f"a hook on {where} returned {got}; expected None or an array of "
+                                   f"shape {grad.shape}, dtype {grad.dtype} on {backend.device_of(grad)!r}")
             grad = result
     return grad
 
@@ -566,8 +574,8 @@ class Tensor:
     def register_hook(self, hook: Callable[[Any], Any]) -> Callable[[], None]:
         """Call ``hook(grad)`` when backward computes this tensor's gradient; returns a remover.
 
-        ``hook`` may return None or a replacement array of the same shape and
-        dtype, which then flows on (to the op that made this tensor, or into a
+        ``hook`` may return None or a replacement array (or Tensor) of the same
+        shape, dtype and device, which then flows on (to the op that made this tensor, or into a
         leaf's ``.grad``). It may call ``engine.queue_callback`` to run code
         once the whole backward pass has finished.
         """

@@ -470,6 +470,20 @@ def test_a_leaf_hook_runs_once_on_the_total_of_every_path(on, rng):
     np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"), total.clip(-1.0, 1.0), rtol=1e-12)
 
 
+def test_a_hook_may_return_a_tensor_and_a_non_array_is_a_clear_error(on, rng):
+    """backward(grad) and .grad = accept Tensors, so hooks do too (they crashed on .base/.copy)."""
+    x_host = rng.normal(size=(3, 2))
+    x = leaf(on, x_host)
+    h = mg.tanh(x)
+    h.register_hook(lambda grad: mg.Tensor(grad * 2))
+    x.register_hook(lambda grad: mg.Tensor(grad * 3))
+    h.sum().backward()
+    np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"), 6 * (1 - np.tanh(x_host) ** 2), rtol=1e-12)
+    x.register_hook(lambda grad: grad.tolist())
+    with pytest.raises(RuntimeError, match=r"a hook on a leaf of shape \(3, 2\) returned a list; expected"):
+        mg.tanh(x).sum().backward()
+
+
 def test_a_hook_returning_a_wrong_shape_is_an_error(rng):
     x = mg.Tensor(rng.normal(size=(2, 2)), requires_grad=True)
     y = mg.relu(x)
