@@ -242,15 +242,30 @@ def _check_leaf_versions(fn: Function) -> None:
 
 
 def _run_hooks(hooks: list, grad: Any, where: str) -> Any:
-    """Each hook sees the gradient and may return a replacement of the same shape and dtype."""
+    """Each hook sees the gradient and may return a replacement of the same shape, dtype and
+    device: an array, or a Tensor (its data is taken, as ``backward(grad)`` and ``.grad =`` do)."""
     for hook in hooks:
         result = hook(grad)
         if result is not None:
-            if getattr(result, "shape", None) != grad.shape or result.dtype != grad.dtype:
-                raise RuntimeError(f"a hook on {where} returned {getattr(result, 'shape', type(result))}; "
-                                   f"expected None or an array of shape {grad.shape}, dtype {grad.dtype}")
+            if isinstance(result, Tensor):
+                result = result.data
+            elif isinstance(result, numpy.generic):  # NumPy math on a 0-d gradient returns scalars
+                result = numpy.asarray(result)
+            if not _is_array(result) or result.shape != grad.shape or result.dtype != grad.dtype \
+                    or backend.device_of(result) != backend.device_of(grad):
+                got = (f"{result.shape} {result.dtype} on {backend.device_of(result)!r}" if _is_array(result)
+                       else f"a {type(result).__name__}")
+                raise RuntimeError(f"a hook on {where} returned {got}; expected None or an array of "
+                                   f"shape {grad.shape}, dtype {grad.dtype} on {backend.device_of(grad)!r}")
             grad = result
     return grad
+
+
+def _sum(a: Any, b: Any) -> Any:
+    """a + b for two gradients, an array even when both are 0-d (NumPy would give a scalar,
+    and a 0-d parameter's .grad must stay an array, as its data is)."""
+    total = a + b
+    return numpy.asarray(total) if isinstance(total, numpy.generic) else total
 
 
 def _accumulate_leaf(leaf: "Tensor", grad: Any, fresh: bool = False) -> None:
@@ -264,7 +279,7 @@ def _accumulate_leaf(leaf: "Tensor", grad: Any, fresh: bool = False) -> None:
     if leaf._grad is None:
         leaf._grad = grad if fresh else grad.copy()
     else:
-        leaf._grad = leaf._grad + grad
+        leaf._grad = _sum(leaf._grad, grad)
 
 
 def _fresh(grad: Any, grad_output: Any, grads: tuple) -> bool:
@@ -322,6 +337,12 @@ def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:
 
 def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
     pending = {fn: grad}
+    # A leaf reached by several paths (x * x, a weight shared by two layers) gets its
+    # contributions summed here first; only the total goes through its hooks into .grad, so
+    # a hook runs once per pass and sees the leaf's whole gradient, as in PyTorch. A clipping
+    # or recording hook would otherwise act on each partial gradient. The sums are our own
+    # arrays (a shared one is copied on arrival), so nothing the pass does later can edit them.
+    leaf_grads: dict = {}
     tie = itertools.count()  # heap entries never compare Functions
     heap = [(-fn.generation, next(tie), fn)]
     while heap:
@@ -349,12 +370,17 @@ def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
             if type(grad) is not numpy.ndarray and isinstance(grad, numpy.generic):
                 grad = numpy.asarray(grad)  # NumPy math on 0-d arrays returns scalars
             if type(edge) is Tensor:
-                _accumulate_leaf(edge, grad, verified and _fresh(grad, grad_output, grads))
+                if edge in leaf_grads:
+                    leaf_grads[edge] = _sum(leaf_grads[edge], grad)
+                else:
+                    leaf_grads[edge] = grad if verified and _fresh(grad, grad_output, grads) else grad.copy()
             elif edge in pending:
-                pending[edge] = pending[edge] + grad
+                pending[edge] = _sum(pending[edge], grad)
             else:
                 pending[edge] = grad
                 heapq.heappush(heap, (-edge.generation, next(tie), edge))
+    for leaf, total in leaf_grads.items():
+        _accumulate_leaf(leaf, total, fresh=True)
 
 
 _FLOAT_DTYPES = ("float32", "float64")
@@ -548,8 +574,8 @@ class Tensor:
     def register_hook(self, hook: Callable[[Any], Any]) -> Callable[[], None]:
         """Call ``hook(grad)`` when backward computes this tensor's gradient; returns a remover.
 
-        ``hook`` may return None or a replacement array of the same shape and
-        dtype, which then flows on (to the op that made this tensor, or into a
+        ``hook`` may return None or a replacement array (or Tensor) of the same
+        shape, dtype and device, which then flows on (to the op that made this tensor, or into a
         leaf's ``.grad``). It may call ``engine.queue_callback`` to run code
         once the whole backward pass has finished.
         """

@@ -420,6 +420,17 @@ def test_one_array_returned_for_two_leaves_becomes_two_grads():
     np.testing.assert_array_equal(b.grad, [1.0, 1.0])
 
 
+def test_a_0d_leaf_reached_twice_keeps_an_array_gradient(on):
+    """NumPy adds two 0-d arrays into a scalar; a learnable scalar's .grad must stay an array
+    (in-place edits such as grad[...] = 0 need one), like its data."""
+    x = leaf(on, np.array(1.5))
+    (x * x).backward()
+    (x * x).backward()  # and accumulated over two passes
+    assert type(x.grad) is type(x.data) and x.grad.shape == ()
+    np.testing.assert_allclose(float(x.grad), 2 * 2 * 1.5)
+    x.grad[...] = 0.0
+
+
 # --- hooks ------------------------------------------------------------------------------------
 def test_a_hook_on_an_output_sees_and_may_replace_its_gradient(on, rng):
     x = leaf(on, rng.normal(size=(4, 3)))
@@ -442,6 +453,35 @@ def test_a_leaf_hook_and_a_queued_callback_run_in_order_after_the_gradients(on, 
     assert events == ["leaf hook", ("done", True)]
     with pytest.raises(RuntimeError, match="queue_callback: no backward pass is running"):
         mg.engine.queue_callback(lambda: None)
+
+
+def test_a_leaf_hook_runs_once_on_the_total_of_every_path(on, rng):
+    """x reaches the loss three times; the hook must see d/dx = 2x + w once, as in PyTorch,
+    not each partial gradient (clipping each part would give another answer)."""
+    x_host, w_host = rng.normal(size=(3, 4)) * 2, rng.normal(size=(3, 4))
+    x = leaf(on, x_host)
+    seen = []
+    x.register_hook(lambda grad: seen.append(mg.backend.to_device(grad, "cpu").copy()))
+    x.register_hook(lambda grad: grad.clip(-1.0, 1.0))
+    ((x * x).sum() + (x * on(w_host)).sum()).backward()
+    total = 2 * x_host + w_host
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], total, rtol=1e-12)
+    np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"), total.clip(-1.0, 1.0), rtol=1e-12)
+
+
+def test_a_hook_may_return_a_tensor_and_a_non_array_is_a_clear_error(on, rng):
+    """backward(grad) and .grad = accept Tensors, so hooks do too (they crashed on .base/.copy)."""
+    x_host = rng.normal(size=(3, 2))
+    x = leaf(on, x_host)
+    h = mg.tanh(x)
+    h.register_hook(lambda grad: mg.Tensor(grad * 2))
+    x.register_hook(lambda grad: mg.Tensor(grad * 3))
+    h.sum().backward()
+    np.testing.assert_allclose(mg.backend.to_device(x.grad, "cpu"), 6 * (1 - np.tanh(x_host) ** 2), rtol=1e-12)
+    x.register_hook(lambda grad: grad.tolist())
+    with pytest.raises(RuntimeError, match=r"a hook on a leaf of shape \(3, 2\) returned a list; expected"):
+        mg.tanh(x).sum().backward()
 
 
 def test_a_hook_returning_a_wrong_shape_is_an_error(rng):

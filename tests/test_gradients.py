@@ -83,6 +83,19 @@ def test_batch_norm_eval_gradients(on, rng, shape, batch_norm_path):
     assert mg.gradcheck(fn, [x, gamma, beta])
 
 
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("wanted", ["x", "gamma", "beta", "x gamma", "x beta", "gamma beta"])
+def test_batch_norm_gradients_when_only_some_inputs_want_them(on, rng, wanted, training,
+                                                              batch_norm_path):
+    """A frozen input or scale (requires_grad=False) must not break the others' gradients:
+    eval mode with only beta trainable once saved nothing and failed in backward."""
+    running_mean, running_var = on(rng.normal(size=3)), on(rng.uniform(0.5, 2.0, size=3))
+    inputs = [mg.Tensor(on(rng.normal(size=shape)), requires_grad=name in wanted.split())
+              for name, shape in (("x", (5, 3)), ("gamma", (3,)), ("beta", (3,)))]
+    fn = lambda x, g, b: mg.batch_norm(x, g, b, running_mean, running_var, training=training)
+    assert mg.gradcheck(fn, inputs)
+
+
 def test_batch_norm_without_affine_parameters(on, rng, batch_norm_path):
     assert mg.gradcheck(lambda x: mg.batch_norm(x, None, None), [param(on, rng, 6, 3)])
 

@@ -141,9 +141,10 @@ class BatchNormEval(Function):
             y = centred * (gamma * inv_std)
             y += beta
         self.running_mean = self.running_var = None  # read; the graph need not keep them
-        needs_x, needs_gamma, _ = self.needs_grad
-        if needs_x or needs_gamma:
-            self.saved = (centred if needs_gamma else None, inv_std, gamma)
+        # Saved whenever backward can run, even for dβ alone: it unpacks all three. The (p,)
+        # arrays cost nothing; the (N, p) Xc is kept only for dγ.
+        if any(self.needs_grad):
+            self.saved = (centred if self.needs_grad[1] else None, inv_std, gamma)
         return y
 
     def backward(self, grad_output: Any) -> tuple:
