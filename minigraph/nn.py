@@ -255,6 +255,14 @@ class Module:
         for key, target in targets.items():
             if key in state_dict:
                 sources[key] = _loadable(key, state_dict[key], target)
+                # Checked with the values, before anything is copied: a read-only array failing
+                # midway would leave the model half loaded, and a zero-stride view (a broadcast
+                # buffer) takes the copy on CuPy, keeping one element of it for every position.
+                if not backend.can_update_in_place(target):
+                    raise ValueError(f"load_state_dict: the model's {key!r} is read-only or a "
+                                     f"broadcast view, so it cannot be loaded in place; nothing "
+                                     f"was loaded. Give the module writable arrays first: a parameter "
+                                     f"Tensor(array.copy(), requires_grad=True), a buffer array.copy()")
         for key, value in sources.items():
             # In place, so optimizers and graphs holding these arrays see the new values.
             targets[key][...] = value
@@ -294,11 +302,16 @@ def _loadable(key: str, value: Any, target: Any) -> Any:
     """``value`` checked and converted to ``target``'s device and dtype (a copy when it must move)."""
     value = value.data if isinstance(value, Tensor) else value
     if not _is_array(value):
+        # Without a dtype first: asarray(None, dtype=float32) is nan and asarray("2.5", ...) is
+        # 2.5, so a None or a string would load silently into a one-element parameter.
         try:
-            value = numpy.asarray(value, dtype=target.dtype)
+            converted = numpy.asarray(value)
         except (TypeError, ValueError):
+            converted = None
+        if converted is None or converted.dtype.kind not in "biuf":
             raise TypeError(f"load_state_dict: {key!r} is {_describe(value)}; expected an "
                             f"array of shape {target.shape}") from None
+        value = converted
     if value.shape != target.shape:
         hint = (f" It is the transpose: {_TORCH_LAYOUT}" if value.ndim == 2 and value.shape == target.shape[::-1]
                 else " (was the model built with the same sizes?)")

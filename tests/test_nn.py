@@ -433,6 +433,43 @@ def test_load_state_dict_with_a_bad_value_overwrites_nothing():
     np.testing.assert_array_equal(layer.weight.numpy(), before)
 
 
+def test_load_state_dict_refuses_none_and_strings_instead_of_loading_nan_or_parsing_them():
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = mg.Tensor(np.float64(1.5), requires_grad=True)  # 0-d: any value "fits"
+
+    module = Scaled()
+    for value in (None, "2.5"):
+        with pytest.raises(TypeError, match=r"'scale' is a (NoneType|str); expected an array of shape \(\)"):
+            module.load_state_dict({"scale": value})
+        assert module.scale.item() == 1.5
+    module.load_state_dict({"scale": 2})  # a number is still an array of shape ()
+    assert module.scale.item() == 2.0
+
+
+def test_load_state_dict_into_a_read_only_or_broadcast_array_loads_nothing(on, device):
+    net = nn.Sequential(nn.Linear(3, 2, dtype=F64, rng=0), nn.BatchNorm1d(2, dtype=F64))
+    xp = mg.backend.get_array_module(net[0].weight.data)
+    # A zero-stride view: read-only on NumPy, but writable on CuPy, where a copy into it would
+    # silently keep one element for both features.
+    net[1].running_var = xp.broadcast_to(on(np.ones(1)), (2,))
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    new = {k: v + np.arange(1.0, v.size + 1).reshape(v.shape) for k, v in before.items()}
+    with pytest.raises(ValueError, match=r"'1.running_var' is read-only or a broadcast view.*nothing was loaded"):
+        net.load_state_dict(new)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    if device == "cpu":  # NumPy's read-only flag, on a parameter this time
+        net[1].running_var = np.ones(2)
+        frozen = np.zeros(2)
+        frozen.flags.writeable = False
+        net[0].bias = mg.Tensor(frozen, requires_grad=True)
+        with pytest.raises(ValueError, match=r"'0.bias' is read-only"):
+            net.load_state_dict(new)
+        np.testing.assert_array_equal(host(net[0].weight), before["0.weight"])
+
+
 def test_a_graph_built_before_load_state_dict_cannot_backward():
     layer = nn.Linear(3, 2, dtype=np.float64, device="cpu", rng=0)
     out = layer(mg.Tensor(np.ones((4, 3))))
