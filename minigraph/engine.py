@@ -144,6 +144,10 @@ def _is_array(value: Any) -> bool:
 
 def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     """Run ``fn`` on the inputs' arrays and, if any input wants a gradient, record it."""
+    if not isinstance(fn, Function):
+        what = f"the class {fn.__name__}" if isinstance(fn, type) else f"a {type(fn).__name__}"
+        raise TypeError(f"apply: got {what}; expected a Function instance, one per call, e.g. "
+                        f"apply({fn.__name__ if isinstance(fn, type) else 'MyOp'}(), x)")
     arrays = [t.data for t in inputs if isinstance(t, Tensor)]
     if len(arrays) != len(inputs):
         bad = next(i for i, t in enumerate(inputs) if not isinstance(t, Tensor))

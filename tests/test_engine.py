@@ -401,6 +401,13 @@ def test_apply_names_the_mistakes_of_custom_functions():
         mg.apply(ReturnsBareArray(), np.ones(2))
     with pytest.raises(TypeError, match=r"ForwardReturnsAFloat.forward returned a float; expected an array"):
         mg.apply(ForwardReturnsAFloat(), mg.Tensor(np.ones(2)))
+    # The class for an instance (torch spells it MyOp.apply(x)): it was taken for an instance
+    # "applied already", named by a property object.
+    with pytest.raises(TypeError, match=r"apply: got the class ReturnsBareArray; expected a Function "
+                                        r"instance, one per call, e.g. apply\(ReturnsBareArray\(\), x\)"):
+        mg.apply(ReturnsBareArray, mg.Tensor(np.ones(2)))
+    with pytest.raises(TypeError, match=r"apply: got a function; expected a Function instance"):
+        mg.apply(lambda a: a, mg.Tensor(np.ones(2)))
 
 
 def test_applying_one_function_instance_twice_is_an_error():
