@@ -509,6 +509,16 @@ class Tensor:
 
     __hash__ = object.__hash__  # defining __eq__ would otherwise make Tensors unhashable
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        # Without it NumPy falls back on len() and indexing: numpy.asarray(t) was an object
+        # array of 0-d Tensors, one getitem node per element, and on the GPU a silent way
+        # around CuPy's refusal to convert implicitly.
+        raise TypeError(
+            f"numpy.asarray(Tensor of shape {self.data.shape}): a Tensor is not converted "
+            f"implicitly; expected an explicit t.numpy() (a host copy of the values, on either "
+            f"device) or float(t) for one element"
+        )
+
     def __repr__(self) -> str:
         grad = f", grad_fn={self._creator.name}" if self._creator is not None else (
             ", requires_grad=True" if self.requires_grad else "")
