@@ -176,6 +176,10 @@ class Module:
     # --- modes and devices ----------------------------------------------
     def train(self, mode: bool = True) -> "Module":
         """Set training mode (``mode=False``: evaluation) here and in every sub-module; returns self."""
+        # As PyTorch: train("eval") or train("False") would otherwise mean training.
+        if not isinstance(mode, (bool, numpy.bool_)):
+            raise ValueError(f"{type(self).__name__}.train: got mode={mode!r}; expected True or "
+                             f"False (module.eval() is train(False))")
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
@@ -337,9 +341,10 @@ def _resolve_float_dtype(layer: str, dtype: Any) -> numpy.dtype:
         resolved = numpy.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved is None or resolved.kind != "f":
-        raise TypeError(f"{layer}: got dtype={dtype!r}; expected a float dtype such as "
-                        f"numpy.float32 or numpy.float64")
+    # float16 and longdouble are float dtypes too, but no Tensor holds them.
+    if resolved is None or resolved.name not in ("float32", "float64"):
+        raise TypeError(f"{layer}: got dtype={dtype!r}; expected a float dtype, numpy.float32 or "
+                        f"numpy.float64")
     return resolved
 
 
@@ -370,7 +375,11 @@ class Linear(Module):
         self.out_features = checks.integer("Linear", "out_features", out_features, low=1)
         dtype = _resolve_float_dtype("Linear", dtype)
         device = backend.default_device() if device is None else backend.check_device(device)
-        generator = numpy.random.default_rng(rng)
+        try:
+            generator = numpy.random.default_rng(rng)
+        except (TypeError, ValueError):  # NumPy's message names neither the layer nor the argument
+            raise TypeError(f"Linear: got rng={rng!r}; expected None, a non-negative int seed or a "
+                            f"numpy.random.Generator") from None
         # Drawn in float64 on the host, so a seed gives the same weights on every device and dtype.
         weight = generator.normal(0.0, math.sqrt(2.0 / self.in_features),
                                   size=(self.in_features, self.out_features))

@@ -159,6 +159,11 @@ def test_train_and_eval_recurse_and_return_self():
     assert all(m.training for m in net.modules())
     net.body.eval()
     assert net.training and not net.body[1][0].training
+    for mode in ("eval", "False", None, 0):  # PyTorch refuses them too; "eval" meant training
+        with pytest.raises(ValueError, match=rf"Net.train: got mode={mode!r}; expected True or False"):
+            net.train(mode)
+    assert net.training and not net.body[1][0].training  # unchanged by the refused calls
+    assert net.train(np.True_) is net and net.body[1][0].training
 
 
 def test_forward_must_be_defined():
@@ -215,6 +220,14 @@ def test_linear_layer_rejects_bad_input_through_its_op():
         nn.Linear(0, 3)
     with pytest.raises(TypeError, match=r"Linear: got dtype=.*int64.*expected a float dtype"):
         nn.Linear(2, 3, dtype=np.int64)
+    # A float dtype no Tensor holds was refused by Tensor(), naming neither the layer nor dtype=.
+    for layer in (nn.Linear, nn.BatchNorm1d):
+        with pytest.raises(TypeError, match=rf"{layer.__name__}: got dtype=.*float16.*expected a float dtype"):
+            layer(2, 3, dtype=np.float16) if layer is nn.Linear else layer(2, dtype=np.float16)
+    # NumPy's own message was "SeedSequence expects int or sequence of ints for entropy not a".
+    for seed in ("a", -1, 1.5):
+        with pytest.raises(TypeError, match=rf"Linear: got rng={seed!r}; expected None, a non-negative int"):
+            nn.Linear(2, 3, rng=seed)
 
 
 # --- BatchNorm1d ------------------------------------------------------------------
