@@ -272,6 +272,20 @@ def test_batch_norm_layer_matches_torch_over_train_and_eval_calls(rng):
     np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-12)
 
 
+def test_batch_norm_layer_given_data_of_another_dtype_says_so(rng):
+    layer = nn.BatchNorm1d(3, device="cpu")  # float32, as in PyTorch
+    data = rng.normal(size=(4, 3))  # float64
+    # It was "running_mean is a ndarray of shape (3,), dtype float32 ...": a statistic the
+    # caller never passed, and no word of the layer's dtype.
+    for mode in ("train", "eval"):
+        getattr(layer, mode)()
+        with pytest.raises(ValueError, match=r"batch_norm: running_mean has dtype float32 but x has dtype "
+                                             r"float64; expected one dtype.*x.astype\(numpy.float32\).*"
+                                             r"nn.BatchNorm1d\(..., dtype=numpy.float64\)"):
+            layer(data)
+    np.testing.assert_array_equal(layer.running_mean, 0.0)
+
+
 def test_batch_norm_layer_ddof_changes_only_the_normalising_variance(rng):
     layer = nn.BatchNorm1d(2, ddof=1, eps=0.0, dtype=F64, device="cpu")
     x = rng.normal(size=(5, 2))
