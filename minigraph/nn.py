@@ -576,7 +576,7 @@ class Dropout(Module):
         super().__init__()
         self.p = checks.real("Dropout", "p", p, low=0.0, high=1.0, example="0.5")
         if rng is not None and not isinstance(rng, numbers.Integral):
-            backend.device_of_generator(rng)  # a TypeError now if it is no generator
+            backend.device_of_generator(rng, "Dropout", "rng")  # a TypeError now if it is no generator
         elif rng is not None:
             rng = checks.integer("Dropout", "rng", rng)
         self.rng = rng
