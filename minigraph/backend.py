@@ -162,14 +162,16 @@ def join_device(owner: str, name: str, array: Any, device: str) -> Any:
     return to_device(array, device)
 
 
-def device_of_generator(generator: Any) -> str:
-    """``'cpu'`` for a ``numpy.random.Generator``, ``'gpu'`` for a ``cupy.random.Generator``."""
+def device_of_generator(generator: Any, owner: str = "", name: str = "generator") -> str:
+    """``'cpu'`` for a ``numpy.random.Generator``, ``'gpu'`` for a ``cupy.random.Generator``;
+    a TypeError naming ``owner`` and the argument ``name`` for anything else."""
     if isinstance(generator, numpy.random.Generator):
         return "cpu"
     cp = _loaded_cupy()
     if cp is not None and isinstance(generator, cp.random.Generator):
         return "gpu"
-    raise TypeError(f"got a {type(generator).__name__} as a random generator; expected "
+    raise TypeError(f"{owner + ': ' if owner else ''}got {name}={generator!r}, a "
+                    f"{type(generator).__name__}; expected a random generator, "
                     f"numpy.random.default_rng(seed) or cupy.random.default_rng(seed)")
 
 

@@ -99,6 +99,9 @@ def save(obj: Any, file: str | os.PathLike | IO[bytes]) -> None:
     if not isinstance(state, Mapping):
         raise TypeError(f"nn.save: got a {type(obj).__name__}; expected a Module or a state dict "
                         f"(model.state_dict())")
+    if not isinstance(file, (str, os.PathLike)) and not callable(getattr(file, "write", None)):
+        raise TypeError(f"nn.save: file is a {type(file).__name__}; expected a path or a binary "
+                        f"file object, e.g. nn.save(model, 'model.npz')")
     arrays = {key: _saved_array(key, value) for key, value in state.items()}
     if not isinstance(file, (str, os.PathLike)):
         _write_archive(file, arrays)
@@ -139,6 +142,9 @@ def load(file: str | os.PathLike | IO[bytes]) -> dict[str, numpy.ndarray]:
     or text file, a truncated or empty file, pickled objects) is a ValueError
     naming the file.
     """
+    if not isinstance(file, (str, os.PathLike)) and not callable(getattr(file, "read", None)):
+        raise TypeError(f"nn.load: file is a {type(file).__name__}; expected a path or a binary "
+                        f"file object, e.g. nn.load('model.npz')")
     name = os.fspath(file) if isinstance(file, (str, os.PathLike)) else repr(file)
     arrays = {}
     try:

@@ -144,6 +144,10 @@ def _is_array(value: Any) -> bool:
 
 def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     """Run ``fn`` on the inputs' arrays and, if any input wants a gradient, record it."""
+    if not isinstance(fn, Function):
+        what = f"the class {fn.__name__}" if isinstance(fn, type) else f"a {type(fn).__name__}"
+        raise TypeError(f"apply: got {what}; expected a Function instance, one per call, e.g. "
+                        f"apply({fn.__name__ if isinstance(fn, type) else 'MyOp'}(), x)")
     arrays = [t.data for t in inputs if isinstance(t, Tensor)]
     if len(arrays) != len(inputs):
         bad = next(i for i, t in enumerate(inputs) if not isinstance(t, Tensor))
@@ -530,6 +534,16 @@ class Tensor:
         )
 
     __hash__ = object.__hash__  # defining __eq__ would otherwise make Tensors unhashable
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        # Without it NumPy falls back on len() and indexing: numpy.asarray(t) was an object
+        # array of 0-d Tensors, one getitem node per element, and on the GPU a silent way
+        # around CuPy's refusal to convert implicitly.
+        raise TypeError(
+            f"numpy.asarray(Tensor of shape {self.data.shape}): a Tensor is not converted "
+            f"implicitly; expected an explicit t.numpy() (a host copy of the values, on either "
+            f"device) or float(t) for one element"
+        )
 
     def __repr__(self) -> str:
         grad = f", grad_fn={self._creator.name}" if self._creator is not None else (

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy
 
-from . import backend
+from . import backend, checks
 from .engine import Tensor, no_grad
 
 
@@ -46,8 +46,9 @@ def gradcheck(
     if isinstance(inputs, Tensor) or not isinstance(inputs, Sequence):
         raise TypeError(f"gradcheck: inputs is a {type(inputs).__name__}; expected a list or "
                         f"tuple of the arguments of fn, e.g. [x, w]")
-    if not eps > 0:
-        raise ValueError(f"gradcheck: got eps={eps!r}; expected a positive step, e.g. 1e-6")
+    eps = checks.real("gradcheck", "eps", eps, low=0.0, low_open=True, example="1e-6")
+    atol = checks.real("gradcheck", "atol", atol, low=0.0, example="1e-5")
+    rtol = checks.real("gradcheck", "rtol", rtol, low=0.0, example="1e-3")
     inputs = list(inputs)
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
@@ -60,6 +61,16 @@ def gradcheck(
         if inputs[i].data.dtype != numpy.float64:
             raise TypeError(f"gradcheck: input {i} has dtype {inputs[i].data.dtype}; expected "
                             f"float64 (finite differences in lower precision are too noisy)")
+        # Each element is perturbed in place through a flat view, so the array must take writes
+        # and the view must be the array itself (a reshape of a strided array is a copy).
+        if not backend.can_update_in_place(inputs[i].data):
+            raise ValueError(f"gradcheck: input {i} is read-only or a broadcast view, and its "
+                             f"elements are perturbed in place; expected a writable array, e.g. "
+                             f"Tensor(array.copy(), requires_grad=True)")
+        if not inputs[i].data.flags.c_contiguous:
+            raise ValueError(f"gradcheck: input {i} is not C-contiguous, so its elements cannot be "
+                             f"perturbed through a flat view; expected a contiguous array, e.g. "
+                             f"Tensor(numpy.ascontiguousarray(array), requires_grad=True)")
 
     out = fn(*inputs)
     if not isinstance(out, Tensor):
@@ -89,8 +100,6 @@ def gradcheck(
         if grad.shape != x.data.shape or grad.dtype != x.data.dtype:
             raise GradcheckError(f"gradcheck: input {i}: backward gave shape {grad.shape} "
                                  f"dtype {grad.dtype}; expected {x.data.shape} {x.data.dtype}")
-        if not x.data.flags.c_contiguous:
-            raise ValueError(f"gradcheck: input {i} is not C-contiguous; pass a contiguous array")
         flat = x.data.reshape(-1)  # a view: perturbing it perturbs the input
         numeric = numpy.empty(flat.size)
         for k in range(flat.size):

@@ -176,6 +176,10 @@ class Module:
     # --- modes and devices ----------------------------------------------
     def train(self, mode: bool = True) -> "Module":
         """Set training mode (``mode=False``: evaluation) here and in every sub-module; returns self."""
+        # As PyTorch: train("eval") or train("False") would otherwise mean training.
+        if not isinstance(mode, (bool, numpy.bool_)):
+            raise ValueError(f"{type(self).__name__}.train: got mode={mode!r}; expected True or "
+                             f"False (module.eval() is train(False))")
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
@@ -255,6 +259,14 @@ class Module:
         for key, target in targets.items():
             if key in state_dict:
                 sources[key] = _loadable(key, state_dict[key], target)
+                # Checked with the values, before anything is copied: a read-only array failing
+                # midway would leave the model half loaded, and a zero-stride view (a broadcast
+                # buffer) takes the copy on CuPy, keeping one element of it for every position.
+                if not backend.can_update_in_place(target):
+                    raise ValueError(f"load_state_dict: the model's {key!r} is read-only or a "
+                                     f"broadcast view, so it cannot be loaded in place; nothing "
+                                     f"was loaded. Give the module writable arrays first: a parameter "
+                                     f"Tensor(array.copy(), requires_grad=True), a buffer array.copy()")
         for key, value in sources.items():
             # In place, so optimizers and graphs holding these arrays see the new values.
             targets[key][...] = value
@@ -294,11 +306,16 @@ def _loadable(key: str, value: Any, target: Any) -> Any:
     """``value`` checked and converted to ``target``'s device and dtype (a copy when it must move)."""
     value = value.data if isinstance(value, Tensor) else value
     if not _is_array(value):
+        # Without a dtype first: asarray(None, dtype=float32) is nan and asarray("2.5", ...) is
+        # 2.5, so a None or a string would load silently into a one-element parameter.
         try:
-            value = numpy.asarray(value, dtype=target.dtype)
+            converted = numpy.asarray(value)
         except (TypeError, ValueError):
+            converted = None
+        if converted is None or converted.dtype.kind not in "biuf":
             raise TypeError(f"load_state_dict: {key!r} is {_describe(value)}; expected an "
                             f"array of shape {target.shape}") from None
+        value = converted
     if value.shape != target.shape:
         hint = (f" It is the transpose: {_TORCH_LAYOUT}" if value.ndim == 2 and value.shape == target.shape[::-1]
                 else " (was the model built with the same sizes?)")
@@ -324,9 +341,10 @@ def _resolve_float_dtype(layer: str, dtype: Any) -> numpy.dtype:
         resolved = numpy.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved is None or resolved.kind != "f":
-        raise TypeError(f"{layer}: got dtype={dtype!r}; expected a float dtype such as "
-                        f"numpy.float32 or numpy.float64")
+    # float16 and longdouble are float dtypes too, but no Tensor holds them.
+    if resolved is None or resolved.name not in ("float32", "float64"):
+        raise TypeError(f"{layer}: got dtype={dtype!r}; expected a float dtype, numpy.float32 or "
+                        f"numpy.float64")
     return resolved
 
 
@@ -357,7 +375,11 @@ class Linear(Module):
         self.out_features = checks.integer("Linear", "out_features", out_features, low=1)
         dtype = _resolve_float_dtype("Linear", dtype)
         device = backend.default_device() if device is None else backend.check_device(device)
-        generator = numpy.random.default_rng(rng)
+        try:
+            generator = numpy.random.default_rng(rng)
+        except (TypeError, ValueError):  # NumPy's message names neither the layer nor the argument
+            raise TypeError(f"Linear: got rng={rng!r}; expected None, a non-negative int seed or a "
+                            f"numpy.random.Generator") from None
         # Drawn in float64 on the host, so a seed gives the same weights on every device and dtype.
         weight = generator.normal(0.0, math.sqrt(2.0 / self.in_features),
                                   size=(self.in_features, self.out_features))
@@ -554,7 +576,7 @@ class Dropout(Module):
         super().__init__()
         self.p = checks.real("Dropout", "p", p, low=0.0, high=1.0, example="0.5")
         if rng is not None and not isinstance(rng, numbers.Integral):
-            backend.device_of_generator(rng)  # a TypeError now if it is no generator
+            backend.device_of_generator(rng, "Dropout", "rng")  # a TypeError now if it is no generator
         elif rng is not None:
             rng = checks.integer("Dropout", "rng", rng)
         self.rng = rng

@@ -199,3 +199,14 @@ def test_a_transposed_weight_names_the_layout():
                                          r"It is the transpose: minigraph's Linear.weight is "
                                          r"\(in_features, out_features\)"):
         net.load_state_dict({"weight": np.ones((3, 4)), "bias": np.zeros(3)})
+
+
+def test_save_and_load_name_a_file_argument_that_is_no_path_or_file(tmp_path):
+    # Both failed inside zipfile: "'NoneType' object has no attribute 'write'" (or 'seek').
+    with pytest.raises(TypeError, match=r"nn.save: file is a NoneType; expected a path or a binary file"):
+        nn.save({"a": np.ones(2)}, None)
+    with pytest.raises(TypeError, match=r"nn.load: file is a NoneType; expected a path or a binary file"):
+        nn.load(None)
+    with pytest.raises(TypeError, match=r"nn.save: got a str; expected a Module or a state dict"):
+        nn.save(str(tmp_path / "m.npz"), {"a": np.ones(2)})  # torch.save's order, reversed
+    assert list(tmp_path.iterdir()) == []

@@ -181,8 +181,13 @@ def test_dropout_layer_is_seedable_and_the_identity_in_eval_mode(on, rng):
     assert repr(nn.Sequential(nn.Dropout(0.25))) == "Sequential(\n  (0): Dropout(p=0.25)\n)"
     with pytest.raises(ValueError, match=r"Dropout: got p=2"):
         nn.Dropout(2)
-    with pytest.raises(TypeError, match=r"got a str as a random generator"):
+    # These named neither the layer nor the argument ("got a str as a random generator").
+    with pytest.raises(TypeError, match=r"^Dropout: got rng='seed', a str; expected a random generator"):
         nn.Dropout(0.5, rng="seed")
+    with pytest.raises(TypeError, match=r"^Dropout: got rng=1.5, a float; expected a random generator"):
+        nn.Dropout(0.5, rng=1.5)
+    with pytest.raises(TypeError, match=r"^dropout: got generator=0, a int; expected a random generator"):
+        mg.dropout(x, 0.5, generator=0)
 
 
 def test_a_generator_of_one_device_is_refused_for_a_tensor_on_the_other(gpu):

@@ -401,6 +401,13 @@ def test_apply_names_the_mistakes_of_custom_functions():
         mg.apply(ReturnsBareArray(), np.ones(2))
     with pytest.raises(TypeError, match=r"ForwardReturnsAFloat.forward returned a float; expected an array"):
         mg.apply(ForwardReturnsAFloat(), mg.Tensor(np.ones(2)))
+    # The class for an instance (torch spells it MyOp.apply(x)): it was taken for an instance
+    # "applied already", named by a property object.
+    with pytest.raises(TypeError, match=r"apply: got the class ReturnsBareArray; expected a Function "
+                                        r"instance, one per call, e.g. apply\(ReturnsBareArray\(\), x\)"):
+        mg.apply(ReturnsBareArray, mg.Tensor(np.ones(2)))
+    with pytest.raises(TypeError, match=r"apply: got a function; expected a Function instance"):
+        mg.apply(lambda a: a, mg.Tensor(np.ones(2)))
 
 
 def test_applying_one_function_instance_twice_is_an_error():
@@ -614,3 +621,12 @@ def test_tensors_compare_by_identity_with_tensors_and_none_and_refuse_values():
     assert t in [None, u, t] and not (t == None)  # noqa: E711 (the point of the test)
     with pytest.raises(TypeError, match="no elementwise comparisons"):
         t == 0
+
+
+def test_numpy_conversion_of_a_tensor_is_refused_instead_of_an_object_array_of_tensors(device):
+    t = mg.Tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    for convert in (np.asarray, np.array, lambda v: np.asarray([v, v])):
+        with pytest.raises(TypeError, match=r"numpy.asarray\(Tensor of shape \(3, 2\)\): .* t.numpy\(\)"):
+            convert(t)
+    np.testing.assert_array_equal(t.numpy(), np.arange(6.0).reshape(3, 2))  # the explicit way
+    assert (np.ones(2) + mg.Tensor(np.ones(2))).device == device  # NumPy operands still defer to Tensor

@@ -73,6 +73,27 @@ def test_gradcheck_rejects_non_leaf_inputs_a_zero_step_and_a_bare_tensor(rng):
         mg.gradcheck(mg.relu, [x], eps=0)
     with pytest.raises(TypeError, match="inputs is a Tensor; expected a list"):
         mg.gradcheck(mg.relu, x)
+    with pytest.raises(ValueError, match=r"got eps='1e-6'; expected a finite number in \(0.0, inf\)"):
+        mg.gradcheck(mg.relu, [x], eps="1e-6")  # was: '>' not supported between str and int
+
+
+def test_gradcheck_refuses_inputs_it_cannot_perturb_in_place_before_calling_fn(on, device, rng):
+    calls = []
+
+    def fn(t):
+        calls.append(1)
+        return mg.relu(t)
+
+    if device == "cpu":  # NumPy's read-only flag (CuPy has none)
+        frozen = rng.normal(size=(2, 3))
+        frozen.flags.writeable = False
+        with pytest.raises(ValueError, match="input 0 is read-only or a broadcast view"):
+            mg.gradcheck(fn, [mg.Tensor(frozen, requires_grad=True)])  # was NumPy's 'assignment
+                                                                      # destination is read-only'
+    strided = mg.Tensor(on(rng.normal(size=(3, 4)))[:, ::2], requires_grad=True)
+    with pytest.raises(ValueError, match="input 0 is not C-contiguous"):
+        mg.gradcheck(fn, [strided])
+    assert not calls  # refused before fn ran, not after a backward pass
 
 
 def test_gradcheck_restores_its_inputs_even_when_fn_raises_midway(on, rng):

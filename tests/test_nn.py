@@ -159,6 +159,11 @@ def test_train_and_eval_recurse_and_return_self():
     assert all(m.training for m in net.modules())
     net.body.eval()
     assert net.training and not net.body[1][0].training
+    for mode in ("eval", "False", None, 0):  # PyTorch refuses them too; "eval" meant training
+        with pytest.raises(ValueError, match=rf"Net.train: got mode={mode!r}; expected True or False"):
+            net.train(mode)
+    assert net.training and not net.body[1][0].training  # unchanged by the refused calls
+    assert net.train(np.True_) is net and net.body[1][0].training
 
 
 def test_forward_must_be_defined():
@@ -215,6 +220,14 @@ def test_linear_layer_rejects_bad_input_through_its_op():
         nn.Linear(0, 3)
     with pytest.raises(TypeError, match=r"Linear: got dtype=.*int64.*expected a float dtype"):
         nn.Linear(2, 3, dtype=np.int64)
+    # A float dtype no Tensor holds was refused by Tensor(), naming neither the layer nor dtype=.
+    for layer in (nn.Linear, nn.BatchNorm1d):
+        with pytest.raises(TypeError, match=rf"{layer.__name__}: got dtype=.*float16.*expected a float dtype"):
+            layer(2, 3, dtype=np.float16) if layer is nn.Linear else layer(2, dtype=np.float16)
+    # NumPy's own message was "SeedSequence expects int or sequence of ints for entropy not a".
+    for seed in ("a", -1, 1.5):
+        with pytest.raises(TypeError, match=rf"Linear: got rng={seed!r}; expected None, a non-negative int"):
+            nn.Linear(2, 3, rng=seed)
 
 
 # --- BatchNorm1d ------------------------------------------------------------------
@@ -257,6 +270,20 @@ def test_batch_norm_layer_matches_torch_over_train_and_eval_calls(rng):
                                    rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), rtol=1e-12)
     np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-12)
+
+
+def test_batch_norm_layer_given_data_of_another_dtype_says_so(rng):
+    layer = nn.BatchNorm1d(3, device="cpu")  # float32, as in PyTorch
+    data = rng.normal(size=(4, 3))  # float64
+    # It was "running_mean is a ndarray of shape (3,), dtype float32 ...": a statistic the
+    # caller never passed, and no word of the layer's dtype.
+    for mode in ("train", "eval"):
+        getattr(layer, mode)()
+        with pytest.raises(ValueError, match=r"batch_norm: running_mean has dtype float32 but x has dtype "
+                                             r"float64; expected one dtype.*x.astype\(numpy.float32\).*"
+                                             r"nn.BatchNorm1d\(..., dtype=numpy.float64\)"):
+            layer(data)
+    np.testing.assert_array_equal(layer.running_mean, 0.0)
 
 
 def test_batch_norm_layer_ddof_changes_only_the_normalising_variance(rng):
@@ -431,6 +458,43 @@ def test_load_state_dict_with_a_bad_value_overwrites_nothing():
     with pytest.raises(TypeError, match=r"'bias' has dtype <U1; expected real numbers"):
         layer.load_state_dict({"weight": np.zeros((3, 2)), "bias": np.array(["a", "b"])})
     np.testing.assert_array_equal(layer.weight.numpy(), before)
+
+
+def test_load_state_dict_refuses_none_and_strings_instead_of_loading_nan_or_parsing_them():
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = mg.Tensor(np.float64(1.5), requires_grad=True)  # 0-d: any value "fits"
+
+    module = Scaled()
+    for value in (None, "2.5"):
+        with pytest.raises(TypeError, match=r"'scale' is a (NoneType|str); expected an array of shape \(\)"):
+            module.load_state_dict({"scale": value})
+        assert module.scale.item() == 1.5
+    module.load_state_dict({"scale": 2})  # a number is still an array of shape ()
+    assert module.scale.item() == 2.0
+
+
+def test_load_state_dict_into_a_read_only_or_broadcast_array_loads_nothing(on, device):
+    net = nn.Sequential(nn.Linear(3, 2, dtype=F64, rng=0), nn.BatchNorm1d(2, dtype=F64))
+    xp = mg.backend.get_array_module(net[0].weight.data)
+    # A zero-stride view: read-only on NumPy, but writable on CuPy, where a copy into it would
+    # silently keep one element for both features.
+    net[1].running_var = xp.broadcast_to(on(np.ones(1)), (2,))
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    new = {k: v + np.arange(1.0, v.size + 1).reshape(v.shape) for k, v in before.items()}
+    with pytest.raises(ValueError, match=r"'1.running_var' is read-only or a broadcast view.*nothing was loaded"):
+        net.load_state_dict(new)
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    if device == "cpu":  # NumPy's read-only flag, on a parameter this time
+        net[1].running_var = np.ones(2)
+        frozen = np.zeros(2)
+        frozen.flags.writeable = False
+        net[0].bias = mg.Tensor(frozen, requires_grad=True)
+        with pytest.raises(ValueError, match=r"'0.bias' is read-only"):
+            net.load_state_dict(new)
+        np.testing.assert_array_equal(host(net[0].weight), before["0.weight"])
 
 
 def test_a_graph_built_before_load_state_dict_cannot_backward():

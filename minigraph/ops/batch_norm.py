@@ -169,8 +169,17 @@ def _statistic(op: str, name: str, value: Any, x: Tensor, updated: bool) -> Any:
     if isinstance(value, Tensor):
         value = value.data
     p = x.data.shape[1]
-    if not hasattr(value, "shape") or value.shape != (p,) or value.dtype != x.data.dtype \
-            or is_gpu_array(value) != is_gpu_array(x.data):
+    if getattr(value, "shape", None) == (p,) and value.dtype != x.data.dtype \
+            and is_gpu_array(value) == is_gpu_array(x.data):
+        # Most often data of another dtype than the layer's, which owns the statistic: say so,
+        # rather than point at a statistic the caller never passed.
+        raise ValueError(
+            f"{op}: {name} has dtype {value.dtype} but x has dtype {x.data.dtype}; expected one "
+            f"dtype. minigraph does not promote silently: convert the data "
+            f"(x.astype(numpy.{value.dtype})) or build the layer with the data's dtype, e.g. "
+            f"nn.BatchNorm1d(..., dtype=numpy.{x.data.dtype})"
+        )
+    if not hasattr(value, "shape") or value.shape != (p,) or is_gpu_array(value) != is_gpu_array(x.data):
         got = (f"{type(value).__name__} of shape {value.shape}, dtype {value.dtype} on "
                f"{device_of(value)!r}" if hasattr(value, "shape") else type(value).__name__)
         raise ValueError(

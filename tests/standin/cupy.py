@@ -281,9 +281,14 @@ def get_array_module(*args: Any) -> Any:
 
 
 def broadcast_to(a: ndarray, shape: Any) -> ndarray:
-    # CuPy's broadcast view has zero strides and accepts writes; NumPy's is read-only.
-    view = numpy.broadcast_to(_unwrap(a), shape)
-    return ndarray._of(numpy.lib.stride_tricks.as_strided(view, view.shape, view.strides, writeable=True))
+    # CuPy's broadcast view has zero strides and accepts writes (array.view() with zero strides
+    # set, cupy/_core/_routines_manipulation.pyx; no writeable flag in cupy/_core/flags.pyx);
+    # NumPy's is read-only.
+    # The strides are laid over the original array: as_strided over NumPy's read-only view would
+    # stay read-only whatever ``writeable`` says.
+    base = _unwrap(a)
+    view = numpy.broadcast_to(base, shape)
+    return ndarray._of(numpy.lib.stride_tricks.as_strided(base, view.shape, view.strides))
 
 
 class _Ufunc:
