@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,11 @@ import train_step  # noqa: E402
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
 
-def run_script(name: str, *args: str) -> dict:
-    """Run benchmarks/<name> with --quick --json; return its last line parsed as JSON."""
+def run_script(name: str, *args: str, env: dict | None = None) -> dict:
+    """Run benchmarks/<name> with --quick --json (``env`` added to the environment); return its
+    last line parsed as JSON."""
     done = subprocess.run([sys.executable, str(BENCHMARKS / name), "--quick", "--json", *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -138,3 +140,22 @@ def test_column_dot_quick_mode_runs(device):
         for dtype in ("float32", "float64"):
             rows = [r for r in report["results"] if r["kind"] == kind and r["dtype"] == dtype]
             assert sum(bool(r.get("fastest")) for r in rows) == 1
+
+
+@pytest.mark.skipif(subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+                                   capture_output=True).returncode != 0,
+                    reason="ab_step.py exports git revisions: needs a git checkout")
+def test_ab_step_quick_mode_times_a_revision_against_the_worktree():
+    # Formula batch norm: the exported revision would compile numba's kernels afresh (seconds).
+    report = run_script("ab_step.py", "HEAD", "WORKTREE", env={"MINIGRAPH_FUSED": "0"})
+    assert report["benchmark"] == "ab_step" and not report["problems"]
+    medians = report["results"]["step N=64"]
+    assert set(medians) == {"HEAD", "WORKTREE"} and all(m["median"] > 0 for m in medians.values())
+
+
+def test_ab_step_refuses_to_compare_revisions_that_compute_different_losses():
+    import ab_step
+
+    assert ab_step.disagreements({"a": 1.0, "b": 1.0 + 1e-7}) == []
+    problems = ab_step.disagreements({"a": 1.0, "b": 1.0 + 1e-4, "c": 1.0})
+    assert len(problems) == 1 and "at b" in problems[0] and "at a" in problems[0]
