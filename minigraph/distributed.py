@@ -517,6 +517,15 @@ def _broadcast_state(world: _World, module: nn.Module) -> None:
         param._version[0] += 1  # graphs built before the broadcast can no longer backward
 
 
+def _holds_trainable_tensor(value: Any) -> bool:
+    """True when ``value`` is, or a tuple, list or dict (nested) holds, a Tensor that needs a gradient."""
+    if isinstance(value, Tensor):
+        return value.requires_grad
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, (tuple, list)) and any(_holds_trainable_tensor(v) for v in value)
+
+
 class DistributedDataParallel(nn.Module):
     """Wraps a model so that, after ``backward()``, every ``.grad`` is the whole batch's gradient.
 
@@ -529,8 +538,9 @@ class DistributedDataParallel(nn.Module):
     backward. That all-reduce packs the gradients into buckets of up to ``bucket_cap_mb`` MiB
     per dtype and device (reverse parameter order), the same buckets in the same order on every
     process, and leaves each ``.grad`` the average over processes. See the module docstring for
-    what is assumed of the loss. The model's output must be (n_r, ...): row i belongs to input
-    row i. With one process this is the model unchanged.
+    what is assumed of the loss. The model's output must be one Tensor (n_r, ...): row i belongs
+    to input row i (a tuple or dict of tensors that need gradients is a TypeError). With one
+    process this is the model unchanged.
 
     ``state_dict()`` keys carry the prefix ``module.``, as in PyTorch; save
     ``ddp.module.state_dict()`` for a checkpoint that loads into the plain model.
@@ -554,6 +564,13 @@ class DistributedDataParallel(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """This process's rows through the model; the output is hooked when it needs a gradient."""
         out = self.module(*args, **kwargs)
+        if self.world.size > 1 and not isinstance(out, Tensor) and _holds_trainable_tensor(out):
+            # Only a returned Tensor is hooked: gradients through any other output would stay
+            # this process's own, un-averaged, and the processes' parameters would drift apart.
+            raise TypeError(f"DistributedDataParallel: the model returned a {type(out).__name__} "
+                            f"holding tensors that need gradients; expected one Tensor (n_r, ...), "
+                            f"whose backward DDP weights by rows and follows with the gradient "
+                            f"all-reduce. Return the tensor the loss is computed from")
         if self.world.size > 1 and isinstance(out, Tensor) and out.requires_grad:
             if out.ndim == 0:
                 raise ValueError("DistributedDataParallel: the model returned a scalar; expected "

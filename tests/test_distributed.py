@@ -359,6 +359,7 @@ def test_errors_about_the_whole_job_are_raised_by_every_process_together():
         "other_layer": "process 1 has layer '1' of type BatchNorm1d where process 0 has layer '1' "
                        "of type SyncBatchNorm",
         "no_rows_anywhere": "the model's output has 0 rows on all 3 processes",
+        "tuple_output": "TypeError: DistributedDataParallel: the model returned a tuple",
     }
     assert set(by_case) == set(expected)
     for case, errors in by_case.items():
