@@ -460,12 +460,15 @@ def _plan_buckets(params: list[Tensor], cap_bytes: float) -> list[_Bucket]:
 
 def _model_signature(module: nn.Module) -> list[tuple]:
     """What must be identical on every process: layer types, then each parameter's and buffer's
-    name, shape, dtype and device, in order."""
+    name, shape, dtype and device, and whether a parameter is frozen, in order."""
     layers = [("layer", name or "(root)", type(m).__name__) for name, m in module.named_modules()]
-    arrays = [(kind, name, tuple(a.shape), str(a.dtype), backend.device_of(a))
-              for kind, named in (("parameter", ((n, p.data) for n, p in module.named_parameters())),
-                                  ("buffer", module.named_buffers()))
-              for name, a in named]
+    # A parameter frozen on some processes only would get their zeros averaged into the others'
+    # gradients: every .grad silently a fraction of the whole batch's.
+    arrays = [(kind, name, tuple(a.shape), str(a.dtype), backend.device_of(a), frozen)
+              for kind, named in (("parameter", ((n, p.data, not p.requires_grad)
+                                                 for n, p in module.named_parameters())),
+                                  ("buffer", ((n, b, False) for n, b in module.named_buffers())))
+              for name, a, frozen in named]
     return layers + arrays
 
 
@@ -487,15 +490,17 @@ def _check_same_model(world: _World, module: nn.Module) -> None:
     if problems:
         raise ValueError("DistributedDataParallel: the model differs between processes: "
                          + "; ".join(problems) + ". Expected the same layers, and parameters and "
-                         "buffers of the same names, shapes, dtypes and devices, on every process "
-                         "(build the model the same way everywhere)")
+                         "buffers of the same names, shapes, dtypes and devices, and the same "
+                         "parameters frozen, on every process (build the model the same way "
+                         "everywhere)")
 
 
 def _describe_entry(entry: tuple) -> str:
     if entry[0] == "layer":
         return f"layer {entry[1]!r} of type {entry[2]}"
-    kind, name, shape, dtype, device = entry
-    return f"{kind} {name!r} of shape {shape}, {dtype} on {device!r}"
+    kind, name, shape, dtype, device, frozen = entry
+    return f"{kind} {name!r} of shape {shape}, {dtype} on {device!r}" + (
+        ", frozen (requires_grad=False)" if frozen else "")
 
 
 def _broadcast_state(world: _World, module: nn.Module) -> None:
@@ -530,8 +535,8 @@ class DistributedDataParallel(nn.Module):
     """Wraps a model so that, after ``backward()``, every ``.grad`` is the whole batch's gradient.
 
     At construction: checks that every process has the same model (layer types, parameter and
-    buffer names, shapes, dtypes, devices: one allgather; the same ValueError on every process
-    if not), then gives every process process 0's parameters and buffers. Calling it runs the
+    buffer names, shapes, dtypes, devices, which parameters are frozen: one allgather; the same
+    ValueError on every process if not), then gives every process process 0's parameters and buffers. Calling it runs the
     model on this process's rows; in training (when the output needs a gradient) it hooks the
     output: at the start of backward the hook learns the global row count N (one all-reduce),
     scales the output's gradient by P·n_r/N, and queues the gradient all-reduce for the end of

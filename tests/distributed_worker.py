@@ -165,6 +165,12 @@ def scenario_validation() -> None:
             empty = np.ones((0, 2), dtype=np.float32)
             nn.MSELoss()(model(mg.Tensor(empty)), mg.Tensor(empty[:, :1])).backward()
 
+    def frozen_on_one_process():  # its zeros would be averaged into the others' gradients
+        layer = nn.Linear(2, 3)
+        if rank == 1:
+            layer.bias.requires_grad = False
+        dist.DistributedDataParallel(layer)
+
     def tuple_output():  # only a returned Tensor is hooked: gradients would stay un-averaged
         class TwoHeads(nn.Module):
             def __init__(self):
@@ -183,7 +189,7 @@ def scenario_validation() -> None:
                       ("ddof_of_the_whole_batch", ddof_of_the_whole_batch),
                       ("transposed_weight", transposed_weight), ("other_dtype", other_dtype),
                       ("other_layer", other_layer), ("no_rows_anywhere", no_rows_anywhere),
-                      ("tuple_output", tuple_output)]:
+                      ("frozen_on_one_process", frozen_on_one_process), ("tuple_output", tuple_output)]:
         outcome(case, run)
 
 
