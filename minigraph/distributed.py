@@ -536,9 +536,9 @@ class DistributedDataParallel(nn.Module):
 
     At construction: checks that every process has the same model (layer types, parameter and
     buffer names, shapes, dtypes, devices, which parameters are frozen: one allgather; the same
-    ValueError on every process if not), then gives every process process 0's parameters and buffers. Calling it runs the
-    model on this process's rows; in training (when the output needs a gradient) it hooks the
-    output: at the start of backward the hook learns the global row count N (one all-reduce),
+    ValueError on every process if not), then gives every process process 0's parameters and
+    buffers. Calling it runs the model on this process's rows; in training (when the output
+    needs a gradient) it hooks the output: at the start of backward the hook learns the global row count N (one all-reduce),
     scales the output's gradient by P·n_r/N, and queues the gradient all-reduce for the end of
     backward. That all-reduce packs the gradients into buckets of up to ``bucket_cap_mb`` MiB
     per dtype and device (reverse parameter order), the same buckets in the same order on every
