@@ -460,12 +460,15 @@ def _plan_buckets(params: list[Tensor], cap_bytes: float) -> list[_Bucket]:
 
 def _model_signature(module: nn.Module) -> list[tuple]:
     """What must be identical on every process: layer types, then each parameter's and buffer's
-    name, shape, dtype and device, in order."""
+    name, shape, dtype and device, and whether a parameter is frozen, in order."""
     layers = [("layer", name or "(root)", type(m).__name__) for name, m in module.named_modules()]
-    arrays = [(kind, name, tuple(a.shape), str(a.dtype), backend.device_of(a))
-              for kind, named in (("parameter", ((n, p.data) for n, p in module.named_parameters())),
-                                  ("buffer", module.named_buffers()))
-              for name, a in named]
+    # A parameter frozen on some processes only would get their zeros averaged into the others'
+    # gradients: every .grad silently a fraction of the whole batch's.
+    arrays = [(kind, name, tuple(a.shape), str(a.dtype), backend.device_of(a), frozen)
+              for kind, named in (("parameter", ((n, p.data, not p.requires_grad)
+                                                 for n, p in module.named_parameters())),
+                                  ("buffer", ((n, b, False) for n, b in module.named_buffers())))
+              for name, a, frozen in named]
     return layers + arrays
 
 
@@ -487,15 +490,17 @@ def _check_same_model(world: _World, module: nn.Module) -> None:
     if problems:
         raise ValueError("DistributedDataParallel: the model differs between processes: "
                          + "; ".join(problems) + ". Expected the same layers, and parameters and "
-                         "buffers of the same names, shapes, dtypes and devices, on every process "
-                         "(build the model the same way everywhere)")
+                         "buffers of the same names, shapes, dtypes and devices, and the same "
+                         "parameters frozen, on every process (build the model the same way "
+                         "everywhere)")
 
 
 def _describe_entry(entry: tuple) -> str:
     if entry[0] == "layer":
         return f"layer {entry[1]!r} of type {entry[2]}"
-    kind, name, shape, dtype, device = entry
-    return f"{kind} {name!r} of shape {shape}, {dtype} on {device!r}"
+    kind, name, shape, dtype, device, frozen = entry
+    return f"{kind} {name!r} of shape {shape}, {dtype} on {device!r}" + (
+        ", frozen (requires_grad=False)" if frozen else "")
 
 
 def _broadcast_state(world: _World, module: nn.Module) -> None:
@@ -517,20 +522,30 @@ def _broadcast_state(world: _World, module: nn.Module) -> None:
         param._version[0] += 1  # graphs built before the broadcast can no longer backward
 
 
+def _holds_trainable_tensor(value: Any) -> bool:
+    """True when ``value`` is, or a tuple, list or dict (nested) holds, a Tensor that needs a gradient."""
+    if isinstance(value, Tensor):
+        return value.requires_grad
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, (tuple, list)) and any(_holds_trainable_tensor(v) for v in value)
+
+
 class DistributedDataParallel(nn.Module):
     """Wraps a model so that, after ``backward()``, every ``.grad`` is the whole batch's gradient.
 
     At construction: checks that every process has the same model (layer types, parameter and
-    buffer names, shapes, dtypes, devices: one allgather; the same ValueError on every process
-    if not), then gives every process process 0's parameters and buffers. Calling it runs the
-    model on this process's rows; in training (when the output needs a gradient) it hooks the
-    output: at the start of backward the hook learns the global row count N (one all-reduce),
+    buffer names, shapes, dtypes, devices, which parameters are frozen: one allgather; the same
+    ValueError on every process if not), then gives every process process 0's parameters and
+    buffers. Calling it runs the model on this process's rows; in training (when the output
+    needs a gradient) it hooks the output: at the start of backward the hook learns the global row count N (one all-reduce),
     scales the output's gradient by P·n_r/N, and queues the gradient all-reduce for the end of
     backward. That all-reduce packs the gradients into buckets of up to ``bucket_cap_mb`` MiB
     per dtype and device (reverse parameter order), the same buckets in the same order on every
     process, and leaves each ``.grad`` the average over processes. See the module docstring for
-    what is assumed of the loss. The model's output must be (n_r, ...): row i belongs to input
-    row i. With one process this is the model unchanged.
+    what is assumed of the loss. The model's output must be one Tensor (n_r, ...): row i belongs
+    to input row i (a tuple or dict of tensors that need gradients is a TypeError). With one
+    process this is the model unchanged.
 
     ``state_dict()`` keys carry the prefix ``module.``, as in PyTorch; save
     ``ddp.module.state_dict()`` for a checkpoint that loads into the plain model.
@@ -554,6 +569,13 @@ class DistributedDataParallel(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """This process's rows through the model; the output is hooked when it needs a gradient."""
         out = self.module(*args, **kwargs)
+        if self.world.size > 1 and not isinstance(out, Tensor) and _holds_trainable_tensor(out):
+            # Only a returned Tensor is hooked: gradients through any other output would stay
+            # this process's own, un-averaged, and the processes' parameters would drift apart.
+            raise TypeError(f"DistributedDataParallel: the model returned a {type(out).__name__} "
+                            f"holding tensors that need gradients; expected one Tensor (n_r, ...), "
+                            f"whose backward DDP weights by rows and follows with the gradient "
+                            f"all-reduce. Return the tensor the loss is computed from")
         if self.world.size > 1 and isinstance(out, Tensor) and out.requires_grad:
             if out.ndim == 0:
                 raise ValueError("DistributedDataParallel: the model returned a scalar; expected "

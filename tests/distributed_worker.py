@@ -165,10 +165,31 @@ def scenario_validation() -> None:
             empty = np.ones((0, 2), dtype=np.float32)
             nn.MSELoss()(model(mg.Tensor(empty)), mg.Tensor(empty[:, :1])).backward()
 
+    def frozen_on_one_process():  # its zeros would be averaged into the others' gradients
+        layer = nn.Linear(2, 3)
+        if rank == 1:
+            layer.bias.requires_grad = False
+        dist.DistributedDataParallel(layer)
+
+    def tuple_output():  # only a returned Tensor is hooked: gradients would stay un-averaged
+        class TwoHeads(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.body = nn.Linear(2, 3)
+
+            def forward(self, x):
+                out = self.body(x)
+                return out, out * 2.0
+
+        model = dist.DistributedDataParallel(TwoHeads())
+        first, _ = model(mg.Tensor(np.ones((2, 2), dtype=np.float32)))
+        first.sum().backward()
+
     for case, run in [("one_row_in_total", one_row_in_total), ("one_row_per_process", one_row_per_process),
                       ("ddof_of_the_whole_batch", ddof_of_the_whole_batch),
                       ("transposed_weight", transposed_weight), ("other_dtype", other_dtype),
-                      ("other_layer", other_layer), ("no_rows_anywhere", no_rows_anywhere)]:
+                      ("other_layer", other_layer), ("no_rows_anywhere", no_rows_anywhere),
+                      ("frozen_on_one_process", frozen_on_one_process), ("tuple_output", tuple_output)]:
         outcome(case, run)
 
 

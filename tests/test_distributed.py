@@ -359,6 +359,9 @@ def test_errors_about_the_whole_job_are_raised_by_every_process_together():
         "other_layer": "process 1 has layer '1' of type BatchNorm1d where process 0 has layer '1' "
                        "of type SyncBatchNorm",
         "no_rows_anywhere": "the model's output has 0 rows on all 3 processes",
+        "frozen_on_one_process": "process 1 has parameter 'bias' of shape (3,), float32 on 'cpu', "
+                                 "frozen (requires_grad=False) where process 0 has parameter 'bias'",
+        "tuple_output": "TypeError: DistributedDataParallel: the model returned a tuple",
     }
     assert set(by_case) == set(expected)
     for case, errors in by_case.items():
