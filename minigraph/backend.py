@@ -186,7 +186,9 @@ def can_update_in_place(array: Any) -> bool:
     """
     if not getattr(array.flags, "writeable", True):
         return False
-    return all(stride != 0 or size <= 1 for stride, size in zip(array.strides, array.shape))
+    # An empty array has zero strides too (NumPy gives (0, 0) for (2, 0)), but no elements to share.
+    return array.size == 0 or all(stride != 0 or size <= 1
+                                  for stride, size in zip(array.strides, array.shape))
 
 
 # --- per-library spellings of the few primitives whose fast form differs ----------------------

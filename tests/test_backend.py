@@ -176,3 +176,16 @@ def test_numbers_join_an_explicitly_placed_tensor_whatever_the_default(gpu, monk
     on_cpu = mg.Tensor(np.ones(3), device="cpu")
     assert (on_cpu + 1.0).device == "cpu" and (2 * on_cpu).device == "cpu"
     assert (on_cpu * np.float64(3)).device == "cpu"
+
+
+def test_only_writable_arrays_without_shared_elements_update_in_place(device):
+    xp = np if device == "cpu" else pytest.importorskip("cupy")
+    base = xp.arange(6.0).reshape(2, 3)
+    assert backend.can_update_in_place(base) and backend.can_update_in_place(base[:, ::2])
+    assert backend.can_update_in_place(base[:1][:, None])  # a zero stride over a length-1 axis
+    assert not backend.can_update_in_place(xp.broadcast_to(xp.arange(3.0), (2, 3)))
+    assert backend.can_update_in_place(xp.zeros((2, 0))) and backend.can_update_in_place(xp.zeros((0, 3)))
+    if device == "cpu":
+        frozen = np.arange(3.0)
+        frozen.flags.writeable = False
+        assert not backend.can_update_in_place(frozen)
