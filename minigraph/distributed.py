@@ -561,7 +561,6 @@ class DistributedDataParallel(nn.Module):
         self.world = _require_world("DistributedDataParallel")
         self.module = module
         self.buckets = _plan_buckets(list(module.parameters()), cap * 2**20)
-        self.reduce_queued = False
         if self.world.size > 1:
             _check_same_model(self.world, module)
             _broadcast_state(self.world, module)
@@ -581,7 +580,6 @@ class DistributedDataParallel(nn.Module):
                 raise ValueError("DistributedDataParallel: the model returned a scalar; expected "
                                  "one output row per input row, (n_r, ...), to weight by rows")
             rows = out.shape[0]
-            self.reduce_queued = False  # a backward that failed earlier left nothing to undo
             out.register_hook(lambda grad: self._weight_by_rows(rows, grad))
         return out
 
@@ -592,14 +590,13 @@ class DistributedDataParallel(nn.Module):
         if total == 0:
             raise ValueError(f"DistributedDataParallel: the model's output has 0 rows on all "
                              f"{world.size} processes; expected at least one row in the batch")
-        if not self.reduce_queued:  # once per backward pass, however many outputs it reaches
-            self.reduce_queued = True
-            engine.queue_callback(self._reduce_gradients)
+        # Once per backward pass, however many outputs it reaches: the engine queues an equal
+        # callback once. (A flag of ours would outlive a pass that failed before it ran.)
+        engine.queue_callback(self._reduce_gradients)
         scale = world.size * rows / total
         return None if scale == 1.0 else grad * scale
 
     def _reduce_gradients(self) -> None:
-        self.reduce_queued = False
         for bucket in self.buckets:  # the same order on every process
             bucket.reduce(self.world)
 

@@ -307,14 +307,18 @@ def queue_callback(callback: Callable[[], None]) -> None:
     """Run ``callback()`` once the backward pass now running has finished (from a hook).
 
     Callbacks run in the order queued, after every ``.grad`` is complete, and
-    only if the pass succeeds. Distributed training queues its gradient
-    all-reduce this way, from a hook on the model's output.
+    only if the pass succeeds. A callback already queued in this pass (an equal
+    one: the same function, or the same bound method of the same object) is not
+    queued again, so hooks on several outputs can each ask for it. Distributed
+    training queues its gradient all-reduce this way, from a hook on the model's
+    output.
     """
     pending = _callbacks.get()
     if pending is None:
         raise RuntimeError("queue_callback: no backward pass is running; call it from a hook "
                            "registered with Tensor.register_hook")
-    pending.append(callback)
+    if callback not in pending:
+        pending.append(callback)
 
 
 def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:

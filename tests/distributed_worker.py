@@ -89,6 +89,31 @@ def train_accumulating(model: nn.Module, rows: list[int], rank: int) -> dict[str
     return inner.state_dict()
 
 
+def gradients_after_a_failed_backward(model: nn.Module, rows: list[int], rank: int) -> dict[str, np.ndarray]:
+    """The first step's gradients, taken from an output made before a backward pass that failed
+    after DDP's output hook had run (a leaf hook raises): the failure must not leave DDP
+    believing its all-reduce is already queued."""
+    x, y = batch(0)
+    inner = getattr(model, "module", model)
+    early = model(mg.Tensor(shard(x, rows, rank)))
+    late = model(mg.Tensor(shard(x, rows, rank)))
+
+    def fail(grad):
+        raise ArithmeticError("planted failure")
+
+    remove = inner[0].weight.register_hook(fail)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            nn.MSELoss()(late, mg.Tensor(shard(y, rows, rank))).backward()
+        except ArithmeticError:
+            pass
+        remove()
+        model.zero_grad()
+        nn.MSELoss()(early, mg.Tensor(shard(y, rows, rank))).backward()
+    return {f"grad.{name}": mg.backend.to_device(p.grad, "cpu") for name, p in inner.named_parameters()}
+
+
 def large_mean_statistics(rows: list[int], rank: int, forward=None) -> dict[str, np.ndarray]:
     """SyncBatchNorm's float32 statistics of data with mean 1e4 and standard deviation 1.
 
@@ -119,6 +144,8 @@ def scenario_train(outdir: Path) -> None:
     rows = SPLITS[size][-1]
     state = train_accumulating(dist.DistributedDataParallel(build_model()), rows, rank)
     np.savez(outdir / f"accumulate-{'-'.join(map(str, rows))}.rank{rank}.npz", **state)
+    grads = gradients_after_a_failed_backward(dist.DistributedDataParallel(build_model()), rows, rank)
+    np.savez(outdir / f"after-failure-{'-'.join(map(str, rows))}.rank{rank}.npz", **grads)
     rows = LARGE_MEAN_ROWS[:size]
     np.savez(outdir / f"large-mean-{size}.rank{rank}.npz", **{
         k: mg.backend.to_device(v, "cpu") for k, v in large_mean_statistics(rows, rank).items()})

@@ -462,6 +462,32 @@ def test_a_leaf_hook_and_a_queued_callback_run_in_order_after_the_gradients(on, 
         mg.engine.queue_callback(lambda: None)
 
 
+def test_a_callback_queued_by_several_hooks_runs_once_per_pass_and_a_failed_pass_runs_none(on, rng):
+    class Counter:
+        def __init__(self):
+            self.calls = 0
+
+        def count(self):
+            self.calls += 1
+
+    counter, other = Counter(), []
+    w = leaf(on, rng.normal(size=(3, 2)))
+    a, b = (mg.Tensor(on(rng.normal(size=(4, 3)))) @ w for _ in range(2))
+    for out in (a, b):  # two outputs, each hook asking for the same bound method, and a lambda
+        out.register_hook(lambda grad: mg.engine.queue_callback(counter.count))
+        out.register_hook(lambda grad: mg.engine.queue_callback(lambda: other.append(1)))
+    (a + b).sum().backward(retain_graph=True)
+    assert counter.calls == 1 and other == [1, 1]  # distinct lambdas are distinct callbacks
+
+    remove = w.register_hook(lambda grad: 1 / 0)  # the pass fails after the outputs' hooks ran
+    with pytest.raises(ZeroDivisionError):
+        (a + b).sum().backward(retain_graph=True)
+    assert counter.calls == 1
+    remove()
+    (a + b).sum().backward()  # nothing of the failed pass lingers: queued afresh, run once
+    assert counter.calls == 2
+
+
 def test_a_leaf_hook_runs_once_on_the_total_of_every_path(on, rng):
     """x reaches the loss three times; the hook must see d/dx = 2x + w once, as in PyTorch,
     not each partial gradient (clipping each part would give another answer)."""
