@@ -472,9 +472,13 @@ def _model_signature(module: nn.Module) -> list[tuple]:
     return layers + arrays
 
 
-def _check_same_model(world: _World, module: nn.Module) -> None:
-    """One allgather of the signatures; every process sees them all and raises the same error."""
-    signatures = world.comm.allgather(_model_signature(module))
+def _check_same_model(world: _World, module: nn.Module, buckets: list[_Bucket]) -> None:
+    """One allgather of the signatures; every process sees them all and raises the same error.
+
+    The gradient buckets are part of it: a process packing its gradients otherwise would send
+    messages of other lengths, and MPI would abort the job with 'Message truncated'."""
+    signature = _model_signature(module) + [("buckets", tuple(len(b.params) for b in buckets))]
+    signatures = world.comm.allgather(signature)
     reference = signatures[0]
     problems = []
     for rank, signature in enumerate(signatures[1:], start=1):
@@ -490,14 +494,16 @@ def _check_same_model(world: _World, module: nn.Module) -> None:
     if problems:
         raise ValueError("DistributedDataParallel: the model differs between processes: "
                          + "; ".join(problems) + ". Expected the same layers, and parameters and "
-                         "buffers of the same names, shapes, dtypes and devices, and the same "
-                         "parameters frozen, on every process (build the model the same way "
-                         "everywhere)")
+                         "buffers of the same names, shapes, dtypes and devices, the same "
+                         "parameters frozen and the same bucket_cap_mb, on every process (build "
+                         "the model and its DistributedDataParallel the same way everywhere)")
 
 
 def _describe_entry(entry: tuple) -> str:
     if entry[0] == "layer":
         return f"layer {entry[1]!r} of type {entry[2]}"
+    if entry[0] == "buckets":
+        return f"gradient buckets of {list(entry[1])} parameters (from bucket_cap_mb)"
     kind, name, shape, dtype, device, frozen = entry
     return f"{kind} {name!r} of shape {shape}, {dtype} on {device!r}" + (
         ", frozen (requires_grad=False)" if frozen else "")
@@ -562,7 +568,7 @@ class DistributedDataParallel(nn.Module):
         self.module = module
         self.buckets = _plan_buckets(list(module.parameters()), cap * 2**20)
         if self.world.size > 1:
-            _check_same_model(self.world, module)
+            _check_same_model(self.world, module, self.buckets)
             _broadcast_state(self.world, module)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

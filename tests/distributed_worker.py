@@ -198,6 +198,9 @@ def scenario_validation() -> None:
             layer.bias.requires_grad = False
         dist.DistributedDataParallel(layer)
 
+    def other_bucket_cap():  # (2,) against (1, 1): gradient messages of other lengths
+        dist.DistributedDataParallel(nn.Linear(2, 3), bucket_cap_mb=1e-6 if rank == 2 else 25)
+
     def tuple_output():  # only a returned Tensor is hooked: gradients would stay un-averaged
         class TwoHeads(nn.Module):
             def __init__(self):
@@ -216,7 +219,8 @@ def scenario_validation() -> None:
                       ("ddof_of_the_whole_batch", ddof_of_the_whole_batch),
                       ("transposed_weight", transposed_weight), ("other_dtype", other_dtype),
                       ("other_layer", other_layer), ("no_rows_anywhere", no_rows_anywhere),
-                      ("frozen_on_one_process", frozen_on_one_process), ("tuple_output", tuple_output)]:
+                      ("frozen_on_one_process", frozen_on_one_process), ("tuple_output", tuple_output),
+                      ("other_bucket_cap", other_bucket_cap)]:
         outcome(case, run)
 
 

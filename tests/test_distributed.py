@@ -365,6 +365,8 @@ def test_errors_about_the_whole_job_are_raised_by_every_process_together():
         "frozen_on_one_process": "process 1 has parameter 'bias' of shape (3,), float32 on 'cpu', "
                                  "frozen (requires_grad=False) where process 0 has parameter 'bias'",
         "tuple_output": "TypeError: DistributedDataParallel: the model returned a tuple",
+        "other_bucket_cap": "process 2 has gradient buckets of [1, 1] parameters (from bucket_cap_mb) "
+                            "where process 0 has gradient buckets of [2] parameters",
     }
     assert set(by_case) == set(expected)
     for case, errors in by_case.items():
