@@ -449,6 +449,8 @@ class Tensor:
     __array_priority__ = 1000
 
     def __init__(self, data: Any, requires_grad: bool = False, device: str | None = None) -> None:
+        if not isinstance(requires_grad, (bool, numpy.bool_)):  # as PyTorch: 'no' is not False
+            raise TypeError(f"Tensor: got requires_grad={requires_grad!r}; expected True or False")
         self.data = _as_float_array(data, device)
         self.requires_grad = bool(requires_grad)
         self._grad = None

@@ -116,6 +116,13 @@ def test_mixed_dtypes_raise_instead_of_promoting():
         mg.batch_norm(t(3, 2, dtype=np.float32), t(2), t(2))
 
 
+def test_requires_grad_must_be_a_bool():
+    for flag in ("no", 1, None):
+        with pytest.raises(TypeError, match=f"Tensor: got requires_grad={flag!r}; expected True or False"):
+            mg.Tensor(np.ones(2), requires_grad=flag)
+    assert mg.Tensor(np.ones(2), requires_grad=np.bool_(True)).requires_grad is True
+
+
 def test_operands_of_unsupported_types_are_named():
     with pytest.raises(TypeError, match="relu: x must be a Tensor or an array; got str"):
         mg.relu("x")
