@@ -15,6 +15,8 @@ import pytest
 import minigraph as mg
 from minigraph.backend import to_device
 
+from conftest import TIGHT
+
 
 def leaf(on, array):
     return mg.Tensor(on(np.asarray(array, dtype=np.float64)), requires_grad=True)
@@ -38,7 +40,7 @@ BROADCAST_PAIRS = [((3, 4), (3, 4)), ((3, 4), (4,)), ((4,), (3, 4)), ((3, 1), (1
 @pytest.mark.parametrize("a_shape,b_shape", BROADCAST_PAIRS)
 def test_binary_op_gradients_are_summed_back_to_each_operands_shape(on, rng, op, a_shape, b_shape):
     a, b = leaf(on, rng.normal(size=a_shape)), leaf(on, away_from_zero(rng, b_shape))
-    assert mg.gradcheck(op, [a, b])
+    assert mg.gradcheck(op, [a, b], **TIGHT)
     out = op(a, b)
     out.backward(on(rng.normal(size=out.shape)))
     assert a.grad.shape == a_shape and b.grad.shape == b_shape
@@ -60,7 +62,7 @@ def test_unary_and_number_operand_gradients_match_finite_differences(on, rng, na
         x = rng.uniform(0.3, 3.0, size=(3, 4))
     elif domain == "with zeros":
         x[0, :2] = 0.0  # d(x⁰)/dx is 0 there too, not 0·inf
-    assert mg.gradcheck(fn, [leaf(on, x)]), name
+    assert mg.gradcheck(fn, [leaf(on, x)], **TIGHT), name
 
 
 def test_operators_compute_what_numpy_computes_on_either_side(on, rng):
@@ -181,7 +183,7 @@ def test_reductions_match_numpy_and_finite_differences(on, rng, name, axis, keep
     expected = getattr(np, name)(x_np, axis=axis, keepdims=keepdims)
     assert out.shape == np.shape(expected)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-13)
-    assert mg.gradcheck(lambda t: reduce(t, axis=axis, keepdims=keepdims), [x])
+    assert mg.gradcheck(lambda t: reduce(t, axis=axis, keepdims=keepdims), [x], **TIGHT)
 
 
 def test_reductions_are_tensor_methods_too(on, rng):
@@ -230,7 +232,7 @@ def test_transpose_and_reshape_match_numpy_and_finite_differences(on, rng, shape
     x_np = rng.normal(size=shape)
     x = leaf(on, x_np)
     np.testing.assert_array_equal(call(x).numpy(), numpy_call(x_np))
-    assert mg.gradcheck(call, [x])
+    assert mg.gradcheck(call, [x], **TIGHT)
 
 
 def test_transpose_and_reshape_reject_what_does_not_fit():
@@ -270,7 +272,7 @@ def test_indexing_matches_numpy_and_finite_differences(on, rng, name):
     x_np = rng.normal(size=(4, 3))
     x = leaf(on, x_np)
     np.testing.assert_array_equal(x[key].numpy(), x_np[key])
-    assert mg.gradcheck(lambda t: t[key], [x])
+    assert mg.gradcheck(lambda t: t[key], [x], **TIGHT)
 
 
 @pytest.mark.parametrize("index_on_device", [False, True])

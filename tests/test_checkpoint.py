@@ -193,6 +193,18 @@ def test_a_pytorch_state_dict_is_refused_with_the_layout_and_how_to_convert():
     np.testing.assert_allclose(ours(x).numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
 
 
+def test_a_converted_pytorch_state_dict_with_its_batch_counter_is_named_without_torch():
+    """The test above needs torch, which CI lacks; a state dict converted to NumPy arrays
+    still carries BatchNorm's num_batches_tracked, and that alone must name the layout."""
+    ours = nn.Sequential(nn.Linear(3, 3, rng=0), nn.BatchNorm1d(3))
+    state = {k: np.asarray(v) for k, v in ours.state_dict().items()}
+    state["1.num_batches_tracked"] = np.array(7)
+    before = [p.numpy() for p in ours.parameters()]
+    with pytest.raises(TypeError, match=r"looks like a PyTorch state dict.*\(in_features, out_features\)"):
+        ours.load_state_dict(state)
+    assert all(np.array_equal(a, p.numpy()) for a, p in zip(before, ours.parameters()))
+
+
 def test_a_transposed_weight_names_the_layout():
     net = nn.Linear(4, 3, rng=0)
     with pytest.raises(ValueError, match=r"'weight' has shape \(3, 4\) .* \(4, 3\) in the model.*"

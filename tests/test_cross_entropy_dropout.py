@@ -9,6 +9,8 @@ import minigraph as mg
 from minigraph import nn
 from minigraph.backend import get_array_module, to_device
 
+from conftest import TIGHT
+
 
 def host(value):
     return to_device(value.data if isinstance(value, mg.Tensor) else value, "cpu")
@@ -26,7 +28,7 @@ def naive_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def test_cross_entropy_gradients_match_finite_differences(on, rng, reduction, n, c):
     logits = mg.Tensor(on(rng.normal(size=(n, c)) * 2), requires_grad=True)
     labels = rng.integers(0, c, size=n)
-    assert mg.gradcheck(lambda z: mg.cross_entropy(z, labels, reduction), [logits])
+    assert mg.gradcheck(lambda z: mg.cross_entropy(z, labels, reduction), [logits], **TIGHT)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -115,13 +117,13 @@ def test_cross_entropy_rejects_an_unknown_reduction_and_gpu_labels_for_cpu_logit
 def test_dropout_gradient_with_an_injected_mask_matches_finite_differences(on, rng, p):
     x = mg.Tensor(on(rng.normal(size=(4, 5))), requires_grad=True)
     keep = rng.random((4, 5)) >= p
-    assert mg.gradcheck(lambda t: mg.dropout(t, p, keep=keep), [x])
+    assert mg.gradcheck(lambda t: mg.dropout(t, p, keep=keep), [x], **TIGHT)
 
 
 def test_dropout_gradient_with_a_reseeded_device_generator_matches_finite_differences(on, rng):
     x = mg.Tensor(on(rng.normal(size=(4, 5))), requires_grad=True)
     xp = get_array_module(x.data)
-    assert mg.gradcheck(lambda t: mg.dropout(t, 0.4, generator=xp.random.default_rng(3)), [x])
+    assert mg.gradcheck(lambda t: mg.dropout(t, 0.4, generator=xp.random.default_rng(3)), [x], **TIGHT)
 
 
 def test_dropout_keeps_scaled_elements_where_the_mask_says(on, rng):

@@ -45,6 +45,43 @@ def test_gradcheck_catches_batch_norm_without_the_mean_and_variance_paths(rng, m
     assert mg.gradcheck(right, [x])
 
 
+class SlightlyOff(mg.Function):
+    """y = x, with a backward 1% too large: a mistake of a size the default tolerance must see."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, grad_output):
+        return (grad_output * 1.01,)
+
+
+class RightOnlyForUniformUpstream(mg.Function):
+    """y = x, with a backward that returns mean(dY) everywhere: right only when dY is uniform.
+
+    Batch norm's dX is such a case (its mean and variance paths cancel a uniform dY), so
+    gradcheck promises a non-uniform upstream gradient; this backward holds it to that."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, grad_output):
+        return (grad_output * 0 + grad_output.mean(),)
+
+
+def test_gradcheck_catches_a_backward_one_percent_off_at_its_default_tolerance(rng):
+    x = mg.Tensor(rng.normal(size=(3, 4)), requires_grad=True)
+    with pytest.raises(mg.GradcheckError, match="input 0"):
+        mg.gradcheck(lambda x: mg.apply(SlightlyOff(), x), [x])
+
+
+def test_gradcheck_catches_a_backward_that_is_right_only_for_a_uniform_upstream_gradient(rng):
+    x = mg.Tensor(rng.normal(size=(3, 4)), requires_grad=True)
+    with pytest.raises(mg.GradcheckError, match="input 0"):
+        mg.gradcheck(lambda x: mg.apply(RightOnlyForUniformUpstream(), x), [x])
+    # The backward is right for a scalar output (one upstream value, uniform by force).
+    assert mg.gradcheck(lambda x: mg.apply(RightOnlyForUniformUpstream(), x).sum(), [x])
+
+
 def test_gradcheck_checks_only_inputs_that_require_grad_and_restores_grads(rng):
     a = mg.Tensor(rng.normal(size=(2, 2)), requires_grad=True)
     b = mg.Tensor(rng.normal(size=(2, 2)))

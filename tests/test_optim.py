@@ -80,6 +80,22 @@ def test_two_steps_match_the_update_written_out(on, device, rng, optimizer, sett
         np.testing.assert_allclose(host(p.data), expected, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("optimizer,settings,full,by_hand", CASES,
+                         ids=[f"{c[0].__name__}-{c[1]}" for c in CASES])
+def test_a_parameter_first_stepped_later_starts_its_own_state_then(on, rng, optimizer, settings, full,
+                                                                   by_hand):
+    """Without a gradient at the first step, the bias is skipped: its momentum buffer, Adam
+    moments and Adam step count (bias correction) start at its own first update. The torch
+    comparison below checks the same, but CI has no torch; this is the by-hand version."""
+    params, starts = make_params(rng, on)
+    grads = [[rng.normal(size=s.shape) for s in starts] for _ in range(3)]
+    grads[0][1] = None
+    run_steps(optimizer(params, **settings), params, grads, on)
+    for k, (p, start) in enumerate(zip(params, starts)):
+        received = [g[k] for g in grads if g[k] is not None]
+        np.testing.assert_allclose(host(p.data), by_hand(start, received, **full), rtol=1e-12, atol=1e-14)
+
+
 def torch_steps(torch, make_optimizer, starts, grads_per_step):
     params = [torch.tensor(s.copy(), requires_grad=True) for s in starts]
     opt = make_optimizer(params)
