@@ -576,6 +576,15 @@ class Tensor:
                             f"element (t.numpy() gives all of them)")
         return float(self.data.reshape(()))
 
+    def __format__(self, spec: str) -> str:
+        """``f"{loss:.4f}"``: a one-element tensor formats as its number, as in PyTorch."""
+        if not spec:
+            return str(self)
+        if self.data.size != 1:
+            raise TypeError(f"format(): got a Tensor of shape {self.data.shape} and the format "
+                            f"{spec!r}; expected one element (format t.numpy() for all of them)")
+        return format(float(self), spec)
+
     def detach(self) -> "Tensor":
         """A new leaf sharing ``data``, outside any graph."""
         out = Tensor.__new__(Tensor)

@@ -337,6 +337,14 @@ def test_float_of_a_one_element_tensor_is_its_value(on):
         float(mg.Tensor(on(np.ones(2))))
 
 
+def test_a_one_element_tensor_formats_as_its_number(on):
+    loss = mg.Tensor(on(np.array(2.0 / 3.0, dtype=np.float32)))
+    assert f"{loss:.4f}" == f"{2.0 / 3.0:.4f}" and f"{loss:>8.2e}" == f"{float(loss):>8.2e}"
+    assert f"{loss}" == str(loss)
+    with pytest.raises(TypeError, match=r"format\(\): got a Tensor of shape \(2,\) and the format '.3f'"):
+        format(mg.Tensor(on(np.ones(2))), ".3f")
+
+
 def test_truth_value_of_a_tensor_raises_instead_of_guessing(on):
     for t in [mg.Tensor(on(np.zeros(1))), mg.Tensor(on(np.ones((2, 2)))), mg.Tensor(on(np.zeros((0,))))]:
         with pytest.raises(TypeError, match=r"the truth value of a Tensor .* is not defined.*is not None"):
