@@ -541,6 +541,33 @@ class Tensor:
 
     __hash__ = object.__hash__  # defining __eq__ would otherwise make Tensors unhashable
 
+    # Augmented assignment. Without these methods Python runs `p -= v` as `p = p - v`: the name
+    # is rebound to a new tensor. PyTorch updates p in place instead, and its hand-written step
+    # `for p in params: p -= lr * p.grad` (under no_grad) would here move no parameter at all,
+    # silently. So on a parameter (a leaf that requires grad) it is an error; on any other tensor
+    # NotImplemented lets Python fall back to `p = p - v`, a new node, which is what
+    # `total += loss` over batches needs and loses nothing (no array of a parameter changes).
+    def _augmented(symbol: str) -> Callable[["Tensor", Any], Any]:
+        def refuse_on_a_parameter(self: "Tensor", other: Any) -> Any:
+            if self._creator is None and self.requires_grad:
+                raise TypeError(
+                    f"{symbol} on a parameter (a leaf Tensor of shape {self.data.shape} with "
+                    f"requires_grad=True): minigraph has no in-place operators, and Python would "
+                    f"rebind the name to a new tensor, leaving the parameter unchanged. Update its "
+                    f"array instead, e.g. p.data -= lr * p.grad (or use minigraph.optim), or write "
+                    f"p = p {symbol[:-1]} value for a new graph node"
+                )
+            return NotImplemented
+        return refuse_on_a_parameter
+
+    __iadd__ = _augmented("+=")
+    __isub__ = _augmented("-=")
+    __imul__ = _augmented("*=")
+    __itruediv__ = _augmented("/=")
+    __ipow__ = _augmented("**=")
+    __imatmul__ = _augmented("@=")
+    del _augmented
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
         # Without it NumPy falls back on len() and indexing: numpy.asarray(t) was an object
         # array of 0-d Tensors, one getitem node per element, and on the GPU a silent way

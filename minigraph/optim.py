@@ -198,6 +198,9 @@ def _parameter_list(owner: str, params: Any) -> list[Tensor]:
                          f"(a generator such as model.parameters() can be "
                          f"read only once: was it used already?)")
     seen: set[int] = set()
+    # Tensor(array) shares the array (torch.from_numpy's rule), so two parameters made from one
+    # zeros array are one array: each step would apply both updates to it, silently.
+    arrays: dict[int, int] = {}
     for index, param in enumerate(params):
         if not isinstance(param, Tensor):
             hint = " (pass model.parameters(), not named_parameters())" if isinstance(param, tuple) else ""
@@ -215,4 +218,10 @@ def _parameter_list(owner: str, params: Any) -> list[Tensor]:
             raise ValueError(f"{owner}: parameter {index} (shape {param.shape}) appears more than "
                              f"once; expected each parameter once")
         seen.add(id(param))
+        first = arrays.setdefault(id(param.data), index)
+        if first != index:
+            raise ValueError(f"{owner}: parameters {first} and {index} (shape {param.shape}) share one "
+                             f"array; each step would update it twice. Tensor(array) shares the "
+                             f"array it is given: make each parameter from its own, e.g. "
+                             f"Tensor(array.copy(), requires_grad=True)")
     return params

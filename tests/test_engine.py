@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import operator
+import re
 import weakref
 
 import numpy as np
@@ -656,3 +658,40 @@ def test_numpy_conversion_of_a_tensor_is_refused_instead_of_an_object_array_of_t
             convert(t)
     np.testing.assert_array_equal(t.numpy(), np.arange(6.0).reshape(3, 2))  # the explicit way
     assert (np.ones(2) + mg.Tensor(np.ones(2))).device == device  # NumPy operands still defer to Tensor
+
+
+def test_an_augmented_assignment_to_a_parameter_raises_instead_of_leaving_it_unchanged(rng):
+    # PyTorch's hand-written SGD step, `with no_grad(): p -= lr * p.grad`, updates p in place.
+    # Without in-place operators Python runs `p = p - lr * p.grad`: the loop variable is rebound
+    # and the parameters never move, so training silently does nothing.
+    w, b = (mg.Tensor(rng.normal(size=shape), requires_grad=True) for shape in [(3, 2), (2,)])
+    x = mg.Tensor(rng.normal(size=(4, 3)))
+    (x @ w + b).sum().backward()
+    before = [w.numpy(), b.numpy()]
+    updates = {"-=": operator.isub, "+=": operator.iadd, "*=": operator.imul,
+               "/=": operator.itruediv, "**=": operator.ipow, "@=": operator.imatmul}
+    for symbol, update in updates.items():
+        for p in (w, b):
+            operand = 2.0 if symbol == "**=" else p.grad
+            with pytest.raises(TypeError, match=rf"{re.escape(symbol)} on a parameter .* "
+                                                 rf"p.data -= lr \* p.grad"):
+                with mg.no_grad():
+                    update(p, operand)
+            with pytest.raises(TypeError, match=re.escape(symbol)):  # in grad mode too, as PyTorch
+                update(p, operand)
+    for p, old in zip((w, b), before):
+        np.testing.assert_array_equal(p.numpy(), old)
+    # Elsewhere `h += v` keeps meaning `h = h + v`, a new node, as graphs summing losses rely on.
+    h = x @ w
+    first = h
+    h += 1.0
+    assert h is not first and h.grad_fn.name == "add"
+    np.testing.assert_array_equal(h.numpy(), first.numpy() + 1.0)
+    total = 0.0
+    for _ in range(2):
+        total += (x @ w).sum()
+    total.backward()
+    np.testing.assert_allclose(w.grad, 3 * np.tile(x.numpy().sum(axis=0)[:, None], (1, 2)))
+    constant = mg.Tensor(np.ones(2))
+    constant -= 1.0  # data, not a parameter: rebinding loses nothing
+    np.testing.assert_array_equal(constant.numpy(), np.zeros(2))

@@ -225,6 +225,20 @@ def test_a_broadcast_view_parameter_is_rejected_up_front_on_every_device(on):
         optim.SGD([view], lr=0.1)
 
 
+def test_two_parameters_made_from_one_array_are_rejected_instead_of_stepped_twice(on):
+    """Tensor(array) shares the array on the CPU, so two biases made from one zeros array are one
+    array: each step would apply both gradients to it, twice, and tie the two layers silently."""
+    zeros = on(np.zeros(4))
+    b1, b2 = mg.Tensor(zeros, requires_grad=True), mg.Tensor(zeros, requires_grad=True)
+    assert b1.data is b2.data  # the premise: an array already on the device is not copied
+    w = mg.Tensor(on(np.ones((2, 4))), requires_grad=True)
+    for make in (lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.Adam(ps)):
+        with pytest.raises(ValueError, match=r"parameters 1 and 2 \(shape \(4,\)\) share one array; .*"
+                                             r"Tensor\(array.copy\(\), requires_grad=True\)"):
+            make([w, b1, b2])
+    optim.SGD([w, mg.Tensor(zeros.copy(), requires_grad=True), b2], lr=0.1)  # copies: accepted
+
+
 def test_frozen_parameters_and_a_zero_learning_rate_are_accepted_as_in_pytorch(rng):
     """Warm-up schedules start at lr=0; frozen parameters have no .grad and are left alone."""
     w = mg.Tensor(rng.normal(size=(3, 2)), requires_grad=True)
