@@ -225,10 +225,23 @@ def test_other_arrays_and_dtypes_are_left_to_the_formula(fused):
     assert kernels.batch_norm(x.astype(">f8"), np.ones(2), np.zeros(2)) is None  # not native byte order
 
 
-@pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("False", False), ("1", True), ("", True)])
+@pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("False", False), ("1", True), ("", True),
+                                      (" Yes ", True)])
 def test_minigraph_fused_is_read_at_each_call(monkeypatch, value, on):
     monkeypatch.setenv("MINIGRAPH_FUSED", value)
     assert kernels.fused_enabled() is on
+
+
+@pytest.mark.parametrize("value", ["disabled", "none", "2", "fasle"])
+def test_an_unclear_minigraph_fused_is_an_error_not_silently_on(monkeypatch, rng, value):
+    """A user who wrote MINIGRAPH_FUSED=disabled asked for the formula; running the kernels would ignore them."""
+    monkeypatch.setenv("MINIGRAPH_FUSED", value)
+    running = np.zeros(3), np.ones(3)
+    for training in (True, False):
+        with pytest.raises(ValueError, match=f"batch_norm: MINIGRAPH_FUSED is '{value}'; expected one of 0, "):
+            mg.batch_norm(mg.Tensor(rng.normal(size=(4, 3))), None, None, *running, training=training)
+        np.testing.assert_array_equal(running[0], 0.0)  # refused before the statistics were touched
+        np.testing.assert_array_equal(running[1], 1.0)
 
 
 def test_a_failed_numba_import_falls_back_to_the_formula_with_exactly_one_warning(monkeypatch, rng):
