@@ -203,6 +203,9 @@ def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(monkeypatch, rng
 
     x, gamma, beta, grad_y = problem(rng, (9, 4))
     want = run(monkeypatch, "formula", x, gamma, beta, grad_y)
+    # Compiled before rigging: compile_for runs the kernels, which would turn them off for good.
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+    assert kernels.batch_norm(x, gamma, beta) is cpu
     for name in ("batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward"):
         monkeypatch.setattr(cpu, name, broken)
     got = run(monkeypatch, "formula", x, gamma, beta, grad_y)
