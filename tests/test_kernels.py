@@ -192,6 +192,44 @@ def test_results_are_bitwise_the_same_for_every_thread_count(monkeypatch, rng):
             np.testing.assert_array_equal(other[name], results[0][name], err_msg=name)
 
 
+_TWO_THREADS = """
+import threading, numpy as np, minigraph as mg
+rng = np.random.default_rng(0)
+arrays = [(rng.normal(size=(3000, 64)), rng.normal(size=(3000, 64))) for _ in range(2)]
+def step(x, grad_y):
+    tx = mg.Tensor(x, requires_grad=True)
+    out = mg.batch_norm(tx, None, None)
+    assert out.grad_fn.kernel is not None
+    out.backward(grad_y)
+    return out.data, tx.grad
+want = [step(*a) for a in arrays]
+same = []
+def worker(i):
+    for _ in range(20):
+        same.append(all(np.array_equal(g, w) for g, w in zip(step(*arrays[i]), want[i])))
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+import numba
+print(numba.threading_layer(), len(same), all(same))
+"""
+
+
+@needs_numba
+@pytest.mark.parametrize("layer", ["default", "workqueue"])
+def test_two_python_threads_may_run_the_kernels_at_once(layer):
+    """numba's workqueue layer (where neither tbb nor GNU OpenMP loads, e.g. pip on macOS) aborts the
+    process on concurrent launches; the kernels must take turns there, and agree with a lone thread."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MINIGRAPH_FUSED="1", MINIGRAPH_DEVICE="cpu",
+               NUMBA_THREADING_LAYER=layer)
+    done = subprocess.run([sys.executable, "-c", _TWO_THREADS], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    used, count, same = done.stdout.split()
+    assert used == layer or layer == "default"
+    assert (count, same) == ("40", "True")
+
+
 # --- choosing the path ---------------------------------------------------------------------------
 @needs_numba
 def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(monkeypatch, rng):
