@@ -230,6 +230,41 @@ def test_two_python_threads_may_run_the_kernels_at_once(layer):
     assert (count, same) == ("40", "True")
 
 
+_FORK_WHILE_A_THREAD_RUNS_A_KERNEL = """
+import multiprocessing, numpy as np, minigraph as mg
+from minigraph.kernels import cpu
+def child(queue):
+    x = mg.Tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    queue.put(mg.batch_norm(x, None, None).grad_fn.kernel is not None)
+if __name__ == "__main__":
+    mg.batch_norm(mg.Tensor(np.ones((3, 2))), None, None)
+    cpu._turns.acquire()  # what another thread inside a kernel holds at the moment of the fork
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(30)
+    if process.exitcode is None:
+        process.kill()
+    print(cpu.threading_layer(), process.exitcode, queue.get(timeout=5) if process.exitcode == 0 else None)
+"""
+
+
+@needs_numba
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork")
+def test_a_child_forked_while_another_thread_ran_a_kernel_does_not_wait_for_it_forever(tmp_path):
+    """On the workqueue layer, which is fork-safe, the child runs the kernels; the lock the parent's
+    other thread held at the fork must not be held in the child, where that thread does not exist."""
+    script = tmp_path / "fork_while_running.py"
+    script.write_text(_FORK_WHILE_A_THREAD_RUNS_A_KERNEL)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MINIGRAPH_FUSED="1", MINIGRAPH_DEVICE="cpu",
+               NUMBA_THREADING_LAYER="workqueue")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["workqueue", "0", "True"], done.stderr[-2000:]
+
+
 # --- choosing the path ---------------------------------------------------------------------------
 @needs_numba
 def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(monkeypatch, rng):

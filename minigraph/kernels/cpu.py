@@ -39,6 +39,7 @@ OMP_WAIT_POLICY=PASSIVE or NUMBA_NUM_THREADS=1 before the first batch norm.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable
 
@@ -91,6 +92,16 @@ def kernel_ready(a: Any) -> Any:
 # made before the layer is known. The other layers are thread-safe and never wait here.
 _THREAD_SAFE_LAYERS = ("omp", "tbb")
 _turns = threading.Lock()
+
+
+def _free_turns_in_child() -> None:
+    """A child forked while another thread held ``_turns`` would wait forever for that thread: free it."""
+    global _turns
+    _turns = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_free_turns_in_child)
 
 
 class _ThreadsFor:
