@@ -192,6 +192,79 @@ def test_results_are_bitwise_the_same_for_every_thread_count(monkeypatch, rng):
             np.testing.assert_array_equal(other[name], results[0][name], err_msg=name)
 
 
+_TWO_THREADS = """
+import threading, numpy as np, minigraph as mg
+rng = np.random.default_rng(0)
+arrays = [(rng.normal(size=(3000, 64)), rng.normal(size=(3000, 64))) for _ in range(2)]
+def step(x, grad_y):
+    tx = mg.Tensor(x, requires_grad=True)
+    out = mg.batch_norm(tx, None, None)
+    assert out.grad_fn.kernel is not None
+    out.backward(grad_y)
+    return out.data, tx.grad
+want = [step(*a) for a in arrays]
+same = []
+def worker(i):
+    for _ in range(20):
+        same.append(all(np.array_equal(g, w) for g, w in zip(step(*arrays[i]), want[i])))
+threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+import numba
+print(numba.threading_layer(), len(same), all(same))
+"""
+
+
+@needs_numba
+@pytest.mark.parametrize("layer", ["default", "workqueue"])
+def test_two_python_threads_may_run_the_kernels_at_once(layer):
+    """numba's workqueue layer (where neither tbb nor GNU OpenMP loads, e.g. pip on macOS) aborts the
+    process on concurrent launches; the kernels must take turns there, and agree with a lone thread."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MINIGRAPH_FUSED="1", MINIGRAPH_DEVICE="cpu",
+               NUMBA_THREADING_LAYER=layer)
+    done = subprocess.run([sys.executable, "-c", _TWO_THREADS], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    used, count, same = done.stdout.split()
+    assert used == layer or layer == "default"
+    assert (count, same) == ("40", "True")
+
+
+_FORK_WHILE_A_THREAD_RUNS_A_KERNEL = """
+import multiprocessing, numpy as np, minigraph as mg
+from minigraph.kernels import cpu
+def child(queue):
+    x = mg.Tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    queue.put(mg.batch_norm(x, None, None).grad_fn.kernel is not None)
+if __name__ == "__main__":
+    mg.batch_norm(mg.Tensor(np.ones((3, 2))), None, None)
+    cpu._turns.acquire()  # what another thread inside a kernel holds at the moment of the fork
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(30)
+    if process.exitcode is None:
+        process.kill()
+    print(cpu.threading_layer(), process.exitcode, queue.get(timeout=5) if process.exitcode == 0 else None)
+"""
+
+
+@needs_numba
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork")
+def test_a_child_forked_while_another_thread_ran_a_kernel_does_not_wait_for_it_forever(tmp_path):
+    """On the workqueue layer, which is fork-safe, the child runs the kernels; the lock the parent's
+    other thread held at the fork must not be held in the child, where that thread does not exist."""
+    script = tmp_path / "fork_while_running.py"
+    script.write_text(_FORK_WHILE_A_THREAD_RUNS_A_KERNEL)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MINIGRAPH_FUSED="1", MINIGRAPH_DEVICE="cpu",
+               NUMBA_THREADING_LAYER="workqueue")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["workqueue", "0", "True"], done.stderr[-2000:]
+
+
 # --- choosing the path ---------------------------------------------------------------------------
 @needs_numba
 def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(monkeypatch, rng):
@@ -203,6 +276,9 @@ def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(monkeypatch, rng
 
     x, gamma, beta, grad_y = problem(rng, (9, 4))
     want = run(monkeypatch, "formula", x, gamma, beta, grad_y)
+    # Compiled before rigging: compile_for runs the kernels, which would turn them off for good.
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+    assert kernels.batch_norm(x, gamma, beta) is cpu
     for name in ("batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward"):
         monkeypatch.setattr(cpu, name, broken)
     got = run(monkeypatch, "formula", x, gamma, beta, grad_y)
@@ -225,10 +301,23 @@ def test_other_arrays_and_dtypes_are_left_to_the_formula(fused):
     assert kernels.batch_norm(x.astype(">f8"), np.ones(2), np.zeros(2)) is None  # not native byte order
 
 
-@pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("False", False), ("1", True), ("", True)])
+@pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("False", False), ("1", True), ("", True),
+                                      (" Yes ", True)])
 def test_minigraph_fused_is_read_at_each_call(monkeypatch, value, on):
     monkeypatch.setenv("MINIGRAPH_FUSED", value)
     assert kernels.fused_enabled() is on
+
+
+@pytest.mark.parametrize("value", ["disabled", "none", "2", "fasle"])
+def test_an_unclear_minigraph_fused_is_an_error_not_silently_on(monkeypatch, rng, value):
+    """A user who wrote MINIGRAPH_FUSED=disabled asked for the formula; running the kernels would ignore them."""
+    monkeypatch.setenv("MINIGRAPH_FUSED", value)
+    running = np.zeros(3), np.ones(3)
+    for training in (True, False):
+        with pytest.raises(ValueError, match=f"batch_norm: MINIGRAPH_FUSED is '{value}'; expected one of 0, "):
+            mg.batch_norm(mg.Tensor(rng.normal(size=(4, 3))), None, None, *running, training=training)
+        np.testing.assert_array_equal(running[0], 0.0)  # refused before the statistics were touched
+        np.testing.assert_array_equal(running[1], 1.0)
 
 
 def test_a_failed_numba_import_falls_back_to_the_formula_with_exactly_one_warning(monkeypatch, rng):

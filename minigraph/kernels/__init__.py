@@ -5,7 +5,9 @@ with that op's kernel functions, or None. On None it runs its formula, which
 stays the readable definition and the reference the tests hold kernels to.
 
 - ``MINIGRAPH_FUSED=0`` (or ``false``, ``off``, ``no``) turns every kernel off,
-  on both devices. It is read at each call, so it can be changed at run time.
+  on both devices; ``1`` (``true``, ``on``, ``yes``, empty or unset) leaves them on.
+  Any other value is a ValueError, so a misspelt "off" is never read as on. It
+  is read at each call, so it can be changed at run time.
 - NumPy float32/float64 arrays: ``kernels/cpu.py`` (numba). It is imported and
   compiled on first use, so ``import minigraph`` never imports numba. If numba
   is missing, or its import or compile fails, one warning is issued and the
@@ -27,12 +29,21 @@ import numpy
 
 ENV_VAR = "MINIGRAPH_FUSED"
 _OFF = ("0", "false", "off", "no")
+_ON = ("1", "true", "on", "yes", "")
 _CPU_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
-def fused_enabled() -> bool:
-    """False when ``MINIGRAPH_FUSED`` says off (0, false, off, no); on by default."""
-    return os.environ.get(ENV_VAR, "1").strip().lower() not in _OFF
+def fused_enabled(op: str = "minigraph") -> bool:
+    """False when ``MINIGRAPH_FUSED`` says off (0, false, off, no); on by default; a ValueError
+    naming ``op`` (the op that asked) for any other value."""
+    value = os.environ.get(ENV_VAR, "1").strip().lower()
+    if value in _OFF:
+        return False
+    if value in _ON:
+        return True
+    raise ValueError(f"{op}: {ENV_VAR} is {os.environ[ENV_VAR]!r}; expected one of {', '.join(_OFF)} "
+                     f"(fused kernels off) or {', '.join(_ON[:-1])} (on, the default). Set it to 0 "
+                     f"to run the formulas, or unset it")
 
 
 def _spin_briefly() -> None:
@@ -108,7 +119,7 @@ def batch_norm(x: Any, *others: Any) -> ModuleType | None:
     The module provides ``batch_norm_forward``, ``batch_norm_backward`` and
     ``batch_norm_eval_forward`` (see ``kernels/cpu.py`` for their contracts).
     """
-    if not fused_enabled():
+    if not fused_enabled("batch_norm"):
         return None
     arrays = (x,) + others
     if all(type(a) is numpy.ndarray for a in arrays):

@@ -39,6 +39,8 @@ OMP_WAIT_POLICY=PASSIVE or NUMBA_NUM_THREADS=1 before the first batch norm.
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, Callable
 
 import numpy
@@ -84,15 +86,37 @@ def kernel_ready(a: Any) -> Any:
     return numpy.array(a, order="C")
 
 
-class _ThreadsFor:
-    """``with _ThreadsFor(x):`` runs the kernels inside on one thread when x is small, else on numba's default."""
+# numba's workqueue threading layer (its choice where neither tbb nor GNU OpenMP loads, as in a pip
+# install on macOS, or with NUMBA_THREADING_LAYER=workqueue) aborts the whole process when two Python
+# threads launch parallel kernels at once. There the kernels take turns; so do the first launches,
+# made before the layer is known. The other layers are thread-safe and never wait here.
+_THREAD_SAFE_LAYERS = ("omp", "tbb")
+_turns = threading.Lock()
 
-    __slots__ = ("single", "threads")
+
+def _free_turns_in_child() -> None:
+    """A child forked while another thread held ``_turns`` would wait forever for that thread: free it."""
+    global _turns
+    _turns = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_free_turns_in_child)
+
+
+class _ThreadsFor:
+    """``with _ThreadsFor(x):`` runs the kernels inside on one thread when x is small, else on numba's
+    default; one Python thread at a time where numba's threading layer is not thread-safe."""
+
+    __slots__ = ("single", "threads", "taking_turns")
 
     def __init__(self, x: Any) -> None:
         self.single = x.size < PARALLEL_MIN_ELEMENTS
 
     def __enter__(self) -> None:
+        self.taking_turns = threading_layer() not in _THREAD_SAFE_LAYERS
+        if self.taking_turns:
+            _turns.acquire()
         if self.single:
             self.threads = numba.get_num_threads()
             numba.set_num_threads(1)  # this thread's setting only
@@ -100,6 +124,8 @@ class _ThreadsFor:
     def __exit__(self, *exc_info: Any) -> None:
         if self.single:
             numba.set_num_threads(self.threads)
+        if self.taking_turns:
+            _turns.release()
 
 
 # --- the kernels (numba) -----------------------------------------------------------------------
