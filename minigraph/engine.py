@@ -22,6 +22,7 @@ import heapq
 import itertools
 import numbers
 import threading
+import types
 from typing import Any, Callable, Sequence
 
 import numpy
@@ -307,18 +308,37 @@ def queue_callback(callback: Callable[[], None]) -> None:
     """Run ``callback()`` once the backward pass now running has finished (from a hook).
 
     Callbacks run in the order queued, after every ``.grad`` is complete, and
-    only if the pass succeeds. A callback already queued in this pass (an equal
-    one: the same function, or the same bound method of the same object) is not
-    queued again, so hooks on several outputs can each ask for it. Distributed
-    training queues its gradient all-reduce this way, from a hook on the model's
-    output.
+    only if the pass succeeds. A callback already queued in this pass (the same
+    object, or the same method bound to the same object) is not queued again, so
+    hooks on several outputs can each ask for it; distinct callables always run,
+    whatever their ``==`` says. Distributed training queues its gradient all-reduce
+    this way, from a hook on the model's output.
     """
     pending = _callbacks.get()
     if pending is None:
         raise RuntimeError("queue_callback: no backward pass is running; call it from a hook "
                            "registered with Tensor.register_hook")
-    if callback not in pending:
+    if not any(_same_callback(callback, queued) for queued in pending):
         pending.append(callback)
+
+
+def _same_callback(a: Callable[[], None], b: Callable[[], None]) -> bool:
+    """True when a and b are one callback: one object, or one method bound to one object.
+
+    Identity, never ``==`` (which ``callback in pending`` would use): a callable dataclass
+    compares by value, so a second, distinct callback would silently not run, and an
+    ``__eq__`` returning an array would raise on its truth value. ``obj.method`` is a new
+    object at each access, hence the (bound object, function) comparison.
+    """
+    if a is b:
+        return True
+    if type(a) is not type(b) or not isinstance(a, (types.MethodType, types.BuiltinMethodType)):
+        return False
+    if a.__self__ is not b.__self__:
+        return False
+    if isinstance(a, types.MethodType):
+        return a.__func__ is b.__func__
+    return a.__name__ == b.__name__  # a method of a built-in type, e.g. some_list.pop
 
 
 def run_backward(root: "Tensor", grad: Any, retain_graph: bool) -> None:

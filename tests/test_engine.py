@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import operator
 import re
@@ -488,6 +489,38 @@ def test_a_callback_queued_by_several_hooks_runs_once_per_pass_and_a_failed_pass
     remove()
     (a + b).sum().backward()  # nothing of the failed pass lingers: queued afresh, run once
     assert counter.calls == 2
+
+
+def test_queued_callbacks_are_one_only_when_they_are_one_object_or_one_bound_method(rng):
+    """Dedupe by identity: a callable's == may compare by value (distinct dataclass
+    instances) or return an array, neither of which makes two callbacks one."""
+    @dataclasses.dataclass
+    class Append:
+        log: list
+
+        def __call__(self):
+            self.log.append("ran")
+
+    class ArrayEquality:  # == gives an array, as a callable wrapping arrays may
+        def __init__(self, log):
+            self.log, self.values = log, np.arange(3.0)
+
+        def __call__(self):
+            self.log.append("ran")
+
+        def __eq__(self, other):
+            return self.values == getattr(other, "values", None)
+
+        __hash__ = None
+
+    first, second, third, fourth, stack = [], [], [], [], [1, 2, 3]
+    callbacks = [Append(first), Append(second), ArrayEquality(third), ArrayEquality(fourth),
+                 stack.pop, stack.pop]  # the last two: one built-in method of one list
+    x = mg.Tensor(rng.normal(size=(3,)), requires_grad=True)
+    out = x * 2.0
+    out.register_hook(lambda grad: [mg.engine.queue_callback(cb) for cb in callbacks] and None)
+    out.sum().backward()
+    assert (first, second, third, fourth, stack) == (["ran"], ["ran"], ["ran"], ["ran"], [1, 2])
 
 
 def test_a_leaf_hook_runs_once_on_the_total_of_every_path(on, rng):
