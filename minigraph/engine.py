@@ -143,6 +143,12 @@ def _is_array(value: Any) -> bool:
     return type(value) is numpy.ndarray or backend.is_gpu_array(value)
 
 
+def _unscalar(value: Any) -> Any:
+    """``value``, or a 0-d array in place of a NumPy scalar: NumPy math on 0-d arrays returns
+    scalars, and forward results, gradients and ``.grad`` must stay arrays."""
+    return numpy.asarray(value) if isinstance(value, numpy.generic) else value
+
+
 def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     """Run ``fn`` on the inputs' arrays and, if any input wants a gradient, record it."""
     if not isinstance(fn, Function):
@@ -170,10 +176,9 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     fn.saved = ()
     data = fn.forward(*arrays)
     if not _is_array(data):
-        if isinstance(data, numpy.generic):  # NumPy math on 0-d arrays returns scalars
-            data = numpy.asarray(data)
-        else:
-                raise TypeError(f"{fn.name}.forward returned a {type(data).__name__}; expected an array "
+        data = _unscalar(data)
+        if not _is_array(data):
+            raise TypeError(f"{fn.name}.forward returned a {type(data).__name__}; expected an array "
                             f"of the inputs' module (numpy.ndarray or cupy.ndarray), e.g. xp.asarray(value)")
     out = Tensor.__new__(Tensor)
     out.data = data
@@ -222,8 +227,7 @@ def _check_gradients(fn: Function, grads: Any) -> None:
     for index, (edge, grad) in enumerate(zip(fn.edges, grads)):
         if edge is None or grad is None:
             continue
-        if isinstance(grad, numpy.generic):  # a 0-d gradient computed by NumPy; accepted, see _propagate
-            grad = numpy.asarray(grad)
+        grad = _unscalar(grad)  # a 0-d gradient computed by NumPy; accepted, see _propagate
         shape, dtype, device = (edge.data.shape, edge.data.dtype, edge.device) if type(edge) is Tensor \
             else (edge.out_shape, edge.out_dtype, "cpu" if edge.out_type is numpy.ndarray else "gpu")
         got = getattr(grad, "shape", None), getattr(grad, "dtype", None)
@@ -252,10 +256,7 @@ def _run_hooks(hooks: list, grad: Any, where: str) -> Any:
     for hook in hooks:
         result = hook(grad)
         if result is not None:
-            if isinstance(result, Tensor):
-                result = result.data
-            elif isinstance(result, numpy.generic):  # NumPy math on a 0-d gradient returns scalars
-                result = numpy.asarray(result)
+            result = result.data if isinstance(result, Tensor) else _unscalar(result)
             if not _is_array(result) or result.shape != grad.shape or result.dtype != grad.dtype \
                     or backend.device_of(result) != backend.device_of(grad):
                 got = (f"{result.shape} {result.dtype} on {backend.device_of(result)!r}" if _is_array(result)
@@ -269,8 +270,7 @@ def _run_hooks(hooks: list, grad: Any, where: str) -> Any:
 def _sum(a: Any, b: Any) -> Any:
     """a + b for two gradients, an array even when both are 0-d (NumPy would give a scalar,
     and a 0-d parameter's .grad must stay an array, as its data is)."""
-    total = a + b
-    return numpy.asarray(total) if isinstance(total, numpy.generic) else total
+    return _unscalar(a + b)
 
 
 def _accumulate_leaf(leaf: "Tensor", grad: Any, fresh: bool = False) -> None:
@@ -395,8 +395,8 @@ def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
         for edge, grad in zip(fn.edges, grads):
             if edge is None or grad is None:
                 continue
-            if type(grad) is not numpy.ndarray and isinstance(grad, numpy.generic):
-                grad = numpy.asarray(grad)  # NumPy math on 0-d arrays returns scalars
+            if type(grad) is not numpy.ndarray:  # (the common case skips the call)
+                grad = _unscalar(grad)
             if type(edge) is Tensor:
                 if edge in leaf_grads:
                     leaf_grads[edge] = _sum(leaf_grads[edge], grad)
@@ -418,8 +418,7 @@ def _as_float_array(data: Any, device: str | None) -> Any:
     """Turn user data into a float32/float64 array, placed by ``backend.placed``'s device rule."""
     if isinstance(data, Tensor):  # re-wrapping a tensor keeps its device unless told otherwise
         return data.data if device is None else backend.to_device(data.data, device)
-    if isinstance(data, numpy.generic):
-        data = numpy.asarray(data)  # a NumPy scalar keeps its dtype, like an array
+    data = _unscalar(data)  # a NumPy scalar keeps its dtype, like an array
     if isinstance(data, numpy.ndarray) and type(data) is not numpy.ndarray:
         if isinstance(data, numpy.ma.MaskedArray):
             raise TypeError("Tensor: got a masked array; minigraph has no masks, so its ops would "
