@@ -546,9 +546,10 @@ class DistributedDataParallel(nn.Module):
     buffers. Calling it runs the model on this process's rows; in training (when the output
     needs a gradient) it hooks the output: at the start of backward the hook learns the global
     row count N (one all-reduce), scales the output's gradient by P·n_r/N, and queues the
-    gradient all-reduce for the end of backward. That all-reduce packs the gradients into buckets of up to ``bucket_cap_mb`` MiB
-    per dtype and device (reverse parameter order), the same buckets in the same order on every
-    process, and leaves each ``.grad`` the average over processes. See the module docstring for
+    gradient all-reduce for the end of backward. That all-reduce packs the gradients into
+    buckets of up to ``bucket_cap_mb`` MiB per dtype and device (reverse parameter order), the
+    same buckets in the same order on every process, and leaves each ``.grad`` the average over
+    processes. See the module docstring for
     what is assumed of the loss. The model's output must be one Tensor (n_r, ...): row i belongs
     to input row i (a tuple or dict of tensors that need gradients is a TypeError). With one
     process this is the model unchanged.

@@ -51,8 +51,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
     if keep is None:
         if generator is None:
             generator = default_generator(xp)
-        elif device_of_generator(generator, "dropout") != x.device:
-            raise TypeError(f"dropout: the generator draws on {device_of_generator(generator)!r} "
+        elif (drawn_on := device_of_generator(generator, "dropout")) != x.device:
+            raise TypeError(f"dropout: the generator draws on {drawn_on!r} "
                             f"but x is on {x.device!r}; expected one device: make it with "
                             f"{'cupy' if x.device == 'gpu' else 'numpy'}.random.default_rng(seed)")
         keep = generator.random(x.data.shape, dtype=x.data.dtype) >= p
