@@ -52,6 +52,19 @@ def test_relu_gradient_matches_finite_differences_away_from_zero(on, rng):
     assert mg.gradcheck(mg.relu, [mg.Tensor(on(x), requires_grad=True)], **TIGHT)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gradient_zero_at_and_below_zero_and_through_nan(on, rng, dtype):
+    # PyTorch's rule: the upstream gradient is kept where not (x <= 0), so a NaN input keeps it
+    # (NaN compares false) and the divergence stays visible in the gradients below.
+    x = np.array([[-1.5, 0.0, 2.0], [np.nan, 3.0, -0.0]], dtype=dtype)
+    upstream = rng.normal(size=x.shape).astype(dtype)
+    t = mg.Tensor(on(x), requires_grad=True)
+    mg.relu(t).backward(on(upstream))
+    expected = np.where(np.isnan(x) | (x > 0), upstream, 0).astype(dtype)
+    assert t.grad.dtype == dtype
+    np.testing.assert_array_equal(mg.backend.to_device(t.grad, "cpu"), expected)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("shape", [(2, 1), (7, 1), (5, 3), (6,)])
 def test_mse_gradients_for_pred_and_target(on, rng, reduction, shape):

@@ -174,3 +174,13 @@ def test_random_algebra_graphs_match_torch_autograd(on, seed):
     for name, tensor in ours.items():
         np.testing.assert_allclose(to_device(tensor.grad, "cpu"), theirs[name].grad.numpy(),
                                    rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_relu_gradient_at_nan_zero_and_negative_zero_matches_torch(on):
+    x = np.array([np.nan, 0.0, -0.0, -2.0, 3.0, np.inf, -np.inf])
+    upstream = np.arange(1.0, 8.0)
+    ours = mg.Tensor(on(x), requires_grad=True)
+    mg.relu(ours).backward(on(upstream))
+    theirs = torch.tensor(x, requires_grad=True)
+    torch.relu(theirs).backward(torch.tensor(upstream))
+    np.testing.assert_array_equal(mg.backend.to_device(ours.grad, "cpu"), theirs.grad.numpy())

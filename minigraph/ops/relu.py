@@ -12,7 +12,8 @@ from ..engine import Function, Tensor, apply, as_tensor, verified
 class ReLU(Function):
     """x: any shape -> y: same shape.
 
-    dX = dY ⊙ 1[y > 0]   (the subgradient at 0 is taken as 0, as in PyTorch).
+    dX = dY where y > 0, 0 where y ≤ 0   (the subgradient at 0 is taken as 0, and a NaN
+    input passes dY through, both as in PyTorch: a NaN must reach the gradients, not vanish).
     """
 
     __slots__ = ()
@@ -20,12 +21,14 @@ class ReLU(Function):
 
     def forward(self, x: Any) -> Any:
         y = get_array_module(x).maximum(x, 0)
-        self.saved = (y,)  # the mask y > 0 is recomputed from y: no extra array kept
+        self.saved = (y,)  # the mask is recomputed from y: no extra array kept
         return y
 
     def backward(self, grad_output: Any) -> tuple:
         (y,) = self.saved
-        return (grad_output * (y > 0),)
+        # Not grad_output * (y > 0): NaN > 0 is False, which would zero the gradient of a NaN
+        # input and hide the divergence upstream of it.
+        return (get_array_module(y).where(y <= 0, 0, grad_output),)
 
 
 def relu(x: Tensor) -> Tensor:
