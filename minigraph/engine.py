@@ -155,7 +155,7 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
         what = f"the class {fn.__name__}" if isinstance(fn, type) else f"a {type(fn).__name__}"
         raise TypeError(f"apply: got {what}; expected a Function instance, one per call, e.g. "
                         f"apply({fn.__name__ if isinstance(fn, type) else 'MyOp'}(), x)")
-    arrays = [t.data for t in inputs if isinstance(t, Tensor)]
+    arrays = [t._data for t in inputs if isinstance(t, Tensor)]
     if len(arrays) != len(inputs):
         bad = next(i for i, t in enumerate(inputs) if not isinstance(t, Tensor))
         raise TypeError(f"apply({fn.name}): input {bad} is a {type(inputs[bad]).__name__}; expected "
@@ -167,7 +167,7 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
     if len(arrays) > 1:
         _check_operands(fn, arrays)
     if _grad_enabled.get():
-        needs_grad = tuple([t.requires_grad for t in inputs])
+        needs_grad = tuple([t._requires_grad for t in inputs])
         record = any(needs_grad)
     else:
         needs_grad = (False,) * len(inputs)
@@ -181,10 +181,10 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
             raise TypeError(f"{fn.name}.forward returned a {type(data).__name__}; expected an array "
                             f"of the inputs' module (numpy.ndarray or cupy.ndarray), e.g. xp.asarray(value)")
     out = Tensor.__new__(Tensor)
-    out.data = data
+    out._data = data
     out._grad = None
     out._hooks = None
-    out.requires_grad = record
+    out._requires_grad = record
     if record:
         out._version = None  # not a leaf: nothing updates it in place
         edges = []
@@ -193,7 +193,7 @@ def apply(fn: Function, *inputs: "Tensor") -> "Tensor":
         for t, wants in zip(inputs, needs_grad):
             creator = t._creator
             if creator is None:  # every leaf input, wanted or not: its array may be saved
-                leaf_versions.append((t._version, t._version[0], t.data.shape))
+                leaf_versions.append((t._version, t._version[0], t._data.shape))
             if not wants:
                 edges.append(None)
                 continue
@@ -228,7 +228,7 @@ def _check_gradients(fn: Function, grads: Any) -> None:
         if edge is None or grad is None:
             continue
         grad = _unscalar(grad)  # a 0-d gradient computed by NumPy; accepted, see _propagate
-        shape, dtype, device = (edge.data.shape, edge.data.dtype, edge.device) if type(edge) is Tensor \
+        shape, dtype, device = (edge._data.shape, edge._data.dtype, edge.device) if type(edge) is Tensor \
             else (edge.out_shape, edge.out_dtype, "cpu" if edge.out_type is numpy.ndarray else "gpu")
         got = getattr(grad, "shape", None), getattr(grad, "dtype", None)
         if not _is_array(grad) or got != (shape, dtype) or backend.device_of(grad) != device:
@@ -256,7 +256,7 @@ def _run_hooks(hooks: list, grad: Any, where: str) -> Any:
     for hook in hooks:
         result = hook(grad)
         if result is not None:
-            result = result.data if isinstance(result, Tensor) else _unscalar(result)
+            result = result._data if isinstance(result, Tensor) else _unscalar(result)
             if not _is_array(result) or result.shape != grad.shape or result.dtype != grad.dtype \
                     or backend.device_of(result) != backend.device_of(grad):
                 got = (f"{result.shape} {result.dtype} on {backend.device_of(result)!r}" if _is_array(result)
@@ -417,7 +417,7 @@ _FLOAT_DTYPES = ("float32", "float64")
 def _as_float_array(data: Any, device: str | None) -> Any:
     """Turn user data into a float32/float64 array, placed by ``backend.placed``'s device rule."""
     if isinstance(data, Tensor):  # re-wrapping a tensor keeps its device unless told otherwise
-        return data.data if device is None else backend.to_device(data.data, device)
+        return data._data if device is None else backend.to_device(data._data, device)
     data = _unscalar(data)  # a NumPy scalar keeps its dtype, like an array
     if isinstance(data, numpy.ndarray) and type(data) is not numpy.ndarray:
         if isinstance(data, numpy.ma.MaskedArray):
@@ -448,6 +448,11 @@ def _as_float_array(data: Any, device: str | None) -> Any:
     return backend.placed(array, device)
 
 
+def _check_flag(owner: str, value: Any) -> None:
+    if not isinstance(value, (bool, numpy.bool_)):  # as PyTorch: 'no' is not False
+        raise TypeError(f"{owner}: got requires_grad={value!r}; expected True or False")
+
+
 class Tensor:
     """An array plus what is needed to differentiate through it.
 
@@ -462,25 +467,70 @@ class Tensor:
     # _version: [count] of in-place updates of a leaf's data (optimizers, load_state_dict),
     # a list so that tensors sharing the array share it; backward refuses a graph built
     # before an update. None on non-leaves, which nothing updates in place.
-    __slots__ = ("data", "requires_grad", "_grad", "_creator", "_version", "_hooks", "__weakref__")
+    __slots__ = ("_data", "_requires_grad", "_grad", "_creator", "_version", "_hooks", "__weakref__")
     # Make `array + tensor` and `array @ tensor` defer to the Tensor's reflected operators.
     __array_ufunc__ = None
     __array_priority__ = 1000
 
     def __init__(self, data: Any, requires_grad: bool = False, device: str | None = None) -> None:
-        if not isinstance(requires_grad, (bool, numpy.bool_)):  # as PyTorch: 'no' is not False
-            raise TypeError(f"Tensor: got requires_grad={requires_grad!r}; expected True or False")
-        self.data = _as_float_array(data, device)
-        self.requires_grad = bool(requires_grad)
+        _check_flag("Tensor", requires_grad)
+        self._data = _as_float_array(data, device)
+        self._requires_grad = bool(requires_grad)
         self._grad = None
         self._creator = None
         self._hooks = None
         # Tensors sharing one array share one version counter, so an in-place update
         # through either is seen by graphs that saved the other.
-        shares = isinstance(data, Tensor) and data.data is self.data and data._version is not None
+        shares = isinstance(data, Tensor) and data._data is self._data and data._version is not None
         self._version = data._version if shares else [0]
 
     # --- attributes -----------------------------------------------------
+    # data and requires_grad are properties so that assignments are checked as the constructor
+    # checks: `t.data = [1, 2]` or `t.requires_grad = 'no'` would otherwise be taken and fail far
+    # away, or never. The engine reads the slots behind them directly, on its hot paths.
+    @property
+    def data(self) -> Any:
+        """The values: a float32 or float64 numpy.ndarray or cupy.ndarray.
+
+        Assigning replaces the array (no copy, no gradient tracking), as PyTorch's
+        ``t.data = ...`` does; update in place with ``t.data[...] = values``.
+        """
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        if not _is_array(value) or value.dtype.name not in _FLOAT_DTYPES:
+            what = ("a Tensor (assign its array, other.data)" if isinstance(value, Tensor) else
+                    f"an array of {value.dtype}" if _is_array(value) else f"a {type(value).__name__}")
+            raise TypeError(f"Tensor.data: got {what}; expected a float32 or float64 NumPy or CuPy "
+                            f"array, e.g. numpy.asarray(values, dtype=numpy.float32)")
+        grad = self._grad
+        if grad is not None and (grad.shape != value.shape or grad.dtype != value.dtype):
+            raise ValueError(f"Tensor.data: got an array of shape {value.shape} and dtype {value.dtype} "
+                             f"for a tensor whose .grad has shape {grad.shape} and dtype {grad.dtype}; "
+                             f"an optimizer would apply the old gradient to the new array. Expected "
+                             f"the same shape and dtype, or set t.grad = None first")
+        self._data = value
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether backward computes this tensor's gradient (always True for a non-leaf)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        _check_flag("Tensor.requires_grad", value)
+        if self._creator is not None and not value:
+            raise RuntimeError(f"Tensor.requires_grad: this tensor was computed by "
+                               f"{self._creator.name}, and only a leaf's flag can change; for a "
+                               f"copy outside the graph write t.detach()")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        """Set ``requires_grad`` in place and return self, as PyTorch's ``requires_grad_``."""
+        self.requires_grad = requires_grad
+        return self
+
     @property
     def grad(self) -> Any:
         """The accumulated gradient: an array like ``data``, or None."""
@@ -490,34 +540,34 @@ class Tensor:
     def grad(self, value: Any) -> None:
         if value is not None:
             if isinstance(value, Tensor):
-                value = value.data
-            if getattr(value, "shape", None) != self.data.shape or value.dtype != self.data.dtype:
+                value = value._data
+            if getattr(value, "shape", None) != self._data.shape or value.dtype != self._data.dtype:
                 raise ValueError(
                     f"Tensor.grad: got {getattr(value, 'shape', type(value).__name__)} "
-                    f"{getattr(value, 'dtype', '')}; expected an array of shape {self.data.shape} "
-                    f"and dtype {self.data.dtype}, or None"
+                    f"{getattr(value, 'dtype', '')}; expected an array of shape {self._data.shape} "
+                    f"and dtype {self._data.dtype}, or None"
                 )
-            if backend.is_gpu_array(value) != backend.is_gpu_array(self.data):
+            if backend.is_gpu_array(value) != backend.is_gpu_array(self._data):
                 raise TypeError(f"Tensor.grad: got an array on {backend.device_of(value)!r}; "
                                 f"expected one on {self.device!r}")
         self._grad = value
 
     @property
     def shape(self) -> tuple:
-        return self.data.shape
+        return self._data.shape
 
     @property
     def dtype(self) -> Any:
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def device(self) -> str:
         """``'cpu'`` or ``'gpu'``."""
-        return backend.device_of(self.data)
+        return backend.device_of(self._data)
 
     @property
     def is_leaf(self) -> bool:
@@ -530,13 +580,13 @@ class Tensor:
         return self._creator
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self._data)
 
     def __iter__(self) -> Any:
         """The sub-tensors ``self[0]``, ``self[1]``, ... along the first axis (each a graph node)."""
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor; use float(t) or t.item() for its value")
-        return (self[i] for i in range(len(self.data)))
+        return (self[i] for i in range(len(self._data)))
 
     # Truth and equality keep no array meaning, on purpose. ``if t:`` on a float tensor is almost
     # always a slip for ``if t is not None:`` (a zero bias would silently count as absent), and
@@ -544,7 +594,7 @@ class Tensor:
     # Tensor == Tensor stays identity, which keeps tensors usable as dict keys and in lists.
     def __bool__(self) -> bool:
         raise TypeError(
-            f"the truth value of a Tensor (shape {self.data.shape}) is not defined; for "
+            f"the truth value of a Tensor (shape {self._data.shape}) is not defined; for "
             f"'is it set' write `t is not None`, for its value float(t) or t.item(), for the "
             f"elements t.numpy() (e.g. (t.numpy() > 0).all())"
         )
@@ -570,7 +620,7 @@ class Tensor:
         def refuse_on_a_parameter(self: "Tensor", other: Any) -> Any:
             if self._creator is None and self.requires_grad:
                 raise TypeError(
-                    f"{symbol} on a parameter (a leaf Tensor of shape {self.data.shape} with "
+                    f"{symbol} on a parameter (a leaf Tensor of shape {self._data.shape} with "
                     f"requires_grad=True): minigraph has no in-place operators, and Python would "
                     f"rebind the name to a new tensor, leaving the parameter unchanged. Update its "
                     f"array instead, e.g. p.data -= lr * p.grad (or use minigraph.optim), or write "
@@ -592,7 +642,7 @@ class Tensor:
         # array of 0-d Tensors, one getitem node per element, and on the GPU a silent way
         # around CuPy's refusal to convert implicitly.
         raise TypeError(
-            f"numpy.asarray(Tensor of shape {self.data.shape}): a Tensor is not converted "
+            f"numpy.asarray(Tensor of shape {self._data.shape}): a Tensor is not converted "
             f"implicitly; expected an explicit t.numpy() (a host copy of the values, on either "
             f"device) or float(t) for one element"
         )
@@ -600,41 +650,41 @@ class Tensor:
     def __repr__(self) -> str:
         grad = f", grad_fn={self._creator.name}" if self._creator is not None else (
             ", requires_grad=True" if self.requires_grad else "")
-        return f"Tensor({self.data!r}, device={self.device!r}{grad})"
+        return f"Tensor({self._data!r}, device={self.device!r}{grad})"
 
     # --- conversion ---------------------------------------------------
     def numpy(self) -> numpy.ndarray:
         """A host (NumPy) copy of the data."""
-        if backend.is_gpu_array(self.data):
-            return self.data.get()
-        return self.data.copy()
+        if backend.is_gpu_array(self._data):
+            return self._data.get()
+        return self._data.copy()
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float (a host sync on the GPU)."""
-        if self.data.size != 1:
-            raise ValueError(f"Tensor.item: got shape {self.data.shape}; expected one element")
-        return float(self.data.reshape(()))
+        if self._data.size != 1:
+            raise ValueError(f"Tensor.item: got shape {self._data.shape}; expected one element")
+        return float(self._data.reshape(()))
 
     def __float__(self) -> float:
         """``float(t)``: the same as ``t.item()``."""
-        if self.data.size != 1:
-            raise TypeError(f"float(): got a Tensor of shape {self.data.shape}; expected one "
+        if self._data.size != 1:
+            raise TypeError(f"float(): got a Tensor of shape {self._data.shape}; expected one "
                             f"element (t.numpy() gives all of them)")
-        return float(self.data.reshape(()))
+        return float(self._data.reshape(()))
 
     def __format__(self, spec: str) -> str:
         """``f"{loss:.4f}"``: a one-element tensor formats as its number, as in PyTorch."""
         if not spec:
             return str(self)
-        if self.data.size != 1:
-            raise TypeError(f"format(): got a Tensor of shape {self.data.shape} and the format "
+        if self._data.size != 1:
+            raise TypeError(f"format(): got a Tensor of shape {self._data.shape} and the format "
                             f"{spec!r}; expected one element (format t.numpy() for all of them)")
         return format(float(self), spec)
 
     def detach(self) -> "Tensor":
         """A new leaf sharing ``data``, outside any graph."""
         out = Tensor.__new__(Tensor)
-        out.data, out.requires_grad, out._grad, out._creator, out._hooks = self.data, False, None, None, None
+        out._data, out._requires_grad, out._grad, out._creator, out._hooks = self._data, False, None, None, None
         out._version = self._version if self._version is not None else [0]  # same array, same counter
         return out
 
@@ -678,27 +728,27 @@ class Tensor:
                 "backward: this tensor does not require grad and has no grad_fn; "
                 "create the leaves with requires_grad=True (and not under no_grad())"
             )
-        xp = backend.get_array_module(self.data)
+        xp = backend.get_array_module(self._data)
         if grad is None:
-            if self.data.size != 1:
+            if self._data.size != 1:
                 raise RuntimeError(
                     f"backward: grad can be implicitly created only for one-element outputs; "
-                    f"got shape {self.data.shape}. Pass grad=<array of shape {self.data.shape}>."
+                    f"got shape {self._data.shape}. Pass grad=<array of shape {self._data.shape}>."
                 )
-            grad = xp.ones_like(self.data)
+            grad = xp.ones_like(self._data)
         else:
             if isinstance(grad, Tensor):
-                grad = grad.data
-            if backend.is_gpu_array(grad) and not backend.is_gpu_array(self.data):
+                grad = grad._data
+            if backend.is_gpu_array(grad) and not backend.is_gpu_array(self._data):
                 raise TypeError(f"backward: grad is on 'gpu' but the output is on {self.device!r}; "
                                 f"expected the same device (grad.get() brings it to the host)")
             grad = xp.asarray(grad)  # host data goes to the output's device, as in any op
-            if grad.shape != self.data.shape:
+            if grad.shape != self._data.shape:
                 raise ValueError(f"backward: grad has shape {grad.shape}; expected the output's "
-                                 f"shape {self.data.shape}")
-            if grad.dtype != self.data.dtype:
+                                 f"shape {self._data.shape}")
+            if grad.dtype != self._data.dtype:
                 raise TypeError(f"backward: grad has dtype {grad.dtype}; expected the output's "
-                                f"dtype {self.data.dtype}")
+                                f"dtype {self._data.dtype}")
         run_backward(self, grad, retain_graph)
 
 
@@ -718,8 +768,8 @@ def as_tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Ten
     if isinstance(value, Tensor):
         return value
     if like is not None and _is_scalar(value) and not (backend.is_gpu_array(value) and like.device == "cpu"):
-        xp = backend.get_array_module(like.data)
-        return Tensor(xp.asarray(value, dtype=like.data.dtype), device=like.device)
+        xp = backend.get_array_module(like._data)
+        return Tensor(xp.asarray(value, dtype=like._data.dtype), device=like.device)
     if isinstance(value, numpy.ndarray) or backend.is_gpu_array(value):
         device = like.device if like is not None and not backend.is_gpu_array(value) else None
         return Tensor(value, device=device)

@@ -123,6 +123,67 @@ def test_requires_grad_must_be_a_bool():
     assert mg.Tensor(np.ones(2), requires_grad=np.bool_(True)).requires_grad is True
 
 
+def test_assigning_requires_grad_is_checked_as_the_constructor_checks():
+    leaf = t(2)
+    for flag in ("no", 0, None):
+        with pytest.raises(TypeError, match=f"Tensor.requires_grad: got requires_grad={flag!r}; "
+                                            f"expected True or False"):
+            leaf.requires_grad = flag
+        with pytest.raises(TypeError, match="expected True or False"):
+            leaf.requires_grad_(flag)
+        assert leaf.requires_grad is True
+    assert leaf.requires_grad_(False) is leaf and leaf.requires_grad is False
+    leaf.requires_grad = np.bool_(True)
+    assert leaf.requires_grad is True
+
+
+def test_a_computed_tensor_cannot_leave_its_graph_by_flag():
+    # As PyTorch: clearing the flag on a non-leaf would cut the graph silently; detach() says so.
+    leaf = t(2)
+    y = leaf * 2.0
+    with pytest.raises(RuntimeError, match=r"Tensor.requires_grad: this tensor was computed by mul.*"
+                                           r"t.detach\(\)"):
+        y.requires_grad = False
+    y.requires_grad = True  # already so: allowed, as in PyTorch
+    y.sum().backward()
+    np.testing.assert_array_equal(leaf.grad, [2.0, 2.0])
+
+
+def test_freezing_a_leaf_by_flag_keeps_backward_off_it():
+    frozen, trained = t(2), t(2)
+    frozen.requires_grad = False
+    (frozen * trained).sum().backward()
+    assert frozen.grad is None
+    np.testing.assert_array_equal(trained.grad, frozen.numpy())
+
+
+def test_assigning_data_takes_a_float_array_and_nothing_else(device):
+    x = mg.Tensor(np.zeros(3))
+    bad = [([1.0, 2.0], "a list"), (np.arange(3), "an array of int64"), (mg.Tensor(np.ones(3)),
+           r"a Tensor \(assign its array, other.data\)"), (None, "a NoneType")]
+    for value, what in bad:
+        with pytest.raises(TypeError, match=f"Tensor.data: got {what}; expected a float32 or float64"):
+            x.data = value
+    replacement = mg.backend.to_device(np.arange(4, dtype=np.float32), device)
+    x.data = replacement  # any shape, dtype or device, as PyTorch's t.data = ...
+    assert x.data is replacement and x.shape == (4,) and x.dtype == np.float32 and x.device == device
+
+
+def test_assigning_data_keeps_it_consistent_with_grad():
+    p = t(3)
+    (p * p).sum().backward()
+    old = p.data
+    for shape, dtype in [((4,), np.float64), ((3,), np.float32)]:
+        with pytest.raises(ValueError, match=rf"Tensor.data: got an array of shape \({shape[0]},\) "
+                                             rf"and dtype {np.dtype(dtype)} for a tensor whose .grad"):
+            p.data = np.zeros(shape, dtype=dtype)
+        assert p.data is old
+    p.data = np.full(3, 5.0)  # same shape and dtype as .grad: fine
+    p.grad = None
+    p.data = np.zeros(4)
+    assert p.shape == (4,)
+
+
 def test_operands_of_unsupported_types_are_named():
     with pytest.raises(TypeError, match="relu: x must be a Tensor or an array; got str"):
         mg.relu("x")
