@@ -4,6 +4,7 @@ Runs on NumPy, or on CuPy when a GPU is usable. See README.md.
 """
 
 from . import backend
+from .backend import manual_seed
 from .engine import Function, Tensor, apply, is_grad_enabled, no_grad
 from .gradcheck import GradcheckError, gradcheck
 from . import ops  # noqa: F401  (binds the Tensor operators)
@@ -26,7 +27,7 @@ __version__ = "0.1.0"
 # otherwise replace the builtins sum and pow in the importing module.
 __all__ = [
     "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm", "cross_entropy",
-    "div", "dropout", "exp", "gradcheck", "is_grad_enabled", "linear", "log", "matmul", "mean",
+    "div", "dropout", "exp", "gradcheck", "is_grad_enabled", "linear", "log", "manual_seed", "matmul", "mean",
     "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "sigmoid", "sub", "tanh",
     "transpose", "viz",
 ]

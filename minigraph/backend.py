@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy
 
+from . import checks
+
 DEVICES = ("cpu", "gpu")
 _ENV_VAR = "MINIGRAPH_DEVICE"
 
@@ -173,6 +175,33 @@ def device_of_generator(generator: Any, owner: str = "", name: str = "generator"
     raise TypeError(f"{owner + ': ' if owner else ''}got {name}={generator!r}, a "
                     f"{type(generator).__name__}; expected a random generator, "
                     f"numpy.random.default_rng(seed) or cupy.random.default_rng(seed)")
+
+
+# Default random generators, one per array module, for draws given no seed or generator (Linear's
+# initial weights, dropout's masks). None: fresh entropy; manual_seed sets it for all modules.
+_seed: int | None = None
+_default_generators: dict[str, Any] = {}
+
+
+def default_generator(xp: ModuleType) -> Any:
+    """The generator of ``xp`` (numpy or cupy) that draws when no ``rng``/``generator`` is given:
+    one per array module, made on first use from ``manual_seed``'s seed, or from fresh entropy."""
+    generator = _default_generators.get(xp.__name__)
+    if generator is None:
+        generator = _default_generators[xp.__name__] = xp.random.default_rng(_seed)
+    return generator
+
+
+def manual_seed(seed: int) -> None:
+    """Seed minigraph's default generators on every device, as ``torch.manual_seed`` does.
+
+    After it, layers made without ``rng`` (Linear's weights, Dropout's masks) and ``dropout``
+    without ``generator`` repeat from run to run. NumPy's global ``numpy.random.seed`` does not
+    reach them. CPU and GPU streams differ (each library has its own generator).
+    """
+    global _seed
+    _seed = checks.integer("manual_seed", "seed", seed, low=0)
+    _default_generators.clear()  # remade from the seed on their next use
 
 
 def can_update_in_place(array: Any) -> bool:

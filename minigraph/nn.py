@@ -357,7 +357,8 @@ class Linear(Module):
 
     Initialisation (He/Kaiming, suited to ReLU nets): weight ~ Normal(0, 2/in_features),
     bias = 0. Pass ``rng`` (a ``numpy.random.Generator`` or an int seed) for
-    reproducible weights; the default draws fresh entropy. ``dtype`` defaults to
+    reproducible weights; without it they come from NumPy's default generator of
+    minigraph, which ``minigraph.manual_seed`` seeds (fresh entropy otherwise). ``dtype`` defaults to
     float32 as in PyTorch; ``device`` to ``backend.default_device()``.
     """
 
@@ -376,7 +377,7 @@ class Linear(Module):
         dtype = _resolve_float_dtype("Linear", dtype)
         device = backend.default_device() if device is None else backend.check_device(device)
         try:
-            generator = numpy.random.default_rng(rng)
+            generator = backend.default_generator(numpy) if rng is None else numpy.random.default_rng(rng)
         except (TypeError, ValueError):  # NumPy's message names neither the layer nor the argument
             raise TypeError(f"Linear: got rng={rng!r}; expected None, a non-negative int seed or a "
                             f"numpy.random.Generator") from None
@@ -566,10 +567,11 @@ class Dropout(Module):
     others scaled by 1/(1 − p); the identity in eval mode. x: any shape -> same shape.
 
     ``rng``: an int seed, a ``numpy.random.Generator`` / ``cupy.random.Generator``, or None
-    (fresh entropy). With a seed or None the layer makes one generator per device on first
-    use, ``xp.random.default_rng(rng)``, so masks are drawn on the tensor's device and one
-    seed repeats the same masks on that device (CuPy's generator draws other numbers than
-    NumPy's, so the CPU and the GPU differ). A generator object serves its own device only.
+    (the device's default generator, shared by all such layers, which ``minigraph.manual_seed``
+    seeds). With a seed the layer makes one generator per device on first use,
+    ``xp.random.default_rng(rng)``, so masks are drawn on the tensor's device and one seed
+    repeats the same masks on that device (CuPy's generator draws other numbers than NumPy's,
+    so the CPU and the GPU differ). A generator object serves its own device only.
     """
 
     def __init__(self, p: float = 0.5, rng: Any = None) -> None:
@@ -587,6 +589,8 @@ class Dropout(Module):
         if self.rng is not None and not isinstance(self.rng, int):
             return self.rng
         xp = backend.get_array_module(x.data)
+        if self.rng is None:
+            return backend.default_generator(xp)
         if xp.__name__ not in self._generators:
             self._generators[xp.__name__] = xp.random.default_rng(self.rng)
         return self._generators[xp.__name__]

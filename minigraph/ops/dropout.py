@@ -5,13 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from .. import checks
-from ..backend import device_of_generator, get_array_module
+from ..backend import default_generator, device_of_generator, get_array_module
 from ..engine import Tensor, apply, as_tensor, verified
 from .elementwise import Mul
 from .shape import data_array
-
-_default_generators: dict[str, Any] = {}  # one per array module, from fresh entropy
-
 
 @verified
 class Dropout(Mul):
@@ -24,14 +21,6 @@ class Dropout(Mul):
     op = "dropout"
 
 
-def default_generator(xp: Any) -> Any:
-    """The generator ``dropout`` draws from when given none: one per array module, unseeded."""
-    name = xp.__name__
-    if name not in _default_generators:
-        _default_generators[name] = xp.random.default_rng()
-    return _default_generators[name]
-
-
 def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = None,
             keep: Any = None) -> Tensor:
     """Zero each element of x with probability ``p`` and scale the others by 1/(1 − p), so the
@@ -39,7 +28,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
 
     Identity (x itself, nothing drawn) when ``training`` is False or p = 0; zeros when p = 1
     (PyTorch's behaviour). ``generator``: a ``numpy.random.Generator`` for a tensor on the
-    CPU, a ``cupy.random.Generator`` on the GPU (``xp.random.default_rng(seed)``); the mask is
+    CPU, a ``cupy.random.Generator`` on the GPU (``xp.random.default_rng(seed)``), or None for
+    the device's default generator (``minigraph.manual_seed`` seeds it); the mask is
     drawn on the tensor's device from ``generator.random``. ``keep`` (a boolean array of x's
     shape, True = kept) replaces the draw, for tests and for replaying a mask.
     """
