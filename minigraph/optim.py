@@ -10,12 +10,16 @@ Usage, as in PyTorch::
 ``.grad`` is None are skipped. State (momentum buffers, Adam's moments) is
 created on the parameter's device at its first update, so move a model with
 ``model.to(device)`` before building its optimizer.
+
+Hyperparameters (``lr``, ``momentum``, ``betas``, ...) are checked whenever they are
+assigned, so a schedule may set ``opt.lr = 0.5 * opt.lr`` between steps and a bad
+value fails there, not steps later.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import backend, checks
@@ -30,10 +34,23 @@ class Optimizer:
     ``params``: an iterable of leaf Tensors, e.g. ``model.parameters()``; a
     generator is read once, here. Frozen ones (``requires_grad=False``) are
     accepted and, having no ``.grad``, left alone by ``step``, as in PyTorch.
+
+    A subclass lists its hyperparameters in ``_hyperparameters`` (name -> check, which
+    returns the value to keep or raises naming the owner it is given). The constructor and
+    attribute assignment both validate through those checks; ``step`` reads the checked
+    values as plain attributes.
     """
+
+    _hyperparameters: dict[str, Callable[[str, Any], Any]] = {}
 
     def __init__(self, params: Iterable[Tensor]) -> None:
         self.params: list[Tensor] = _parameter_list(type(self).__name__, params)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        check = self._hyperparameters.get(name)
+        if check is not None:  # only on assignment: step() pays nothing for it
+            value = check(type(self).__name__, value)
+        object.__setattr__(self, name, value)
 
     def zero_grad(self) -> None:
         """Set every parameter's ``.grad`` to None (PyTorch's default), so the next backward starts afresh."""
@@ -42,6 +59,21 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} has no step(); define it in the subclass")
+
+
+def _nonnegative(name: str, example: str) -> Callable[[str, Any], float]:
+    """The check of a hyperparameter that is a finite number >= 0, such as ``lr``."""
+    return lambda owner, value: checks.real(owner, name, value, low=0.0, example=example)
+
+
+def _betas(owner: str, value: Any) -> tuple[float, float]:
+    """Adam's ``betas``: a pair (or an array of shape (2,), as ``nn.load`` gives) in [0, 1)."""
+    # An array's elements as Python numbers (one sync on a GPU, at assignment), to check and to name.
+    pair = value.tolist() if getattr(value, "shape", None) == (2,) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(f"{owner}: got betas={value!r}; expected a pair such as (0.9, 0.999)")
+    return tuple(checks.real(owner, f"betas[{i}]", beta, low=0.0, high=1.0, high_open=True,
+                             example="betas=(0.9, 0.999)") for i, beta in enumerate(pair))
 
 
 class SGD(Optimizer):
@@ -55,13 +87,14 @@ class SGD(Optimizer):
         p  -= lr · buf                 (p -= lr · d without momentum)
     """
 
+    _hyperparameters = {"lr": _nonnegative("lr", "lr=0.01"),
+                        "momentum": _nonnegative("momentum", "momentum=0.9"),
+                        "weight_decay": _nonnegative("weight_decay", "weight_decay=1e-4")}
+
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0) -> None:
         super().__init__(params)
-        self.lr = checks.real("SGD", "lr", lr, low=0.0, example="lr=0.01")
-        self.momentum = checks.real("SGD", "momentum", momentum, low=0.0, example="momentum=0.9")
-        self.weight_decay = checks.real("SGD", "weight_decay", weight_decay, low=0.0,
-                                        example="weight_decay=1e-4")
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay  # checked on assignment
         self._momentum_buffers: list[Any] = [None] * len(self.params)
 
     def step(self) -> None:
@@ -125,18 +158,16 @@ class Adam(Optimizer):
         p -= lr / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)
     """
 
+    _hyperparameters = {"lr": _nonnegative("lr", "lr=1e-3"), "betas": _betas,
+                        "eps": _nonnegative("eps", "eps=1e-8"),
+                        "weight_decay": _nonnegative("weight_decay", "weight_decay=1e-4")}
+
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(params)
-        self.lr = checks.real("Adam", "lr", lr, low=0.0, example="lr=1e-3")
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Adam: got betas={betas!r}; expected a pair such as (0.9, 0.999)")
-        self.betas = tuple(checks.real("Adam", f"betas[{i}]", beta, low=0.0, high=1.0, high_open=True,
-                                       example="betas=(0.9, 0.999)") for i, beta in enumerate(betas))
-        self.eps = checks.real("Adam", "eps", eps, low=0.0, example="eps=1e-8")
-        self.weight_decay = checks.real("Adam", "weight_decay", weight_decay, low=0.0,
-                                        example="weight_decay=1e-4")
+        # checked on assignment
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self._state: list[_AdamState | None] = [None] * len(self.params)
 
     def step(self) -> None:
