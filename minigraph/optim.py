@@ -10,15 +10,25 @@ Usage, as in PyTorch::
 ``.grad`` is None are skipped. State (momentum buffers, Adam's moments) is
 created on the parameter's device at its first update, so move a model with
 ``model.to(device)`` before building its optimizer.
+
+Hyperparameters (``lr``, ``momentum``, ``betas``, ...) are checked whenever they are
+assigned, so a schedule may set ``opt.lr = 0.5 * opt.lr`` between steps and a bad
+value fails there, not steps later. Checkpoints, as in PyTorch::
+
+    nn.save(opt.state_dict(), "opt.npz")
+    opt.load_state_dict(nn.load("opt.npz"))   # a run resumes exactly where it stopped
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy
+
 from . import backend, checks
+from .checkpoint import host_copy
 from .engine import Tensor
 
 __all__ = ["Adam", "Optimizer", "SGD"]
@@ -30,10 +40,26 @@ class Optimizer:
     ``params``: an iterable of leaf Tensors, e.g. ``model.parameters()``; a
     generator is read once, here. Frozen ones (``requires_grad=False``) are
     accepted and, having no ``.grad``, left alone by ``step``, as in PyTorch.
+
+    A subclass lists its hyperparameters in ``_hyperparameters`` (name -> check, which
+    returns the value to keep or raises naming the owner it is given) and the fields of
+    one parameter's state in ``_state_fields`` (name -> "array", shaped like the
+    parameter, or "count", an integer >= 1); it implements ``_state_of`` and
+    ``_restore_state``. The constructor, attribute assignment and ``load_state_dict`` all
+    validate through those checks; ``step`` reads the checked values as plain attributes.
     """
+
+    _hyperparameters: dict[str, Callable[[str, Any], Any]] = {}
+    _state_fields: dict[str, str] = {}
 
     def __init__(self, params: Iterable[Tensor]) -> None:
         self.params: list[Tensor] = _parameter_list(type(self).__name__, params)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        check = self._hyperparameters.get(name)
+        if check is not None:  # only on assignment: step() pays nothing for it
+            value = check(type(self).__name__, value)
+        object.__setattr__(self, name, value)
 
     def zero_grad(self) -> None:
         """Set every parameter's ``.grad`` to None (PyTorch's default), so the next backward starts afresh."""
@@ -42,6 +68,142 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} has no step(); define it in the subclass")
+
+    # --- state ----------------------------------------------------------
+    def _state_of(self, index: int) -> dict[str, Any] | None:
+        """Parameter ``index``'s state as field -> live value, or None before its first update."""
+        return None
+
+    def _restore_state(self, states: list[dict[str, Any] | None]) -> None:
+        """Replace all per-parameter state by ``states`` (checked, on the parameters' devices)."""
+
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """The hyperparameters and every parameter's state, as host NumPy copies in a flat dict.
+
+        Keys: each hyperparameter by name (``betas`` as an array of shape (2,)), then
+        ``state.<i>.<field>`` for the i-th parameter of the list given to the constructor;
+        a parameter never updated yet has no state keys. Like ``Module.state_dict``, the
+        arrays are copies on the host that share no memory with the optimizer, so later
+        steps do not change them. Write it to disk with ``nn.save``.
+        """
+        state = {name: numpy.array(getattr(self, name), dtype=numpy.float64)
+                 for name in self._hyperparameters}
+        for index in range(len(self.params)):
+            for field, value in (self._state_of(index) or {}).items():
+                state[f"state.{index}.{field}"] = (numpy.asarray(value, dtype=numpy.int64)
+                                                   if self._state_fields[field] == "count"
+                                                   else host_copy(value))
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore the hyperparameters and per-parameter state saved by ``state_dict``.
+
+        ``state_dict``: what ``state_dict()`` or ``nn.load`` gives, from an optimizer
+        of the same class over parameters of the same shapes, in the same order.
+        Arrays (NumPy, CuPy or Tensors) are copied onto each parameter's device and
+        dtype, so later steps never write into the dict. Everything is checked before
+        anything changes: a bad dict raises and leaves the optimizer as it was.
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of "
+                            f"names to arrays, e.g. nn.load('opt.npz') or opt.state_dict()")
+        self._refuse_another_kind(owner, state_dict)
+        fields: dict[int, dict[str, Any]] = {}
+        unknown = []
+        for key in state_dict:
+            parts = key.split(".") if isinstance(key, str) else []
+            if len(parts) == 3 and parts[0] == "state" and parts[1].isdigit() \
+                    and parts[1] == str(int(parts[1])) and parts[2] in self._state_fields:
+                fields.setdefault(int(parts[1]), {})[parts[2]] = state_dict[key]
+            elif key not in self._hyperparameters:
+                unknown.append(key)
+        missing = [name for name in self._hyperparameters if name not in state_dict]
+        if unknown or missing:
+            raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
+                             f"{self._expected_keys()}, as {type(self).__name__}.state_dict() gives")
+        beyond = sorted(index for index in fields if index >= len(self.params))
+        if beyond:
+            raise ValueError(f"{owner}: the state dict has state for parameter {beyond[0]} but this "
+                             f"optimizer has {len(self.params)} parameters (0 to {len(self.params) - 1}); "
+                             f"expected an optimizer built over the same parameters, in the same order")
+        hyperparameters = {name: check(owner, state_dict[name])
+                           for name, check in self._hyperparameters.items()}
+        states: list[dict[str, Any] | None] = [None] * len(self.params)
+        for index, given in sorted(fields.items()):
+            absent = [field for field in self._state_fields if field not in given]
+            if absent:
+                raise ValueError(f"{owner}: parameter {index}'s state has {sorted(given)} but lacks "
+                                 f"{absent}; expected all of {list(self._state_fields)}")
+            states[index] = {field: _state_value(owner, f"state.{index}.{field}", kind, given[field],
+                                                 self.params[index])
+                             for field, kind in self._state_fields.items()}
+        # Every check passed: only now does anything change.
+        for name, value in hyperparameters.items():
+            object.__setattr__(self, name, value)
+        self._restore_state(states)
+
+    def _expected_keys(self) -> str:
+        fields = "/".join(self._state_fields)
+        return f"{list(self._hyperparameters)} and state.<i>.{{{fields}}} for updated parameters"
+
+    def _refuse_another_kind(self, owner: str, state_dict: Mapping[str, Any]) -> None:
+        """A clear error for a state dict of another optimizer class (say SGD's loaded into Adam)."""
+        names = {key for key in state_dict if isinstance(key, str) and not key.startswith("state.")}
+        fields = {key.rsplit(".", 1)[-1] for key in state_dict
+                  if isinstance(key, str) and key.startswith("state.")}
+        mine = type(self)
+        for kind in _OPTIMIZER_CLASSES:
+            if set(kind._hyperparameters) == set(mine._hyperparameters):
+                continue  # the same keys (mine, or a subclass of it): nothing tells them apart
+            if (names and names == set(kind._hyperparameters)) or \
+                    (fields and fields <= set(kind._state_fields) and not fields & set(mine._state_fields)):
+                state_keys = f", state.<i>.{{{'/'.join(sorted(fields))}}}" if fields else ""
+                raise ValueError(f"{owner}: got a state dict of {kind.__name__} (keys {sorted(names)}"
+                                 f"{state_keys}); expected {mine.__name__}'s: {self._expected_keys()}. "
+                                 f"An optimizer's state loads only into the same kind of optimizer")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _OPTIMIZER_CLASSES.append(cls)
+
+
+_OPTIMIZER_CLASSES: list[type[Optimizer]] = []  # every subclass, to name the source of a foreign state dict
+
+
+def _state_value(owner: str, key: str, kind: str, value: Any, param: Tensor) -> Any:
+    """One saved state field checked and made ready to use: a count as a Python int, an array as
+    a fresh copy on ``param``'s device in its dtype (never the caller's array, which later steps
+    would otherwise update)."""
+    if kind == "count":
+        return checks.integer(owner, key, value, low=1)
+    array = value.data if isinstance(value, Tensor) else value
+    if not (isinstance(array, numpy.ndarray) or backend.is_gpu_array(array)):
+        raise TypeError(f"{owner}: {key!r} is a {type(value).__name__}; expected an array of "
+                        f"shape {param.shape}, as state_dict() gives")
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"{owner}: {key!r} has dtype {array.dtype}; expected real numbers "
+                        f"(it becomes {param.dtype})")
+    if array.shape != param.shape:
+        raise ValueError(f"{owner}: {key!r} has shape {array.shape} but parameter {key.split('.')[1]} "
+                         f"has shape {param.shape}; expected identical shapes (same model, same "
+                         f"parameter order?)")
+    return backend.to_device(array, param.device).astype(param.dtype, copy=True)
+
+
+def _nonnegative(name: str, example: str) -> Callable[[str, Any], float]:
+    """The check of a hyperparameter that is a finite number >= 0, such as ``lr``."""
+    return lambda owner, value: checks.real(owner, name, value, low=0.0, example=example)
+
+
+def _betas(owner: str, value: Any) -> tuple[float, float]:
+    """Adam's ``betas``: a pair (or an array of shape (2,), as ``nn.load`` gives) in [0, 1)."""
+    # An array's elements as Python numbers (one sync on a GPU, at assignment), to check and to name.
+    pair = value.tolist() if getattr(value, "shape", None) == (2,) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise ValueError(f"{owner}: got betas={value!r}; expected a pair such as (0.9, 0.999)")
+    return tuple(checks.real(owner, f"betas[{i}]", beta, low=0.0, high=1.0, high_open=True,
+                             example="betas=(0.9, 0.999)") for i, beta in enumerate(pair))
 
 
 class SGD(Optimizer):
@@ -55,14 +217,23 @@ class SGD(Optimizer):
         p  -= lr · buf                 (p -= lr · d without momentum)
     """
 
+    _hyperparameters = {"lr": _nonnegative("lr", "lr=0.01"),
+                        "momentum": _nonnegative("momentum", "momentum=0.9"),
+                        "weight_decay": _nonnegative("weight_decay", "weight_decay=1e-4")}
+    _state_fields = {"momentum_buffer": "array"}
+
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
                  weight_decay: float = 0.0) -> None:
         super().__init__(params)
-        self.lr = checks.real("SGD", "lr", lr, low=0.0, example="lr=0.01")
-        self.momentum = checks.real("SGD", "momentum", momentum, low=0.0, example="momentum=0.9")
-        self.weight_decay = checks.real("SGD", "weight_decay", weight_decay, low=0.0,
-                                        example="weight_decay=1e-4")
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay  # checked on assignment
         self._momentum_buffers: list[Any] = [None] * len(self.params)
+
+    def _state_of(self, index: int) -> dict[str, Any] | None:
+        buf = self._momentum_buffers[index]
+        return None if buf is None else {"momentum_buffer": buf}
+
+    def _restore_state(self, states: list[dict[str, Any] | None]) -> None:
+        self._momentum_buffers = [None if s is None else s["momentum_buffer"] for s in states]
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
@@ -102,13 +273,13 @@ class _AdamState:
 
     __slots__ = ("step", "exp_avg", "exp_avg_sq", "scratch")
 
-    def __init__(self, like: Any) -> None:
+    def __init__(self, like: Any, step: int = 0, exp_avg: Any = None, exp_avg_sq: Any = None) -> None:
         xp = backend.get_array_module(like)
-        self.step = 0
-        self.exp_avg = xp.zeros_like(like)
-        self.exp_avg_sq = xp.zeros_like(like)
+        self.step = step
+        self.exp_avg = xp.zeros_like(like) if exp_avg is None else exp_avg
+        self.exp_avg_sq = xp.zeros_like(like) if exp_avg_sq is None else exp_avg_sq
         # Reused every step for the intermediate terms, so a step allocates nothing
-        # (bar the weight-decayed gradient).
+        # (bar the weight-decayed gradient). Not state: never saved.
         self.scratch = xp.empty_like(like)
 
 
@@ -125,19 +296,27 @@ class Adam(Optimizer):
         p -= lr / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)
     """
 
+    _hyperparameters = {"lr": _nonnegative("lr", "lr=1e-3"), "betas": _betas,
+                        "eps": _nonnegative("eps", "eps=1e-8"),
+                        "weight_decay": _nonnegative("weight_decay", "weight_decay=1e-4")}
+    # step: this parameter's update count t, which sets the bias correction
+    _state_fields = {"step": "count", "exp_avg": "array", "exp_avg_sq": "array"}
+
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
         super().__init__(params)
-        self.lr = checks.real("Adam", "lr", lr, low=0.0, example="lr=1e-3")
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise ValueError(f"Adam: got betas={betas!r}; expected a pair such as (0.9, 0.999)")
-        self.betas = tuple(checks.real("Adam", f"betas[{i}]", beta, low=0.0, high=1.0, high_open=True,
-                                       example="betas=(0.9, 0.999)") for i, beta in enumerate(betas))
-        self.eps = checks.real("Adam", "eps", eps, low=0.0, example="eps=1e-8")
-        self.weight_decay = checks.real("Adam", "weight_decay", weight_decay, low=0.0,
-                                        example="weight_decay=1e-4")
+        # checked on assignment
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self._state: list[_AdamState | None] = [None] * len(self.params)
+
+    def _state_of(self, index: int) -> dict[str, Any] | None:
+        state = self._state[index]
+        return None if state is None else {"step": state.step, "exp_avg": state.exp_avg,
+                                           "exp_avg_sq": state.exp_avg_sq}
+
+    def _restore_state(self, states: list[dict[str, Any] | None]) -> None:
+        self._state = [None if s is None else _AdamState(s["exp_avg"], **s) for s in states]
 
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""

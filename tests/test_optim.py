@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -268,3 +270,47 @@ def test_numbers_may_be_0d_arrays_on_either_device_but_not_booleans(on):
         optim.SGD([leaf()], lr=on(np.array([0.1])))
     with pytest.raises(ValueError, match=r"SGD: got momentum=True"):
         optim.SGD([leaf()], lr=0.1, momentum=True)
+
+
+# --- hyperparameters assigned after construction -------------------------------------------
+HYPERPARAMETERS = {"SGD": ("lr", "momentum", "weight_decay"), "Adam": ("lr", "betas", "eps", "weight_decay")}
+
+
+@pytest.mark.parametrize("name,attribute,value,message", [
+    ("SGD", "lr", "x", r"SGD: got lr='x'; expected a finite number in \[0.0, inf\), e.g. lr=0.01"),
+    ("SGD", "lr", -1, r"SGD: got lr=-1; expected a finite number"),
+    ("SGD", "lr", math.inf, r"SGD: got lr=inf"),
+    ("SGD", "lr", True, r"SGD: got lr=True"),
+    ("SGD", "lr", np.array([0.1]), r"SGD: got lr=array\(\[0.1\]\)"),
+    ("SGD", "momentum", -0.5, r"SGD: got momentum=-0.5"),
+    ("SGD", "weight_decay", None, r"SGD: got weight_decay=None"),
+    ("Adam", "lr", float("nan"), r"Adam: got lr=nan; expected a finite number in \[0.0, inf\), e.g. lr=1e-3"),
+    ("Adam", "betas", (0.9, 1.0), r"Adam: got betas\[1\]=1.0; expected a finite number in \[0.0, 1.0\)"),
+    ("Adam", "betas", 0.9, r"Adam: got betas=0.9; expected a pair"),
+    ("Adam", "eps", -1e-8, r"Adam: got eps=-1e-08"),
+    ("Adam", "weight_decay", "0", r"Adam: got weight_decay='0'"),
+])
+def test_a_bad_hyperparameter_assignment_is_refused_and_the_old_value_kept(name, attribute, value, message):
+    opt = getattr(optim, name)([leaf()], lr=0.01)
+    before = {key: getattr(opt, key) for key in HYPERPARAMETERS[name]}
+    with pytest.raises(ValueError, match=message):
+        setattr(opt, attribute, value)
+    assert {key: getattr(opt, key) for key in HYPERPARAMETERS[name]} == before
+
+
+def test_schedule_style_assignments_set_the_rate_the_next_step_uses(on):
+    """opt.lr = 0.5 * opt.lr and opt.lr = schedule[i] (a 0-d array, on the GPU a device one)."""
+    w = mg.Tensor(on(np.zeros(3)), requires_grad=True)
+    opt = optim.SGD([w], lr=0.4)
+    schedule = on(np.array([0.3, 0.1]))
+    grad = np.array([1.0, -2.0, 4.0])
+    for assign in (lambda: setattr(opt, "lr", 0.5 * opt.lr), lambda: setattr(opt, "lr", schedule[0]),
+                   lambda: setattr(opt, "lr", schedule[1]), lambda: setattr(opt, "lr", np.float32(0.25))):
+        assign()
+        assert type(opt.lr) is float  # a plain number: step() never touches the schedule's array
+        w.grad = on(grad)
+        opt.step()
+    np.testing.assert_allclose(host(w.data), -(0.2 + 0.3 + 0.1 + 0.25) * grad, rtol=1e-12)
+    adam = optim.Adam([w])
+    adam.betas = on(np.array([0.5, 0.75]))  # an array of shape (2,), as nn.load gives back
+    assert adam.betas == (0.5, 0.75) and all(type(b) is float for b in adam.betas)

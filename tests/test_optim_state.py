@@ -1,0 +1,304 @@
+"""Optimizer checkpoints: state_dict / load_state_dict of SGD and Adam, through nn.save / nn.load.
+
+The reference for a resumed run is the same run left uninterrupted: with every piece of state
+restored, the two must agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+from minigraph import nn, optim
+from minigraph.backend import to_device
+
+MAKERS = {  # each with momentum/moments and weight decay, so every piece of state matters
+    "SGD": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01),
+    "Adam": lambda ps: optim.Adam(ps, lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
+}
+# A fresh optimizer to load into: other hyperparameters, so that loading must restore them too.
+FRESH = {
+    "SGD": lambda ps: optim.SGD(ps, lr=1.0, momentum=0.5),
+    "Adam": lambda ps: optim.Adam(ps, lr=0.5),
+}
+
+
+def host(array):
+    return to_device(array, "cpu")
+
+
+def model(seed: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 6, rng=seed), nn.ReLU(), nn.Linear(6, 2, rng=seed + 1))
+
+
+def batches(count: int):
+    rng = np.random.default_rng(7)
+    return [(rng.normal(size=(5, 4)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32))
+            for _ in range(count)]
+
+
+def train(net, opt, data) -> None:
+    for x, y in data:
+        opt.zero_grad()
+        nn.MSELoss()(net(mg.Tensor(x)), mg.Tensor(y)).backward()
+        opt.step()
+
+
+def resumed_run(name, tmp_path, data, split, load_optimizer=True):
+    """Train `split` steps, checkpoint model and optimizer to disk, load both into a fresh model
+    (other initial weights) and a fresh optimizer (other hyperparameters), train the rest."""
+    net = model(0)
+    opt = MAKERS[name](net.parameters())
+    train(net, opt, data[:split])
+    nn.save(net, tmp_path / "model.npz")
+    nn.save(opt.state_dict(), tmp_path / "opt.npz")
+    resumed = model(10)
+    resumed.load_state_dict(nn.load(tmp_path / "model.npz"))
+    if load_optimizer:
+        resumed_opt = FRESH[name](resumed.parameters())
+        resumed_opt.load_state_dict(nn.load(tmp_path / "opt.npz"))
+    else:
+        resumed_opt = MAKERS[name](resumed.parameters())
+    train(resumed, resumed_opt, data[split:])
+    return resumed
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_a_run_resumed_from_a_checkpoint_equals_the_uninterrupted_run_bitwise(device, tmp_path, name):
+    data = batches(6)
+    whole = model(0)
+    train(whole, MAKERS[name](whole.parameters()), data)
+    resumed = resumed_run(name, tmp_path, data, split=3)
+    for (key, expected), got in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        np.testing.assert_array_equal(got, expected, err_msg=key)
+    assert all(p.device == device for p in resumed.parameters())
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_without_the_optimizer_state_the_resumed_run_departs(device, tmp_path, name):
+    """The premise of the test above: restarting the state changes the result, so it can fail."""
+    data = batches(6)
+    whole = model(0)
+    train(whole, MAKERS[name](whole.parameters()), data)
+    resumed = resumed_run(name, tmp_path, data, split=3, load_optimizer=False)
+    assert not np.array_equal(resumed.state_dict()["0.weight"], whole.state_dict()["0.weight"])
+
+
+def hand_run(name, on, grads_per_step, split=None, tmp_path=None):
+    """Parameters [trained, first given a gradient late, frozen], stepped with the given gradients
+    (None: no gradient that step); with `split`, checkpointed to disk after that many steps and
+    resumed in a fresh optimizer over fresh copies of the parameters."""
+    rng = np.random.default_rng(3)
+    params = [mg.Tensor(on(rng.normal(size=(3, 2))), requires_grad=True),
+              mg.Tensor(on(rng.normal(size=(2,))), requires_grad=True),
+              mg.Tensor(on(rng.normal(size=(2, 2))))]
+    opt = MAKERS[name](params)
+    for step, grads in enumerate(grads_per_step):
+        if step == split:
+            nn.save(opt.state_dict(), tmp_path / "opt.npz")
+            params = [mg.Tensor(on(host(p.data).copy()), requires_grad=p.requires_grad) for p in params]
+            opt = FRESH[name](params)
+            opt.load_state_dict(nn.load(tmp_path / "opt.npz"))
+        for p, g in zip(params, grads):
+            p.grad = None if g is None else on(g)
+        opt.step()
+    return opt, [host(p.data) for p in params]
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_parameters_not_yet_updated_and_frozen_ones_round_trip(on, tmp_path, name):
+    """A parameter without a gradient before the checkpoint has no saved state and starts its own
+    at its first update after the resume (Adam's bias correction from t=1); a frozen one stays."""
+    rng = np.random.default_rng(5)
+    grads = [[rng.normal(size=(3, 2)), None if step < 3 else rng.normal(size=(2,)), None]
+             for step in range(6)]
+    opt, before_checkpoint = hand_run(name, on, grads[:3])
+    assert {key.split(".")[1] for key in opt.state_dict() if key.startswith("state.")} == {"0"}
+    _, whole = hand_run(name, on, grads)
+    _, resumed = hand_run(name, on, grads, split=3, tmp_path=tmp_path)
+    for expected, got in zip(whole, resumed):
+        np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(whole[1], before_checkpoint[1])  # it did train after the resume
+    np.testing.assert_array_equal(whole[2], before_checkpoint[2])  # the frozen one never moved
+
+
+def test_the_keys_and_values_of_a_state_dict(on):
+    """Host copies, as Module.state_dict gives: NumPy arrays that later steps leave unchanged."""
+    w = mg.Tensor(on(np.ones((3, 2), dtype=np.float32)), requires_grad=True)
+    adam = optim.Adam([w, mg.Tensor(on(np.ones(2)), requires_grad=True)], lr=0.1, betas=(0.8, 0.9))
+    w.grad = on(np.full((3, 2), 0.5, dtype=np.float32))
+    adam.step()
+    saved = adam.state_dict()
+    assert list(saved) == ["lr", "betas", "eps", "weight_decay",
+                           "state.0.step", "state.0.exp_avg", "state.0.exp_avg_sq"]
+    assert all(type(v) is np.ndarray for v in saved.values())
+    np.testing.assert_array_equal(saved["betas"], [0.8, 0.9])
+    assert saved["state.0.step"] == 1 and saved["state.0.exp_avg"].dtype == np.float32
+    np.testing.assert_allclose(saved["state.0.exp_avg"], 0.2 * 0.5)  # (1 - β1)·g
+    np.testing.assert_allclose(saved["state.0.exp_avg_sq"], 0.1 * 0.25)  # (1 - β2)·g²
+    snapshot = {k: v.copy() for k, v in saved.items()}
+    adam.step()
+    for key, value in snapshot.items():
+        np.testing.assert_array_equal(saved[key], value, err_msg=key)
+    sgd = optim.SGD([w], lr=0.1, momentum=0.9)
+    assert list(sgd.state_dict()) == ["lr", "momentum", "weight_decay"]  # no update yet, no state
+    sgd.step()
+    np.testing.assert_array_equal(sgd.state_dict()["state.0.momentum_buffer"], host(w.grad))
+
+
+@pytest.mark.parametrize("name", MAKERS)
+def test_loading_copies_onto_the_parameters_device_and_dtype_and_never_aliases_the_dict(on, name):
+    """Values given as device arrays are copied, in the parameter's dtype (here float64 state
+    for a float32 parameter, and float64 for float64): later steps must not write into the dict."""
+    params = [mg.Tensor(on(np.ones((3, 2), dtype=np.float32)), requires_grad=True),
+              mg.Tensor(on(np.ones(2)), requires_grad=True)]
+    source = MAKERS[name](params)
+    params[0].grad, params[1].grad = on(np.full((3, 2), 0.5, dtype=np.float32)), on(np.full(2, 0.5))
+    source.step()
+    given = {k: on(v.astype(np.float64) if v.dtype == np.float32 else v)
+             for k, v in source.state_dict().items()}
+    given_before = {k: host(v).copy() for k, v in given.items()}
+    target = FRESH[name](params)
+    target.load_state_dict(given)
+    buffers = [f"state.{i}.{'exp_avg' if name == 'Adam' else 'momentum_buffer'}" for i in (0, 1)]
+    loaded = target.state_dict()
+    assert [loaded[b].dtype for b in buffers] == [np.float32, np.float64]
+    target.step()
+    for key, value in given_before.items():
+        np.testing.assert_array_equal(host(given[key]), value, err_msg=key)
+    for buffer in buffers:  # the step did update the loaded copies
+        assert not np.array_equal(target.state_dict()[buffer], given_before[buffer])
+
+
+# --- validation: every bad dict raises and leaves the optimizer exactly as it was ------------
+VARIANTS = {  # two settings differing in every hyperparameter, for the dicts below
+    "SGD": [dict(lr=0.01, momentum=0.9, weight_decay=0.01), dict(lr=0.02, momentum=0.8, weight_decay=0.0)],
+    "Adam": [dict(lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0),
+             dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)],
+}
+
+
+def trained(name, on, variant):
+    """An optimizer with state for parameters 0 and 2 (parameter 1 never had a gradient)."""
+    rng = np.random.default_rng(variant)
+    params = [mg.Tensor(on(rng.normal(size=s)), requires_grad=True) for s in ((3, 2), (4,), (2,))]
+    opt = getattr(optim, name)(params, **VARIANTS[name][variant])
+    for _ in range(2):
+        params[0].grad, params[2].grad = on(rng.normal(size=(3, 2))), on(rng.normal(size=(2,)))
+        opt.step()
+    return opt
+
+
+def assert_same_state(before, after):
+    assert list(after) == list(before)
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+
+
+def refuses(name, on, change, error, message):
+    """Load a dict that differs from the target in every value, except for one defect made late
+    (parameter 2, the last key), so a loader that changed things before failing is caught."""
+    target = trained(name, on, variant=0)
+    before = target.state_dict()
+    bad = dict(trained(name, on, variant=1).state_dict())
+    change(bad)
+    with pytest.raises(error, match=message):
+        target.load_state_dict(bad)
+    assert_same_state(before, target.state_dict())
+
+
+COMMON_DEFECTS = [  # (change to the dict, error, message); {owner}/{field} filled in per optimizer
+    (lambda d: d.update(extra=np.ones(2)), ValueError,
+     r"{owner}: missing keys \[\], unexpected keys \['extra'\]; expected \['lr'"),
+    (lambda d: d.pop("lr"), ValueError, r"{owner}: missing keys \['lr'\], unexpected keys \[\]"),
+    (lambda d: d.update({"state.3.{field}": np.ones(2)}), ValueError,
+     r"{owner}: the state dict has state for parameter 3 but this optimizer has 3 parameters"),
+    (lambda d: d.update({"state.02.{field}": np.ones(2)}), ValueError,
+     r"unexpected keys \['state.02.{field}'\]"),
+    (lambda d: d.update({"state.2.{field}": np.ones(3)}), ValueError,
+     r"{owner}: 'state.2.{field}' has shape \(3,\) but parameter 2 has shape \(2,\); expected identical"),
+    (lambda d: d.update({"state.2.{field}": np.ones(2, dtype=complex)}), TypeError,
+     r"{owner}: 'state.2.{field}' has dtype complex128; expected real numbers"),
+    (lambda d: d.update({"state.2.{field}": np.ones(2, dtype=bool)}), TypeError, r"has dtype bool"),
+    (lambda d: d.update({"state.2.{field}": [1.0, 2.0]}), TypeError,
+     r"{owner}: 'state.2.{field}' is a list; expected an array of shape \(2,\)"),
+    (lambda d: d.update(lr=np.array(-1.0)), ValueError,
+     r"{owner}: got lr=array\(-1.\); expected a finite number in \[0.0, inf\)"),
+    (lambda d: d.update(weight_decay=np.array(np.nan)), ValueError, r"{owner}: got weight_decay=array\(nan\)"),
+    (lambda d: d.update(lr=np.array([0.1])), ValueError, r"{owner}: got lr=array\(\[0.1\]\)"),
+    (lambda d: d.update(lr="0.1"), ValueError, r"{owner}: got lr='0.1'"),
+]
+ADAM_DEFECTS = [
+    (lambda d: d.update({"state.2.step": np.array(0)}), ValueError,
+     r"Adam.load_state_dict: got state.2.step=array\(0\); expected an integer >= 1"),
+    (lambda d: d.update({"state.2.step": np.array(2.0)}), ValueError, r"got state.2.step=array\(2.\)"),
+    (lambda d: d.update({"state.2.step": np.array([2])}), ValueError, r"got state.2.step=array\(\[2\]\)"),
+    (lambda d: d.pop("state.2.exp_avg_sq"), ValueError,
+     r"Adam.load_state_dict: parameter 2's state has \['exp_avg', 'step'\] but lacks \['exp_avg_sq'\]"),
+    (lambda d: d.pop("state.2.step"), ValueError, r"parameter 2's state .* lacks \['step'\]"),
+    (lambda d: d.update(betas=np.array([0.9, 1.0])), ValueError,
+     r"Adam.load_state_dict: got betas\[1\]=1.0; expected a finite number in \[0.0, 1.0\)"),
+    (lambda d: d.update(betas=np.array([0.9, 0.99, 0.999])), ValueError,
+     r"Adam.load_state_dict: got betas=array\(\[0.9\s*, 0.99\s*, 0.999\]\); expected a pair"),
+]
+CASES = [(name, *defect) for name, field in (("SGD", "momentum_buffer"), ("Adam", "exp_avg"))
+         for defect in COMMON_DEFECTS] + [("Adam", *defect) for defect in ADAM_DEFECTS]
+
+
+@pytest.mark.parametrize("name,change,error,message", CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_a_bad_state_dict_is_refused_by_name_and_nothing_is_loaded(on, name, change, error, message):
+    field = "momentum_buffer" if name == "SGD" else "exp_avg"
+
+    def with_field(d):  # the defects name "{field}": this optimizer's array field
+        change(d)
+        for key in [k for k in d if "{field}" in k]:
+            d[key.replace("{field}", field)] = d.pop(key)
+
+    refuses(name, on, with_field, error, message.format(owner=f"{name}.load_state_dict", field=field))
+
+
+@pytest.mark.parametrize("source,target", [("SGD", "Adam"), ("Adam", "SGD")])
+def test_a_state_dict_of_the_other_optimizer_is_refused_naming_both(on, source, target):
+    other = trained(source, on, variant=1).state_dict()
+    refuses(target, on, lambda d: (d.clear(), d.update(other)), ValueError,
+            rf"{target}.load_state_dict: got a state dict of {source} \(keys .*\); expected "
+            rf"{target}'s: .*only into the same kind of optimizer")
+
+
+def test_a_non_mapping_is_refused(on):
+    target = trained("Adam", on, variant=0)
+    before = target.state_dict()
+    with pytest.raises(TypeError, match=r"Adam.load_state_dict: got a list; expected a mapping"):
+        target.load_state_dict(list(before.items()))
+    assert_same_state(before, target.state_dict())
+
+
+def test_resumed_trajectories_match_torch_optim(tmp_path):
+    """torch.optim checkpointed and resumed the same way, in float64 (our resume is also held to the
+    uninterrupted run above, which needs no torch)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    starts = [rng.normal(size=(3, 2)), rng.normal(size=(2,))]
+    grads = [[rng.normal(size=(3, 2)), None if step < 2 else rng.normal(size=(2,))] for step in range(5)]
+    settings = {"SGD": dict(lr=0.05, momentum=0.9, weight_decay=0.01),
+                "Adam": dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)}
+    for name, kwargs in settings.items():
+        ours = [mg.Tensor(s.copy(), requires_grad=True) for s in starts]
+        theirs = [torch.tensor(s.copy(), requires_grad=True) for s in starts]
+        opt, topt = getattr(optim, name)(ours, **kwargs), getattr(torch.optim, name)(theirs, **kwargs)
+        for step, gs in enumerate(grads):
+            if step == 3:
+                nn.save(opt.state_dict(), tmp_path / "opt.npz")
+                opt = FRESH[name](ours)
+                opt.load_state_dict(nn.load(tmp_path / "opt.npz"))
+                saved = topt.state_dict()
+                topt = getattr(torch.optim, name)(theirs, lr=1.0)
+                topt.load_state_dict(saved)
+            for p, t, g in zip(ours, theirs, gs):
+                p.grad, t.grad = (None, None) if g is None else (g.copy(), torch.tensor(g))
+            opt.step()
+            topt.step()
+        for p, t in zip(ours, theirs):
+            np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-14)
