@@ -85,7 +85,7 @@ def _new_temporary(path: str) -> tuple[int, str]:
 
 
 def save(obj: Any, file: str | os.PathLike | IO[bytes]) -> None:
-    """Write a state dict (or a module's ``state_dict()``) to ``file`` as an ``.npz`` archive.
+    """Write a state dict (or a module's or optimizer's ``state_dict()``) to ``file`` as an ``.npz`` archive.
 
     ``file``: a path, written exactly as given (no suffix is added; a symlink is
     followed, so the file it names is updated), or a binary file object. Values may be arrays (NumPy or CuPy), Tensors or numbers (stored
@@ -97,8 +97,8 @@ def save(obj: Any, file: str | os.PathLike | IO[bytes]) -> None:
     """
     state = obj.state_dict() if callable(getattr(obj, "state_dict", None)) else obj
     if not isinstance(state, Mapping):
-        raise TypeError(f"nn.save: got a {type(obj).__name__}; expected a Module or a state dict "
-                        f"(model.state_dict())")
+        raise TypeError(f"nn.save: got a {type(obj).__name__}; expected a Module, an optimizer or a "
+                        f"state dict (model.state_dict())")
     if not isinstance(file, (str, os.PathLike)) and not callable(getattr(file, "write", None)):
         raise TypeError(f"nn.save: file is a {type(file).__name__}; expected a path or a binary "
                         f"file object, e.g. nn.save(model, 'model.npz')")

@@ -219,6 +219,6 @@ def test_save_and_load_name_a_file_argument_that_is_no_path_or_file(tmp_path):
         nn.save({"a": np.ones(2)}, None)
     with pytest.raises(TypeError, match=r"nn.load: file is a NoneType; expected a path or a binary file"):
         nn.load(None)
-    with pytest.raises(TypeError, match=r"nn.save: got a str; expected a Module or a state dict"):
+    with pytest.raises(TypeError, match=r"nn.save: got a str; expected a Module, an optimizer or a state dict"):
         nn.save(str(tmp_path / "m.npz"), {"a": np.ones(2)})  # torch.save's order, reversed
     assert list(tmp_path.iterdir()) == []
