@@ -61,6 +61,18 @@ def integer(owner: str, name: str, value: Any, low: int = 0, high: float = math.
     return int(number)
 
 
+def flag(owner: str, name: str, value: Any) -> bool:
+    """``value`` as a Python bool, or a TypeError naming ``owner`` and ``name``.
+
+    True, False, NumPy's booleans and 0-d boolean arrays (what ``nn.load`` gives back) are
+    flags; 'no', 0 and None are not, as in PyTorch, where a truthy string would mean True.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_" or \
+            (getattr(value, "ndim", None) == 0 and getattr(value, "dtype", None) == bool):
+        return bool(value)
+    raise TypeError(f"{owner}: got {name}={value!r}; expected True or False")
+
+
 def axes(owner: str, value: Any, ndim: int, name: str = "axis") -> tuple[int, ...]:
     """``value`` (an int, a sequence of ints, or None for all) as axes of an ``ndim``-dimensional array.
 

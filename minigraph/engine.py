@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy
 
-from . import backend
+from . import backend, checks
 
 # Per thread (and per asyncio task), as in PyTorch: a thread that evaluates under no_grad()
 # must not switch off recording for another thread that is training.
@@ -448,11 +448,6 @@ def _as_float_array(data: Any, device: str | None) -> Any:
     return backend.placed(array, device)
 
 
-def _check_flag(owner: str, value: Any) -> None:
-    if not isinstance(value, (bool, numpy.bool_)):  # as PyTorch: 'no' is not False
-        raise TypeError(f"{owner}: got requires_grad={value!r}; expected True or False")
-
-
 class Tensor:
     """An array plus what is needed to differentiate through it.
 
@@ -473,7 +468,7 @@ class Tensor:
     __array_priority__ = 1000
 
     def __init__(self, data: Any, requires_grad: bool = False, device: str | None = None) -> None:
-        _check_flag("Tensor", requires_grad)
+        requires_grad = checks.flag("Tensor", "requires_grad", requires_grad)
         self._data = _as_float_array(data, device)
         self._requires_grad = bool(requires_grad)
         self._grad = None
@@ -519,7 +514,7 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
-        _check_flag("Tensor.requires_grad", value)
+        value = checks.flag("Tensor.requires_grad", "requires_grad", value)
         if self._creator is not None and not value:
             raise RuntimeError(f"Tensor.requires_grad: this tensor was computed by "
                                f"{self._creator.name}, and only a leaf's flag can change; for a "

@@ -64,8 +64,7 @@ class Mean(Sum):
 
 def _reduction(node: type, op: str, x: Tensor, axis: Any, keepdims: bool) -> Tensor:
     x = as_tensor(op, "x", x)
-    if not isinstance(keepdims, bool):
-        raise TypeError(f"{op}: got keepdims={keepdims!r}; expected True or False")
+    keepdims = checks.flag(op, "keepdims", keepdims)
     axes = tuple(sorted(checks.axes(op, axis, x.data.ndim)))
     return apply(node(axes, keepdims, x.data.shape), x)
 
