@@ -1,4 +1,5 @@
-"""Optimizers with PyTorch's update rules: ``SGD`` (momentum, weight decay) and ``Adam``.
+"""Optimizers with PyTorch's update rules: ``SGD`` (momentum, Nesterov, dampening, weight decay),
+``Adam`` and ``AdamW``.
 
 Usage, as in PyTorch::
 
@@ -31,7 +32,7 @@ from . import backend, checks
 from .checkpoint import host_copy
 from .engine import Tensor
 
-__all__ = ["Adam", "Optimizer", "SGD"]
+__all__ = ["Adam", "AdamW", "Optimizer", "SGD"]
 
 
 class Optimizer:
@@ -86,8 +87,8 @@ class Optimizer:
         arrays are copies on the host that share no memory with the optimizer, so later
         steps do not change them. Write it to disk with ``nn.save``.
         """
-        state = {name: numpy.array(getattr(self, name), dtype=numpy.float64)
-                 for name in self._hyperparameters}
+        state = {name: numpy.array(value, dtype=bool if isinstance(value, bool) else numpy.float64)
+                 for name, value in ((name, getattr(self, name)) for name in self._hyperparameters)}
         for index in range(len(self.params)):
             for field, value in (self._state_of(index) or {}).items():
                 state[f"state.{index}.{field}"] = (numpy.asarray(value, dtype=numpy.int64)
@@ -206,26 +207,44 @@ def _betas(owner: str, value: Any) -> tuple[float, float]:
                              example="betas=(0.9, 0.999)") for i, beta in enumerate(pair))
 
 
-class SGD(Optimizer):
-    """Stochastic gradient descent with optional momentum and L2 weight decay.
+def _flag(name: str) -> Callable[[str, Any], bool]:
+    """The check of a hyperparameter that is True or False, such as ``nesterov``."""
+    return lambda owner, value: checks.flag(owner, name, value)
 
-    Per parameter p with gradient g, exactly as ``torch.optim.SGD`` (no dampening, no Nesterov):
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (plain or Nesterov's), dampening and
+    L2 weight decay.
+
+    Per parameter p with gradient g, exactly as ``torch.optim.SGD``:
 
         d = g + weight_decay · p
-        buf = d                        on p's first update (momentum > 0)
-        buf = momentum · buf + d       afterwards
+        buf = d                                        on p's first update (momentum > 0)
+        buf = momentum · buf + (1 − dampening) · d     afterwards
         p  -= lr · buf                 (p -= lr · d without momentum)
+        p  -= lr · (d + momentum · buf)                instead, with nesterov=True
+
+    Nesterov's momentum needs momentum > 0 and dampening = 0, as in PyTorch.
     """
 
     _hyperparameters = {"lr": _nonnegative("lr", "lr=0.01"),
                         "momentum": _nonnegative("momentum", "momentum=0.9"),
-                        "weight_decay": _nonnegative("weight_decay", "weight_decay=1e-4")}
+                        "dampening": lambda owner, value: checks.real(owner, "dampening", value, low=0.0,
+                                                                      high=1.0, example="dampening=0.1"),
+                        "weight_decay": _nonnegative("weight_decay", "weight_decay=1e-4"),
+                        "nesterov": _flag("nesterov")}
     _state_fields = {"momentum_buffer": "array"}
 
     def __init__(self, params: Iterable[Tensor], lr: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0) -> None:
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False) -> None:
         super().__init__(params)
-        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay  # checked on assignment
+        # checked on assignment
+        self.lr, self.momentum, self.dampening, self.weight_decay, self.nesterov = \
+            lr, momentum, dampening, weight_decay, nesterov
+        if self.nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError(f"SGD: got nesterov=True with momentum={self.momentum} and "
+                             f"dampening={self.dampening}; Nesterov's momentum needs momentum > 0 "
+                             f"and dampening=0, e.g. SGD(params, lr, momentum=0.9, nesterov=True)")
         self._momentum_buffers: list[Any] = [None] * len(self.params)
 
     def _state_of(self, index: int) -> dict[str, Any] | None:
@@ -238,6 +257,7 @@ class SGD(Optimizer):
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
         lr, momentum, weight_decay = self.lr, self.momentum, self.weight_decay
+        dampening, nesterov = self.dampening, self.nesterov
         for index, param in enumerate(self.params):
             grad = param.grad
             if grad is None:
@@ -255,8 +275,14 @@ class SGD(Optimizer):
                     self._momentum_buffers[index] = buf
                 else:
                     buf *= momentum
-                    buf += direction
-                weights -= lr * buf
+                    buf += direction if not dampening else (1.0 - dampening) * direction
+                if nesterov:
+                    update = buf * momentum
+                    update += direction
+                    update *= lr
+                    weights -= update
+                else:
+                    weights -= lr * buf
             elif direction is not grad:
                 direction *= lr  # scale the temporary in place instead of making another
                 weights -= direction
@@ -265,7 +291,8 @@ class SGD(Optimizer):
             param._version[0] += 1  # graphs built before this step can no longer backward
 
     def __repr__(self) -> str:
-        return f"SGD(lr={self.lr}, momentum={self.momentum}, weight_decay={self.weight_decay})"
+        return (f"SGD(lr={self.lr}, momentum={self.momentum}, dampening={self.dampening}, "
+                f"weight_decay={self.weight_decay}, nesterov={self.nesterov})")
 
 
 class _AdamState:
@@ -301,6 +328,7 @@ class Adam(Optimizer):
                         "weight_decay": _nonnegative("weight_decay", "weight_decay=1e-4")}
     # step: this parameter's update count t, which sets the bias correction
     _state_fields = {"step": "count", "exp_avg": "array", "exp_avg_sq": "array"}
+    decoupled_weight_decay = False  # True in AdamW
 
     def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -333,7 +361,9 @@ class Adam(Optimizer):
             state.step += 1
             xp = backend.get_array_module(weights)
             m, v, scratch = state.exp_avg, state.exp_avg_sq, state.scratch
-            if weight_decay:
+            if weight_decay and self.decoupled_weight_decay:
+                weights *= 1.0 - lr * weight_decay  # AdamW: the decay leaves the moments alone
+            elif weight_decay:
                 decayed = weights * weight_decay
                 decayed += grad
                 grad = decayed
@@ -358,8 +388,29 @@ class Adam(Optimizer):
             param._version[0] += 1  # graphs built before this step can no longer backward
 
     def __repr__(self) -> str:
-        return (f"Adam(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
+        return (f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, "
                 f"weight_decay={self.weight_decay})")
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter), exactly as ``torch.optim.AdamW``.
+
+    The decay shrinks the weights directly instead of joining the gradient, so it never
+    passes through the moments:
+
+        p *= 1 − lr · weight_decay
+        then Adam's update with g itself (no weight_decay · p added)
+
+    ``weight_decay`` defaults to 0.01, as in PyTorch. The state is Adam's, so a state dict of
+    one loads into the other.
+    """
+
+    decoupled_weight_decay = True
+
+    def __init__(self, params: Iterable[Tensor], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay)
 
 
 def _parameter_list(owner: str, params: Any) -> list[Tensor]:

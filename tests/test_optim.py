@@ -1,4 +1,4 @@
-"""minigraph.optim: SGD and Adam updates against NumPy written out by hand, and against torch.optim."""
+"""minigraph.optim: SGD, Adam and AdamW updates against NumPy written out by hand, and against torch.optim."""
 
 from __future__ import annotations
 
@@ -30,19 +30,25 @@ def run_steps(opt, params, grads_per_step, on):
         opt.step()
 
 
-def hand_sgd(p, grads, lr, momentum, weight_decay):
+def hand_sgd(p, grads, lr, momentum, dampening, weight_decay, nesterov):
     p, buf = p.copy(), None
     for g in grads:
         d = g + weight_decay * p
-        buf = d if buf is None else momentum * buf + d
-        p = p - lr * (buf if momentum else d)
+        buf = d if buf is None else momentum * buf + (1 - dampening) * d
+        if not momentum:
+            p = p - lr * d
+        else:
+            p = p - lr * (d + momentum * buf if nesterov else buf)
     return p
 
 
-def hand_adam(p, grads, lr, betas, eps, weight_decay):
+def hand_adam(p, grads, lr, betas, eps, weight_decay, decoupled=False):
     p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(grads, start=1):
-        g = g + weight_decay * p
+        if decoupled:  # AdamW: shrink the weights; the gradient stays as it is
+            p = p * (1 - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
         m = betas[0] * m + (1 - betas[0]) * g
         v = betas[1] * v + (1 - betas[1]) * g * g
         m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
@@ -51,19 +57,27 @@ def hand_adam(p, grads, lr, betas, eps, weight_decay):
 
 
 def full_sgd(settings):
-    return dict(dict(momentum=0.0, weight_decay=0.0), **settings)
+    return dict(dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False), **settings)
 
 
 def full_adam(settings):
     return dict(dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0), **settings)
 
 
+def full_adamw(settings):
+    return dict(dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, decoupled=True), **settings)
+
+
 CASES = [  # (optimizer, its settings, the same settings spelled out in full, the update by hand)
     *[(optim.SGD, s, full_sgd(s), hand_sgd) for s in (
         dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(lr=0.05, weight_decay=0.1),
-        dict(lr=0.1, momentum=0.9, weight_decay=0.01))],
+        dict(lr=0.1, momentum=0.9, weight_decay=0.01), dict(lr=0.1, momentum=0.9, nesterov=True),
+        dict(lr=0.05, momentum=0.8, weight_decay=0.1, nesterov=True),
+        dict(lr=0.1, momentum=0.9, dampening=0.3), dict(lr=0.05, momentum=0.5, dampening=1.0, weight_decay=0.1))],
     *[(optim.Adam, s, full_adam(s), hand_adam) for s in (
         dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1))],
+    *[(optim.AdamW, s, full_adamw(s), hand_adam) for s in (
+        dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3), dict(weight_decay=0.0))],
 ]
 
 
@@ -193,6 +207,14 @@ def leaf():
     (lambda: optim.Adam([leaf()], lr=True), r"Adam: got lr=True"),
     (lambda: optim.Adam([leaf()], betas=0.9), r"Adam: got betas=0.9; expected a pair"),
     (lambda: optim.Adam([leaf()], eps=-1e-8), r"Adam: got eps=-1e-08"),
+    (lambda: optim.SGD([leaf()], lr=0.1, momentum=0.9, dampening=1.5),
+     r"SGD: got dampening=1.5; expected a finite number in \[0.0, 1.0\]"),
+    (lambda: optim.SGD([leaf()], lr=0.1, nesterov=True),
+     r"SGD: got nesterov=True with momentum=0.0 and dampening=0.0; Nesterov's momentum needs "
+     r"momentum > 0 and dampening=0"),
+    (lambda: optim.SGD([leaf()], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+     r"SGD: got nesterov=True with momentum=0.9 and dampening=0.1"),
+    (lambda: optim.AdamW([leaf()], weight_decay=-0.01), r"AdamW: got weight_decay=-0.01"),
 ])
 def test_bad_hyperparameters_are_rejected_by_name(make, message):
     with pytest.raises(ValueError, match=message):
@@ -273,7 +295,8 @@ def test_numbers_may_be_0d_arrays_on_either_device_but_not_booleans(on):
 
 
 # --- hyperparameters assigned after construction -------------------------------------------
-HYPERPARAMETERS = {"SGD": ("lr", "momentum", "weight_decay"), "Adam": ("lr", "betas", "eps", "weight_decay")}
+HYPERPARAMETERS = {"SGD": ("lr", "momentum", "dampening", "weight_decay", "nesterov"),
+                   "Adam": ("lr", "betas", "eps", "weight_decay")}
 
 
 @pytest.mark.parametrize("name,attribute,value,message", [
@@ -289,6 +312,7 @@ HYPERPARAMETERS = {"SGD": ("lr", "momentum", "weight_decay"), "Adam": ("lr", "be
     ("Adam", "betas", 0.9, r"Adam: got betas=0.9; expected a pair"),
     ("Adam", "eps", -1e-8, r"Adam: got eps=-1e-08"),
     ("Adam", "weight_decay", "0", r"Adam: got weight_decay='0'"),
+    ("SGD", "dampening", -0.1, r"SGD: got dampening=-0.1; expected a finite number in \[0.0, 1.0\]"),
 ])
 def test_a_bad_hyperparameter_assignment_is_refused_and_the_old_value_kept(name, attribute, value, message):
     opt = getattr(optim, name)([leaf()], lr=0.01)

@@ -14,13 +14,15 @@ from minigraph import nn, optim
 from minigraph.backend import to_device
 
 MAKERS = {  # each with momentum/moments and weight decay, so every piece of state matters
-    "SGD": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01),
+    "SGD": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True),
     "Adam": lambda ps: optim.Adam(ps, lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
+    "AdamW": lambda ps: optim.AdamW(ps, lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
 }
 # A fresh optimizer to load into: other hyperparameters, so that loading must restore them too.
 FRESH = {
-    "SGD": lambda ps: optim.SGD(ps, lr=1.0, momentum=0.5),
+    "SGD": lambda ps: optim.SGD(ps, lr=1.0, momentum=0.5, dampening=0.5),
     "Adam": lambda ps: optim.Adam(ps, lr=0.5),
+    "AdamW": lambda ps: optim.AdamW(ps, lr=0.5, weight_decay=0.0),
 }
 
 
@@ -142,7 +144,9 @@ def test_the_keys_and_values_of_a_state_dict(on):
     for key, value in snapshot.items():
         np.testing.assert_array_equal(saved[key], value, err_msg=key)
     sgd = optim.SGD([w], lr=0.1, momentum=0.9)
-    assert list(sgd.state_dict()) == ["lr", "momentum", "weight_decay"]  # no update yet, no state
+    # no update yet, no state; the flag stays a flag
+    assert list(sgd.state_dict()) == ["lr", "momentum", "dampening", "weight_decay", "nesterov"]
+    assert sgd.state_dict()["nesterov"].dtype == bool
     sgd.step()
     np.testing.assert_array_equal(sgd.state_dict()["state.0.momentum_buffer"], host(w.grad))
 
@@ -161,7 +165,7 @@ def test_loading_copies_onto_the_parameters_device_and_dtype_and_never_aliases_t
     given_before = {k: host(v).copy() for k, v in given.items()}
     target = FRESH[name](params)
     target.load_state_dict(given)
-    buffers = [f"state.{i}.{'exp_avg' if name == 'Adam' else 'momentum_buffer'}" for i in (0, 1)]
+    buffers = [f"state.{i}.{'momentum_buffer' if name == 'SGD' else 'exp_avg'}" for i in (0, 1)]
     loaded = target.state_dict()
     assert [loaded[b].dtype for b in buffers] == [np.float32, np.float64]
     target.step()
@@ -173,7 +177,8 @@ def test_loading_copies_onto_the_parameters_device_and_dtype_and_never_aliases_t
 
 # --- validation: every bad dict raises and leaves the optimizer exactly as it was ------------
 VARIANTS = {  # two settings differing in every hyperparameter, for the dicts below
-    "SGD": [dict(lr=0.01, momentum=0.9, weight_decay=0.01), dict(lr=0.02, momentum=0.8, weight_decay=0.0)],
+    "SGD": [dict(lr=0.01, momentum=0.9, weight_decay=0.01, nesterov=True),
+            dict(lr=0.02, momentum=0.8, dampening=0.1, weight_decay=0.0)],
     "Adam": [dict(lr=0.01, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0),
              dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)],
 }
@@ -242,8 +247,15 @@ ADAM_DEFECTS = [
     (lambda d: d.update(betas=np.array([0.9, 0.99, 0.999])), ValueError,
      r"Adam.load_state_dict: got betas=array\(\[0.9\s*, 0.99\s*, 0.999\]\); expected a pair"),
 ]
+SGD_DEFECTS = [
+    (lambda d: d.update(nesterov=np.array(1.0)), TypeError,
+     r"SGD.load_state_dict: got nesterov=array\(1.\); expected True or False"),
+    (lambda d: d.update(dampening=np.array(2.0)), ValueError,
+     r"SGD.load_state_dict: got dampening=array\(2.\); expected a finite number in \[0.0, 1.0\]"),
+]
 CASES = [(name, *defect) for name, field in (("SGD", "momentum_buffer"), ("Adam", "exp_avg"))
-         for defect in COMMON_DEFECTS] + [("Adam", *defect) for defect in ADAM_DEFECTS]
+         for defect in COMMON_DEFECTS] + [("Adam", *defect) for defect in ADAM_DEFECTS] + \
+        [("SGD", *defect) for defect in SGD_DEFECTS]
 
 
 @pytest.mark.parametrize("name,change,error,message", CASES,
@@ -282,8 +294,9 @@ def test_resumed_trajectories_match_torch_optim(tmp_path):
     rng = np.random.default_rng(11)
     starts = [rng.normal(size=(3, 2)), rng.normal(size=(2,))]
     grads = [[rng.normal(size=(3, 2)), None if step < 2 else rng.normal(size=(2,))] for step in range(5)]
-    settings = {"SGD": dict(lr=0.05, momentum=0.9, weight_decay=0.01),
-                "Adam": dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)}
+    settings = {"SGD": dict(lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True),
+                "Adam": dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
+                "AdamW": dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)}
     for name, kwargs in settings.items():
         ours = [mg.Tensor(s.copy(), requires_grad=True) for s in starts]
         theirs = [torch.tensor(s.copy(), requires_grad=True) for s in starts]
