@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Callable, NamedTuple
 
 import numpy
 
 from . import backend, checks
+from . import nn_utils as utils
 from .checkpoint import host_copy, load, save
 from .engine import Tensor, as_tensor
 from .ops.batch_norm import batch_norm
@@ -39,9 +41,13 @@ from .ops.relu import relu
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
-    "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Linear", "MSELoss", "Module", "ReLU", "Sequential",
-    "SyncBatchNorm", "load", "save",
+    "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Linear", "MSELoss", "Module", "ModuleList", "ReLU",
+    "Sequential", "SyncBatchNorm", "load", "save", "utils",
 ]
+
+# nn is one file, not a package, so `import minigraph.nn.utils` would find no submodule; the
+# entry in sys.modules is where the import system looks first (os.path is os's precedent).
+sys.modules[f"{__name__}.utils"] = utils
 
 
 def _is_array(value: Any) -> bool:
