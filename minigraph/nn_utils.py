@@ -11,7 +11,8 @@ Imported as ``minigraph.nn.utils`` (``nn.py`` registers this module under that n
 Both functions scale or clamp each ``.grad`` in place, after ``backward`` and before the
 optimizer's ``step``. The engine never makes a leaf's ``.grad`` an array that anyone else holds
 (the caller's ``backward(grad)``, a gradient passed through to two leaves, one a hook kept: it
-copies those), so in-place edits stay within that ``.grad``.
+copies those), so in-place edits stay within that ``.grad``. An array assigned by hand,
+``p.grad = array``, is that array, as in PyTorch, and is clipped with it.
 
 On the GPU nothing here waits for the device: the norm, the clipping coefficient and the
 scaling are all device arrays, and no Python branch reads them. Only
