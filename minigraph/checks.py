@@ -33,22 +33,27 @@ def _scalar(value: Any, kinds: str) -> Any:
 
 
 def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
-    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open or high == math.inf else ']'}"
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
 
 
 def real(owner: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
-         low_open: bool = False, high_open: bool = False, example: str = "") -> float:
-    """``value`` as a finite Python float in the interval, or ValueError naming ``owner`` and ``name``.
+         low_open: bool = False, high_open: bool = False, example: str = "",
+         infinite: bool = False) -> float:
+    """``value`` as a Python float in the interval, or ValueError naming ``owner`` and ``name``.
 
-    The interval is [low, high] by default; ``low_open`` / ``high_open`` exclude an end.
+    The interval is [low, high] by default; ``low_open`` / ``high_open`` exclude an end. The
+    number must be finite unless ``infinite``: then an infinite end of the interval belongs to
+    it (``max_norm=math.inf``, "no limit", as PyTorch's clip_grad_norm_ takes it). NaN never does.
     """
     number = _scalar(value, "f")
-    ok = number is not None and math.isfinite(number) and (number > low if low_open else number >= low) \
-        and (number < high if high_open else number <= high)
+    ok = number is not None and (math.isfinite(number) or (infinite and not math.isnan(number))) \
+        and (number > low if low_open else number >= low) and (number < high if high_open else number <= high)
     if not ok:
         hint = f", e.g. {example}" if example else ""
-        raise ValueError(f"{owner}: got {name}={value!r}; expected a finite number in "
-                         f"{_interval(low, high, low_open, high_open)}{hint}")
+        # An infinite end is shown open unless infinity is accepted: [0.0, inf) versus [0.0, inf].
+        interval = _interval(low, high, low_open, high_open or (high == math.inf and not infinite))
+        raise ValueError(f"{owner}: got {name}={value!r}; expected a {'' if infinite else 'finite '}"
+                         f"number in {interval}{hint}")
     return float(number)
 
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Callable, NamedTuple
 
 import numpy
 
 from . import backend, checks
+from . import nn_utils as utils
 from .checkpoint import host_copy, load, save
 from .engine import Tensor, as_tensor
 from .ops.batch_norm import batch_norm
@@ -39,9 +42,13 @@ from .ops.relu import relu
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
-    "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Linear", "MSELoss", "Module", "ReLU", "Sequential",
-    "SyncBatchNorm", "load", "save",
+    "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Linear", "MSELoss", "Module", "ModuleList", "ReLU",
+    "Sequential", "SyncBatchNorm", "load", "save", "utils",
 ]
+
+# nn is one file, not a package, so `import minigraph.nn.utils` would find no submodule; the
+# entry in sys.modules is where the import system looks first (os.path is os's precedent).
+sys.modules[f"{__name__}.utils"] = utils
 
 
 def _is_array(value: Any) -> bool:
@@ -605,33 +612,53 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
-class Sequential(Module):
-    """Modules applied in order: ``Sequential(m0, m1, ...)(x) == m1(m0(x))``.
-
-    The children are named "0", "1", ..., so parameter names read ``0.weight``.
-    Indexable (``seq[0]``, ``seq[-1]``; a slice gives a new Sequential of the same
-    module objects, renumbered), ``len()`` and iterable.
+class _ModuleSequence(Module):
+    """Modules held in order as children named "0", "1", ...: what ``Sequential`` and
+    ``ModuleList`` share. Registering each as an attribute (``setattr``) makes it a child like
+    any other, so ``parameters()``, ``state_dict()`` ("0.weight"), ``to()`` and ``train()``
+    see it.
     """
 
-    def __init__(self, *modules: Module) -> None:
-        super().__init__()
+    def _checked(self, where: str, modules: Any, item: str = "item") -> list[Module]:
+        """``modules`` (an iterable) as a list, every item a Module, or a TypeError naming ``where``
+        and the bad ``item`` by its position."""
+        try:
+            modules = list(modules)
+        except TypeError:
+            raise TypeError(f"{where}: got {_describe(modules)}; expected an iterable of Modules, "
+                            f"e.g. [nn.Linear(4, 3), nn.ReLU()]") from None
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
-                raise TypeError(f"Sequential: argument {index} is {_describe(module)}; expected "
-                                f"a Module such as nn.Linear(4, 3) or nn.ReLU()")
+                what = f"got {_describe(module)}" if item == "module" else f"{item} {index} is {_describe(module)}"
+                raise TypeError(f"{where}: {what}; expected a Module such as nn.Linear(4, 3) or nn.ReLU()")
+        return modules
+
+    def _number(self, modules: list[Module]) -> None:
+        """Make ``modules`` the children "0", "1", ..., in order (a name that exists keeps its place)."""
+        for index, module in enumerate(modules):
             setattr(self, str(index), module)
 
-    def append(self, module: Module) -> "Sequential":
+    def append(self, module: Module) -> "_ModuleSequence":
         """Add ``module`` at the end; returns self."""
-        if not isinstance(module, Module):
-            raise TypeError(f"Sequential.append: got {_describe(module)}; expected a Module")
-        setattr(self, str(len(self)), module)
+        self._number([*self, *self._checked(f"{type(self).__name__}.append", [module], "module")])
         return self
 
-    def forward(self, x: Any) -> Any:
-        for module in self._modules.values():
-            x = module(x)
-        return x
+    def extend(self, modules: Any) -> "_ModuleSequence":
+        """Add each module of the iterable ``modules`` at the end, in order; returns self.
+        Nothing is added unless every item is a Module."""
+        self._number([*self, *self._checked(f"{type(self).__name__}.extend", modules)])
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        """Put ``module`` before position ``index``, as ``list.insert`` (negative counts from the end)."""
+        where = f"{type(self).__name__}.insert"
+        (module,) = self._checked(where, [module], "module")
+        modules = list(self)
+        try:
+            modules.insert(operator.index(index), module)
+        except TypeError:
+            raise TypeError(f"{where}: got index {index!r}; expected an integer") from None
+        self._number(modules)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -639,12 +666,67 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
+    def _of(self, modules: list[Module]) -> "_ModuleSequence":
+        raise NotImplementedError
+
     def __getitem__(self, index: int | slice) -> Any:
         modules = list(self._modules.values())
         if isinstance(index, slice):
-            return Sequential(*modules[index])
+            return self._of(modules[index])
         try:
-            return modules[index]
+            return modules[operator.index(index)]
         except IndexError:
-            raise IndexError(f"Sequential: index {index} is out of range for {len(modules)} "
-                             f"modules") from None
+            raise IndexError(f"{type(self).__name__}: index {index} is out of range for "
+                             f"{len(modules)} modules") from None
+        except TypeError:
+            raise TypeError(f"{type(self).__name__}: got index {index!r}; expected an integer or "
+                            f"a slice") from None
+
+
+class Sequential(_ModuleSequence):
+    """Modules applied in order: ``Sequential(m0, m1, ...)(x) == m1(m0(x))``.
+
+    The children are named "0", "1", ..., so parameter names read ``0.weight``.
+    Indexable (``seq[0]``, ``seq[-1]``; a slice gives a new Sequential of the same
+    module objects, renumbered), ``len()``, iterable, and grows with ``append``,
+    ``extend`` and ``insert``, as ``ModuleList`` does.
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        self._number(self._checked("Sequential", modules, "argument"))
+
+    def _of(self, modules: list[Module]) -> "Sequential":
+        return Sequential(*modules)
+
+    def forward(self, x: Any) -> Any:
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+
+class ModuleList(_ModuleSequence):
+    """A list of modules, registered as children, as ``torch.nn.ModuleList``.
+
+    ``ModuleList([m0, m1, ...])`` (any iterable of Modules, or nothing) holds them as children
+    named "0", "1", ..., so the parent's ``parameters()``, ``state_dict()`` (keys such as
+    ``layers.0.weight``), ``to()`` and ``train()``/``eval()`` reach them, which a plain Python
+    list of layers would hide. ``append``, ``extend``, ``insert``, ``len()``, iteration and
+    indexing as on a list; a slice is a new ModuleList of the same module objects, renumbered.
+    It has no ``forward``: the parent's forward calls the layers, e.g. ``for layer in
+    self.layers: x = layer(x)``.
+    """
+
+    def __init__(self, modules: Any = None) -> None:
+        super().__init__()
+        if modules is not None:
+            self._number(self._checked("ModuleList", modules))
+
+    def _of(self, modules: list[Module]) -> "ModuleList":
+        return ModuleList(modules)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "ModuleList has no forward(): it only holds modules, so it cannot be called. Call "
+            "its modules from the parent's forward, e.g. for layer in self.layers: x = layer(x), "
+            "or use nn.Sequential to apply them in order")

@@ -361,6 +361,128 @@ def test_sequential_is_indexable_sized_and_iterable():
     assert seq.append(nn.ReLU()) is seq and len(seq) == 4 and "3" in dict(seq.named_modules())
 
 
+def test_sequential_grows_by_extend_and_insert_and_applies_the_new_order(rng):
+    first, second, third = nn.Linear(3, 3, rng=1, dtype=F64), nn.ReLU(), nn.Linear(3, 2, rng=2, dtype=F64)
+    seq = nn.Sequential(first)
+    assert seq.extend([third]) is seq
+    seq.insert(1, second)
+    assert list(seq) == [first, second, third]
+    assert [name for name, _ in seq.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    x = rng.normal(size=(4, 3))
+    hidden = np.maximum(x @ first.weight.data + first.bias.data, 0)
+    np.testing.assert_allclose(seq(mg.Tensor(x)).numpy(), hidden @ third.weight.data + third.bias.data,
+                               rtol=1e-12)
+
+
+# --- ModuleList ---------------------------------------------------------------------------------
+class Tower(nn.Module):
+    """Layers held in a ModuleList and called from the parent's forward, the usual pattern."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.layers = nn.ModuleList([nn.Linear(4, 3, rng=rng, dtype=F64), nn.BatchNorm1d(3, dtype=F64)])
+        self.layers.append(nn.Linear(3, 2, rng=rng, dtype=F64))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_module_list_registers_its_modules_as_children_of_the_parent():
+    tower = Tower()
+    assert [name for name, _ in tower.named_parameters()] == [
+        "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "layers.2.weight",
+        "layers.2.bias"]
+    assert list(tower.parameters())[0] is tower.layers[0].weight
+    assert list(tower.state_dict()) == [
+        "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "layers.1.running_mean",
+        "layers.1.running_var", "layers.2.weight", "layers.2.bias"]
+    tower.eval()
+    assert [m.training for m in tower.layers] == [False, False, False]
+    tower.train()
+    assert all(m.training for m in tower.layers)
+
+
+def test_module_list_layers_move_with_the_parent(device, rng):
+    tower = Tower().to("cpu")
+    for param in tower.parameters():
+        param.grad = np.ones(param.shape)
+    tower.to(device)
+    assert {p.device for p in tower.parameters()} == {device}
+    assert {mg.backend.device_of(p.grad) for p in tower.parameters()} == {device}
+    assert {mg.backend.device_of(b) for b in tower.buffers()} == {device}
+
+
+def test_module_list_state_dict_round_trips_through_a_file(tmp_path, rng):
+    source = trained(Tower(seed=1), rng).eval()
+    nn.save(source, tmp_path / "tower.npz")
+    copy = Tower(seed=2).eval()
+    assert copy.load_state_dict(nn.load(tmp_path / "tower.npz")) == ([], [])
+    x = mg.Tensor(rng.normal(size=(5, 4)))
+    np.testing.assert_array_equal(copy(x).numpy(), source(x).numpy())
+
+
+def test_an_optimizer_built_from_the_parent_steps_the_module_lists_parameters(rng):
+    tower = Tower()
+    before = [p.data.copy() for p in tower.parameters()]
+    opt = mg.optim.SGD(tower.parameters(), lr=0.1)
+    assert len(opt.params) == 6
+    mg.mse_loss(tower(mg.Tensor(rng.normal(size=(6, 4)))), np.zeros((6, 2))).backward()
+    opt.step()
+    for param, start in zip(tower.parameters(), before):
+        np.testing.assert_allclose(param.data, start - 0.1 * param.grad, rtol=1e-12)
+    assert np.abs(tower.layers[2].weight.data - before[4]).max() > 0
+
+
+def test_module_list_indexes_slices_and_grows_like_a_list():
+    a, b, c, d = nn.ReLU(), nn.Linear(2, 2, rng=0), nn.ReLU(), nn.Linear(2, 1, rng=0)
+    layers = nn.ModuleList()
+    assert len(layers) == 0 and list(layers) == []
+    assert layers.extend((m for m in [a, c])) is layers
+    layers.insert(1, b)
+    layers.insert(-5, d)  # as list.insert: before the start
+    assert list(layers) == [d, a, b, c] and len(layers) == 4
+    assert layers[0] is d and layers[-1] is c and layers[np.int64(2)] is b
+    assert list(dict(layers.named_modules())) == ["", "0", "1", "2", "3"]
+    assert [name for name, _ in layers.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    middle = layers[1:3]
+    assert type(middle) is nn.ModuleList and list(middle) == [a, b]
+    assert [name for name, _ in middle.named_parameters()] == ["1.weight", "1.bias"]  # renumbered
+    assert list(layers[::-1]) == [c, b, a, d] and list(layers[9:]) == []
+    assert list(nn.ModuleList(nn.Sequential(a, b))) == [a, b]  # any iterable of Modules
+    assert "(2): Linear(in_features=2, out_features=2, bias=True)" in repr(layers)
+
+
+def test_module_list_refuses_what_is_not_a_module_and_changes_nothing():
+    layers = nn.ModuleList([nn.ReLU()])
+    with pytest.raises(TypeError, match=r"ModuleList: item 1 is a Tensor of shape \(2,\); expected a "
+                                        r"Module such as nn.Linear\(4, 3\) or nn.ReLU\(\)"):
+        nn.ModuleList([nn.ReLU(), mg.Tensor(np.ones(2))])
+    with pytest.raises(TypeError, match=r"ModuleList: got a Linear; expected an iterable of Modules"):
+        nn.ModuleList(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"ModuleList.append: got a list; expected a Module"):
+        layers.append([nn.ReLU()])
+    with pytest.raises(TypeError, match=r"ModuleList.extend: item 1 is a str; expected a Module"):
+        layers.extend([nn.ReLU(), "relu"])
+    with pytest.raises(TypeError, match=r"ModuleList.insert: got a function; expected a Module"):
+        layers.insert(0, mg.relu)
+    with pytest.raises(TypeError, match=r"ModuleList.insert: got index '0'; expected an integer"):
+        layers.insert("0", nn.ReLU())
+    assert len(layers) == 1  # nothing added by any of them
+    with pytest.raises(IndexError, match=r"ModuleList: index 1 is out of range for 1 modules"):
+        layers[1]
+    with pytest.raises(TypeError, match=r"ModuleList: got index '0'; expected an integer or a slice"):
+        layers["0"]
+
+
+def test_calling_a_module_list_says_it_has_no_forward():
+    with pytest.raises(NotImplementedError, match=r"ModuleList has no forward\(\): it only holds "
+                                                  r"modules.*for layer in self.layers"):
+        nn.ModuleList([nn.ReLU()])(mg.Tensor(np.ones(2)))
+
+
 # --- state dicts and files -------------------------------------------------------------
 def trained(net: nn.Module, rng) -> nn.Module:
     """Some train-mode calls, so that weights and running statistics are far from their defaults."""
