@@ -58,8 +58,7 @@ def clip_grad_norm_(parameters: Tensor | Iterable[Tensor], max_norm: float, norm
     max_norm = checks.real(name, "max_norm", max_norm, low=0.0, infinite=True, example="1.0")
     norm_type = checks.real(name, "norm_type", norm_type, low=0.0, low_open=True, infinite=True,
                             example="2.0 or math.inf")
-    if not isinstance(error_if_nonfinite, (bool, numpy.bool_)):
-        raise TypeError(f"{name}: got error_if_nonfinite={error_if_nonfinite!r}; expected True or False")
+    error_if_nonfinite = checks.flag(name, "error_if_nonfinite", error_if_nonfinite)
     grads = _gradients(name, params)
     if not grads:  # the parameters' dtype and device; without parameters, as Tensor(0.0)
         if not params:
