@@ -438,8 +438,8 @@ class BatchNorm1d(Module):
         self.eps = checks.real(layer, "eps", eps, low=0.0)
         self.momentum = checks.real(layer, "momentum", momentum, low=0.0, high=1.0)
         self.ddof = checks.integer(layer, "ddof", ddof, low=0)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = checks.flag(layer, "affine", affine)
+        self.track_running_stats = checks.flag(layer, "track_running_stats", track_running_stats)
         dtype = _resolve_float_dtype(layer, dtype)
         device = backend.default_device() if device is None else backend.check_device(device)
 

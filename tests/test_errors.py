@@ -184,6 +184,21 @@ def test_assigning_data_keeps_it_consistent_with_grad():
     assert p.shape == (4,)
 
 
+@pytest.mark.parametrize("call,owner,name", [
+    (lambda flag: mg.batch_norm(t(4, 2), t(2), t(2), np.zeros(2), np.ones(2), training=flag),
+     "batch_norm", "training"),
+    (lambda flag: mg.dropout(t(4, 2), 0.5, training=flag), "dropout", "training"),
+    (lambda flag: mg.nn.BatchNorm1d(2, affine=flag), "BatchNorm1d", "affine"),
+    (lambda flag: mg.nn.BatchNorm1d(2, track_running_stats=flag), "BatchNorm1d", "track_running_stats"),
+])
+def test_flags_of_ops_and_layers_take_booleans_only(call, owner, name):
+    # A truthy string must not pick a mode: training="False" would train and move the statistics.
+    for flag in ("False", 0, None):
+        with pytest.raises(TypeError, match=f"{owner}: got {name}={flag!r}; expected True or False"):
+            call(flag)
+    call(np.bool_(False))
+
+
 def test_operands_of_unsupported_types_are_named():
     with pytest.raises(TypeError, match="relu: x must be a Tensor or an array; got str"):
         mg.relu("x")

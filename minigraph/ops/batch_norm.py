@@ -238,6 +238,7 @@ def batch_norm(
     unbiased. Evaluation (``training=False``) normalises with the running
     statistics instead and needs both. gamma/beta may be None (scale 1, shift 0).
     """
+    training = checks.flag("batch_norm", "training", training)  # "False" would mean training
     x, gamma, beta, running_mean, running_var = checked_operands(
         "batch_norm", x, gamma, beta, running_mean, running_var, training)
     n = x.data.shape[0]

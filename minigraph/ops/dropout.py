@@ -35,6 +35,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True, generator: Any = N
     """
     x = as_tensor("dropout", "x", x)
     p = checks.real("dropout", "p", p, low=0.0, high=1.0, example="0.5")
+    training = checks.flag("dropout", "training", training)  # "no" would mean training
     if not training or (p == 0 and keep is None):
         return x
     xp = get_array_module(x.data)
