@@ -429,17 +429,27 @@ def test_kernels_still_compile_where_no_cache_directory_is_usable(monkeypatch):
 
 
 @needs_numba
-@pytest.mark.parametrize("preset,expected", [({}, "1000"), ({"OMP_WAIT_POLICY": "active"}, None),
-                                             ({"GOMP_SPINCOUNT": "50"}, "50")])
-def test_the_openmp_threads_are_told_to_sleep_soon_unless_the_user_chose(preset, expected):
+@pytest.mark.parametrize("preset,while_starting,after", [
+    ({}, "1000", None), ({"OMP_WAIT_POLICY": "active"}, None, None), ({"GOMP_SPINCOUNT": "50"}, "50", "50")])
+def test_the_openmp_threads_are_told_to_sleep_soon_unless_the_user_chose(preset, while_starting, after):
     """Spinning OpenMP threads would hold the cores OpenBLAS's GEMM threads need next (a step 1.7×
-    slower here); the user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins."""
-    code = ("import os, numpy, minigraph as mg; "
+    slower here); the user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT always wins. libgomp reads the
+    variable when the first kernel starts its threads (inside compile_for); after that minigraph
+    takes back what it set, so the process's children inherit the user's environment."""
+    code = ("import os, numpy, minigraph as mg; from minigraph.kernels import cpu; "
+            "gomp = lambda: 'libgomp' in open('/proc/self/maps').read(); "
+            "compile_for = cpu.compile_for; seen = []; "
+            "cpu.compile_for = lambda dtype: (seen.append((os.environ.get('GOMP_SPINCOUNT'), gomp())), "
+            "compile_for(dtype)); "
             "mg.batch_norm(mg.Tensor(numpy.ones((3, 2)), requires_grad=True), None, None); "
-            "print(os.environ.get('GOMP_SPINCOUNT'))")
+            "print(seen[0][0], os.environ.get('GOMP_SPINCOUNT'), seen[0][1], gomp(), cpu.threading_layer())")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env.update(preset, PYTHONPATH=str(ROOT), MINIGRAPH_FUSED="1", MINIGRAPH_DEVICE="cpu")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == str(expected)
+    during, later, gomp_before, gomp_after, layer = done.stdout.split()
+    assert (during, later) == (str(while_starting), str(after))
+    if layer == "omp" and sys.platform.startswith("linux"):
+        # GNU OpenMP loaded inside compile_for, so it read the variable as it was set then.
+        assert (gomp_before, gomp_after) == ("False", "True")

@@ -46,8 +46,9 @@ def fused_enabled(op: str = "minigraph") -> bool:
                      f"to run the formulas, or unset it")
 
 
-def _spin_briefly() -> None:
-    """Let numba's OpenMP threads sleep soon after a kernel, unless the user chose a policy.
+def _spin_briefly() -> bool:
+    """Let numba's OpenMP threads sleep soon after a kernel, unless the user chose a policy;
+    True if it set ``GOMP_SPINCOUNT``, which the caller takes back once libgomp has read it.
 
     GNU OpenMP keeps its threads spinning for ~300,000 iterations after each parallel
     region. In a training step the next call is a GEMM on OpenBLAS's own threads, which
@@ -56,8 +57,10 @@ def _spin_briefly() -> None:
     0.85 ms either way (OMP_WAIT_POLICY=PASSIVE: 33 ms and 1.3 ms). libgomp reads this when
     it loads, so it counts only if no OpenMP library was loaded before the first kernel.
     """
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return False
+    os.environ["GOMP_SPINCOUNT"] = "1000"
+    return True
 
 
 class _CpuKernels:
@@ -78,11 +81,17 @@ class _CpuKernels:
         if self.failure is None and dtype not in self.compiled:
             try:
                 if self.module is None:
-                    _spin_briefly()
-                    self.module = importlib.import_module(f"{__name__}.cpu")  # imports numba
-                    if hasattr(os, "register_at_fork"):
-                        os.register_at_fork(after_in_child=self.forked)
-                self.module.compile_for(dtype)
+                    spin_set = _spin_briefly()
+                    try:
+                        self.module = importlib.import_module(f"{__name__}.cpu")  # imports numba
+                        if hasattr(os, "register_at_fork"):
+                            os.register_at_fork(after_in_child=self.forked)
+                        self.module.compile_for(dtype)  # runs the kernels: the threads start, libgomp reads it
+                    finally:
+                        if spin_set:  # not passed on to this process's children, which did not ask for it
+                            os.environ.pop("GOMP_SPINCOUNT", None)
+                else:
+                    self.module.compile_for(dtype)
                 self.compiled.add(dtype)
             except ImportError as exc:
                 self.failure = f"numba cannot be imported ({type(exc).__name__}: {exc}); " \
