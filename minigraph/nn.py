@@ -155,6 +155,46 @@ class Module:
         """This module and every descendant, each once."""
         return (module for _, module in self.named_modules())
 
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        """(name, module) for each direct sub-module, in registration order, each once."""
+        seen: set[int] = set()
+        for name, child in list(self._modules.items()):
+            if id(child) not in seen:
+                seen.add(id(child))
+                yield name, child
+
+    def children(self) -> Iterator["Module"]:
+        """Each direct sub-module, in registration order, each once."""
+        return (child for _, child in self.named_children())
+
+    def apply(self, fn: Callable[["Module"], Any]) -> "Module":
+        """Call ``fn(module)`` on every sub-module, then on this one (PyTorch's order: children
+        first, so ``fn`` sees a parent after all it holds); returns self. For custom initialisation,
+        e.g. ``model.apply(init)`` with ``init`` writing ``m.weight.data[...]`` for each Linear."""
+        if not callable(fn):
+            raise TypeError(f"{type(self).__name__}.apply: got {_describe(fn)}; expected a function "
+                            f"of one module, e.g. model.apply(lambda m: print(type(m).__name__))")
+        done: set[int] = set()
+
+        def visit(module: "Module") -> None:
+            done.add(id(module))
+            for child in module.children():
+                if id(child) not in done:  # a module held twice is visited once
+                    visit(child)
+            fn(module)
+
+        visit(self)
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        """Set ``requires_grad`` of every parameter (``False`` freezes them all); returns self.
+
+        Frozen parameters stay parameters: ``state_dict`` saves them and optimizers skip them."""
+        flag = checks.flag(f"{type(self).__name__}.requires_grad_", "requires_grad", requires_grad)
+        for parameter in self.parameters():
+            parameter.requires_grad = flag
+        return self
+
     def _named(self, kind: str) -> Iterator[tuple[str, Any]]:
         """(dotted name, member) of each module's ``kind`` registry, own members before children's."""
         seen: set[int] = set()

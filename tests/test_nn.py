@@ -632,3 +632,64 @@ def test_batch_norm_layer_accepts_numpy_scalars_and_rejects_non_finite_eps():
     assert (layer.eps, layer.momentum, layer.ddof) == (pytest.approx(1e-3), 0.2, 1)
     with pytest.raises(ValueError, match="eps=inf; expected a finite number"):
         nn.BatchNorm1d(3, eps=float("inf"))
+
+
+# --- children, apply, requires_grad_ ------------------------------------------------------------
+def tree():
+    """Sequential(Linear, Sequential(ReLU, Linear)) and its modules by hand, named."""
+    first, relu, last = nn.Linear(3, 4, rng=0, dtype=F64), nn.ReLU(), nn.Linear(4, 2, rng=1, dtype=F64)
+    inner = nn.Sequential(relu, last)
+    root = nn.Sequential(first, inner)
+    return root, dict(root=root, first=first, inner=inner, relu=relu, last=last)
+
+
+def test_children_are_the_direct_sub_modules_in_order():
+    root, m = tree()
+    assert [(name, child) for name, child in root.named_children()] == [("0", m["first"]), ("1", m["inner"])]
+    assert list(root.children()) == [m["first"], m["inner"]]
+    assert list(m["first"].children()) == []
+    shared = nn.Linear(2, 2)
+    twice = nn.Sequential(shared, shared)
+    assert list(twice.named_children()) == [("0", shared)]  # each once, as modules() does
+
+
+def test_apply_visits_children_before_their_parent_each_module_once():
+    root, m = tree()
+    seen = []
+    assert root.apply(seen.append) is root
+    assert seen == [m["first"], m["relu"], m["last"], m["inner"], m["root"]]
+    shared = nn.Linear(2, 2)
+    seen.clear()
+    nn.Sequential(shared, nn.Sequential(shared)).apply(seen.append)
+    assert seen.count(shared) == 1 and len(seen) == 3
+
+
+def test_apply_initialises_weights_in_place(device):
+    root, m = tree()
+
+    def init(module):
+        if isinstance(module, nn.Linear):
+            module.weight.data[...] = 0.5
+            module.bias.data[...] = -1.0
+
+    root.to(device).apply(init)
+    for layer in (m["first"], m["last"]):
+        np.testing.assert_array_equal(host(layer.weight), np.full(layer.weight.shape, 0.5))
+        np.testing.assert_array_equal(host(layer.bias), np.full(layer.bias.shape, -1.0))
+    with pytest.raises(TypeError, match=r"Sequential.apply: got a str; expected a function of one module"):
+        root.apply("init")
+
+
+def test_requires_grad_freezes_and_unfreezes_every_parameter():
+    root, m = tree()
+    assert root.requires_grad_(False) is root
+    assert [p.requires_grad for p in root.parameters()] == [False] * 4
+    assert len(root.state_dict()) == 4  # frozen parameters are still saved
+    x = mg.Tensor(np.ones((5, 3)), requires_grad=True)
+    root(x).sum().backward()
+    assert all(p.grad is None for p in root.parameters()) and x.grad is not None
+    m["last"].requires_grad_()
+    assert [p.requires_grad for p in root.parameters()] == [False, False, True, True]
+    with pytest.raises(TypeError, match=r"Sequential.requires_grad_: got requires_grad='no'; expected True or False"):
+        root.requires_grad_("no")
+    assert [p.requires_grad for p in root.parameters()] == [False, False, True, True]
