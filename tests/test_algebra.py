@@ -194,6 +194,23 @@ def test_reductions_are_tensor_methods_too(on, rng):
     np.testing.assert_allclose(x.sum(1, keepdims=True).numpy(), x_np.sum(1, keepdims=True), rtol=1e-14)
 
 
+@pytest.mark.parametrize("name", ["sum", "mean"])
+def test_reductions_take_pytorchs_dim_and_keepdim_too(on, rng, name):
+    x_np = rng.normal(size=(2, 3, 4))
+    x = leaf(on, x_np)
+    for torch_style, numpy_style in [(dict(dim=1), dict(axis=1)), (dict(dim=(0, 2), keepdim=True),
+                                     dict(axis=(0, 2), keepdims=True)), (dict(keepdim=True), dict(keepdims=True))]:
+        out = getattr(x, name)(**torch_style)
+        np.testing.assert_array_equal(out.numpy(), getattr(np, name)(x_np, **numpy_style))
+    with pytest.raises(TypeError, match=rf"{name}: got both axis=0 and dim=1; expected one of them "
+                                        rf"\(dim is PyTorch's name for axis\)"):
+        getattr(mg, name)(x, 0, dim=1)
+    with pytest.raises(TypeError, match=rf"{name}: got both keepdims=True and keepdim=False"):
+        getattr(x, name)(keepdims=True, keepdim=False)
+    with pytest.raises(TypeError, match=rf"{name}: got keepdim='yes'; expected True or False"):
+        getattr(x, name)(keepdim="yes")
+
+
 def test_the_gradient_of_a_reduction_is_a_writable_leaf_grad(on, rng):
     x = leaf(on, rng.normal(size=(3, 4)))
     x.mean(axis=0).sum().backward()

@@ -62,26 +62,42 @@ class Mean(Sum):
         return (self.spread(grad_output / self.count),)
 
 
-def _reduction(node: type, op: str, x: Tensor, axis: Any, keepdims: bool) -> Tensor:
+def _alias(op: str, name: str, value: Any, torch_name: str, torch_value: Any, default: Any) -> Any:
+    """NumPy's argument or PyTorch's spelling of it (``dim`` for ``axis``, ``keepdim`` for
+    ``keepdims``), so code written for either runs; both at once is an error."""
+    if torch_value is None:
+        return value
+    if value is not default:
+        raise TypeError(f"{op}: got both {name}={value!r} and {torch_name}={torch_value!r}; "
+                        f"expected one of them ({torch_name} is PyTorch's name for {name})")
+    return torch_value
+
+
+def _reduction(node: type, op: str, x: Tensor, axis: Any, keepdims: bool, dim: Any = None,
+               keepdim: Any = None) -> Tensor:
     x = as_tensor(op, "x", x)
-    keepdims = checks.flag(op, "keepdims", keepdims)
+    axis = _alias(op, "axis", axis, "dim", dim, None)
+    keepdims = checks.flag(op, "keepdims" if keepdim is None else "keepdim",  # the name the caller wrote
+                           _alias(op, "keepdims", keepdims, "keepdim", keepdim, False))
     axes = tuple(sorted(checks.axes(op, axis, x.data.ndim)))
     return apply(node(axes, keepdims, x.data.shape), x)
 
 
 def sum(x: Tensor, axis: int | tuple[int, ...] | None = None,  # noqa: A001 (NumPy's name)
-        keepdims: bool = False) -> Tensor:
+        keepdims: bool = False, *, dim: int | tuple[int, ...] | None = None,
+        keepdim: bool | None = None) -> Tensor:
     """Sum over ``axis`` (an int, a tuple of ints, negatives from the end; None: all axes).
 
     x: shape S -> S without those axes, or with them as size 1 when ``keepdims``.
-    Also ``x.sum(axis, keepdims)``.
+    Also ``x.sum(axis, keepdims)``; PyTorch's ``dim=`` and ``keepdim=`` are accepted for them.
     """
-    return _reduction(Sum, "sum", x, axis, keepdims)
+    return _reduction(Sum, "sum", x, axis, keepdims, dim, keepdim)
 
 
-def mean(x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+def mean(x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False, *,
+         dim: int | tuple[int, ...] | None = None, keepdim: bool | None = None) -> Tensor:
     """Mean over ``axis`` (as ``sum``). The mean over no elements is nan, as in NumPy.
 
-    Also ``x.mean(axis, keepdims)``.
+    Also ``x.mean(axis, keepdims)``; PyTorch's ``dim=`` and ``keepdim=`` are accepted for them.
     """
-    return _reduction(Mean, "mean", x, axis, keepdims)
+    return _reduction(Mean, "mean", x, axis, keepdims, dim, keepdim)
