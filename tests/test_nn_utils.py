@@ -284,6 +284,18 @@ def test_parameters_that_are_not_tensors_are_type_errors_naming_the_function(fun
         function(nn.Linear(2, 2).named_parameters())
 
 
+@pytest.mark.parametrize("function", [lambda p: clip_grad_norm_(p, 1.0), lambda p: clip_grad_value_(p, 1.0)])
+def test_a_type_error_raised_inside_a_generator_of_parameters_is_not_blamed_on_the_argument(function, rng):
+    params, _ = with_grads(rng, np.asarray)
+
+    def parameters():
+        yield params[0]
+        yield params[1] * "two"  # the caller's own bug, raised while clipping reads the generator
+
+    with pytest.raises(TypeError, match=r"mul: b must be a Tensor"):
+        function(parameters())
+
+
 @pytest.mark.parametrize("function", [lambda p: clip_grad_norm_(p, 0.1), lambda p: clip_grad_value_(p, 0.1)])
 def test_gradients_of_two_dtypes_are_a_type_error_and_nothing_changes(function, rng):
     params, grads = with_grads(rng, np.asarray)
