@@ -377,6 +377,15 @@ def test_clipping_leaves_the_gradient_a_leaf_hook_kept_alone(device, on, rng):
     np.testing.assert_array_equal(host(seen[0]), np.full(4, 3.0))
 
 
+def test_a_numpy_scalar_assigned_as_a_0d_gradient_is_clipped_in_place():
+    param = mg.Tensor(np.array(1.0), requires_grad=True)
+    param.grad = np.arange(4.0).sum()  # NumPy's reduction: a numpy.float64, where CuPy gives a 0-d array
+    assert clip_grad_norm_(param, 1.0).item() == 6.0
+    np.testing.assert_allclose(param.grad, 6.0 / (6.0 + 1e-6), rtol=1e-15)
+    clip_grad_value_(param, 0.5)
+    assert param.grad == 0.5
+
+
 def test_gradients_that_are_views_of_one_buffer_are_each_scaled_once(device, on, rng):
     """As DistributedDataParallel leaves them: disjoint views into one flat array."""
     params, grads = with_grads(rng, on, shapes=((2, 3), (4,)))
