@@ -197,7 +197,8 @@ def manual_seed(seed: int) -> None:
 
     After it, layers made without ``rng`` (Linear's weights, Dropout's masks) and ``dropout``
     without ``generator`` repeat from run to run. NumPy's global ``numpy.random.seed`` does not
-    reach them. CPU and GPU streams differ (each library has its own generator).
+    reach them. Linear draws on the host whatever its device; dropout masks on the CPU and the
+    GPU come from different streams (each library has its own generator).
     """
     global _seed
     _seed = checks.integer("manual_seed", "seed", seed, low=0)

@@ -534,8 +534,9 @@ class Tensor:
     @grad.setter
     def grad(self, value: Any) -> None:
         if value is not None:
-            if isinstance(value, Tensor):
-                value = value._data
+            # A NumPy reduction gives a scalar, not a 0-d array: stored as it is, it could not be
+            # updated in place (clip_grad_norm_ would refuse it), unlike CuPy's 0-d result.
+            value = value._data if isinstance(value, Tensor) else _unscalar(value)
             if getattr(value, "shape", None) != self._data.shape or value.dtype != self._data.dtype:
                 raise ValueError(
                     f"Tensor.grad: got {getattr(value, 'shape', type(value).__name__)} "

@@ -663,10 +663,13 @@ class _ModuleSequence(Module):
         """``modules`` (an iterable) as a list, every item a Module, or a TypeError naming ``where``
         and the bad ``item`` by its position."""
         try:
-            modules = list(modules)
+            iterator = iter(modules)
         except TypeError:
             raise TypeError(f"{where}: got {_describe(modules)}; expected an iterable of Modules, "
                             f"e.g. [nn.Linear(4, 3), nn.ReLU()]") from None
+        # Read outside the try: a TypeError raised while a generator makes the modules (a layer
+        # built with a missing argument) is the user's error, not "not an iterable".
+        modules = list(iterator)
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
                 what = f"got {_describe(module)}" if item == "module" else f"{item} {index} is {_describe(module)}"

@@ -120,11 +120,12 @@ def _parameter_list(owner: str, parameters: Any) -> list[Tensor]:
     if isinstance(parameters, Tensor):
         return [parameters]
     try:
-        is_iterator = iter(parameters) is parameters
-        params = list(parameters)
+        iterator = iter(parameters)
     except TypeError:
         raise TypeError(f"{owner}: got parameters={parameters!r}, a {type(parameters).__name__}; "
                         f"expected a Tensor or an iterable of Tensors, e.g. model.parameters()") from None
+    is_iterator = iterator is parameters
+    params = list(iterator)  # outside the try: a TypeError inside a generator is its own
     for index, param in enumerate(params):
         if not isinstance(param, Tensor):
             hint = " (pass model.parameters(), not named_parameters())" if isinstance(param, tuple) else ""

@@ -477,6 +477,18 @@ def test_module_list_refuses_what_is_not_a_module_and_changes_nothing():
         layers["0"]
 
 
+def test_a_type_error_raised_while_making_the_modules_is_not_blamed_on_the_iterable():
+    class Block(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.fc = nn.Linear(width, width)
+
+    # Block() lacks its argument: that TypeError, not "expected an iterable", must reach the user.
+    for make in (nn.ModuleList, nn.ModuleList().extend, nn.Sequential().extend):
+        with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'width'"):
+            make(Block() for _ in range(2))
+
+
 def test_calling_a_module_list_says_it_has_no_forward():
     with pytest.raises(NotImplementedError, match=r"ModuleList has no forward\(\): it only holds "
                                                   r"modules.*for layer in self.layers"):

@@ -284,6 +284,18 @@ def test_parameters_that_are_not_tensors_are_type_errors_naming_the_function(fun
         function(nn.Linear(2, 2).named_parameters())
 
 
+@pytest.mark.parametrize("function", [lambda p: clip_grad_norm_(p, 1.0), lambda p: clip_grad_value_(p, 1.0)])
+def test_a_type_error_raised_inside_a_generator_of_parameters_is_not_blamed_on_the_argument(function, rng):
+    params, _ = with_grads(rng, np.asarray)
+
+    def parameters():
+        yield params[0]
+        yield params[1] * "two"  # the caller's own bug, raised while clipping reads the generator
+
+    with pytest.raises(TypeError, match=r"mul: b must be a Tensor"):
+        function(parameters())
+
+
 @pytest.mark.parametrize("function", [lambda p: clip_grad_norm_(p, 0.1), lambda p: clip_grad_value_(p, 0.1)])
 def test_gradients_of_two_dtypes_are_a_type_error_and_nothing_changes(function, rng):
     params, grads = with_grads(rng, np.asarray)
@@ -363,6 +375,15 @@ def test_clipping_leaves_the_gradient_a_leaf_hook_kept_alone(device, on, rng):
     (leaf * 3.0).sum().backward()
     clip_grad_norm_(leaf, 0.1)
     np.testing.assert_array_equal(host(seen[0]), np.full(4, 3.0))
+
+
+def test_a_numpy_scalar_assigned_as_a_0d_gradient_is_clipped_in_place():
+    param = mg.Tensor(np.array(1.0), requires_grad=True)
+    param.grad = np.arange(4.0).sum()  # NumPy's reduction: a numpy.float64, where CuPy gives a 0-d array
+    assert clip_grad_norm_(param, 1.0).item() == 6.0
+    np.testing.assert_allclose(param.grad, 6.0 / (6.0 + 1e-6), rtol=1e-15)
+    clip_grad_value_(param, 0.5)
+    assert param.grad == 0.5
 
 
 def test_gradients_that_are_views_of_one_buffer_are_each_scaled_once(device, on, rng):
