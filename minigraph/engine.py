@@ -745,7 +745,7 @@ class Tensor:
             if grad.dtype != self._data.dtype:
                 raise TypeError(f"backward: grad has dtype {grad.dtype}; expected the output's "
                                 f"dtype {self._data.dtype}")
-        run_backward(self, grad, retain_graph)
+        run_backward(self, grad, checks.flag("backward", "retain_graph", retain_graph))
 
 
 _to_device: Callable[[Tensor, str], Tensor] | None = None  # bound by minigraph.ops.device

@@ -103,7 +103,9 @@ class Module:
         elif name in parameters and value is not None:
             # A detached or computed tensor here would silently drop out of training and checkpoints.
             raise TypeError(f"{type(self).__name__}.{name} is a parameter; got {_describe(value)}, "
-                            f"expected a leaf Tensor with requires_grad=True (or None to remove it)")
+                            f"expected a leaf Tensor with requires_grad=True (or None to remove it). "
+                            f"To keep it frozen, assign it first and then call "
+                            f"{name}.requires_grad_(False)")
         else:
             parameters.pop(name, None)
             if isinstance(value, Module):
@@ -432,7 +434,7 @@ class Linear(Module):
         weight = generator.normal(0.0, math.sqrt(2.0 / self.in_features),
                                   size=(self.in_features, self.out_features))
         self.weight = Tensor(weight.astype(dtype), requires_grad=True, device=device)
-        if bias:
+        if checks.flag("Linear", "bias", bias):  # bias="False" must not make a bias
             zeros = numpy.zeros(self.out_features, dtype=dtype)
             self.bias = Tensor(zeros, requires_grad=True, device=device)
         else:
@@ -683,7 +685,8 @@ class _ModuleSequence(Module):
 
     def append(self, module: Module) -> "_ModuleSequence":
         """Add ``module`` at the end; returns self."""
-        self._number([*self, *self._checked(f"{type(self).__name__}.append", [module], "module")])
+        (module,) = self._checked(f"{type(self).__name__}.append", [module], "module")
+        setattr(self, str(len(self)), module)  # the next number: appending stays O(1)
         return self
 
     def extend(self, modules: Any) -> "_ModuleSequence":

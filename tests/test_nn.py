@@ -705,3 +705,21 @@ def test_requires_grad_freezes_and_unfreezes_every_parameter():
     with pytest.raises(TypeError, match=r"Sequential.requires_grad_: got requires_grad='no'; expected True or False"):
         root.requires_grad_("no")
     assert [p.requires_grad for p in root.parameters()] == [False, False, True, True]
+
+
+def test_flags_of_layers_and_backward_take_booleans_only():
+    with pytest.raises(TypeError, match=r"Linear: got bias='False'; expected True or False"):
+        nn.Linear(3, 2, bias="False")  # a truthy string must not make a bias
+    assert nn.Linear(3, 2, bias=np.bool_(False)).bias is None
+    x = mg.Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(TypeError, match=r"backward: got retain_graph='yes'; expected True or False"):
+        (x * 2.0).sum().backward(retain_graph="yes")
+    assert x.grad is None
+
+
+def test_append_numbers_the_new_module_after_the_others():
+    layers = nn.ModuleList([nn.ReLU(), nn.ReLU()])
+    extra = nn.Linear(2, 2)
+    layers.append(extra)
+    assert [name for name, _ in layers.named_children()] == ["0", "1", "2"] and layers[2] is extra
+    assert list(layers.state_dict()) == ["2.weight", "2.bias"]
