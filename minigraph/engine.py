@@ -500,11 +500,13 @@ class Tensor:
             raise TypeError(f"Tensor.data: got {what}; expected a float32 or float64 NumPy or CuPy "
                             f"array, e.g. numpy.asarray(values, dtype=numpy.float32)")
         grad = self._grad
-        if grad is not None and (grad.shape != value.shape or grad.dtype != value.dtype):
+        if grad is not None and (grad.shape != value.shape or grad.dtype != value.dtype
+                                 or backend.device_of(grad) != backend.device_of(value)):
             raise ValueError(f"Tensor.data: got an array of shape {value.shape} and dtype {value.dtype} "
-                             f"for a tensor whose .grad has shape {grad.shape} and dtype {grad.dtype}; "
-                             f"an optimizer would apply the old gradient to the new array. Expected "
-                             f"the same shape and dtype, or set t.grad = None first")
+                             f"on {backend.device_of(value)!r} for a tensor whose .grad has shape "
+                             f"{grad.shape} and dtype {grad.dtype} on {backend.device_of(grad)!r}; an "
+                             f"optimizer would apply the old gradient to the new array. Expected the "
+                             f"same shape, dtype and device, or set t.grad = None first")
         self._data = value
 
     @property

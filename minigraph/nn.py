@@ -251,9 +251,10 @@ class Module:
         """
         device = backend.check_device(device)
         for parameter in self.parameters():
+            grad, parameter.grad = parameter.grad, None  # data and grad move together, never apart
             parameter.data = backend.to_device(parameter.data, device)
-            if parameter.grad is not None:
-                parameter.grad = backend.to_device(parameter.grad, device)
+            if grad is not None:
+                parameter.grad = backend.to_device(grad, device)
         for module in self.modules():
             for name, buffer in list(module._buffers.items()):
                 if buffer is not None:

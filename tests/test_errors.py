@@ -175,13 +175,28 @@ def test_assigning_data_keeps_it_consistent_with_grad():
     old = p.data
     for shape, dtype in [((4,), np.float64), ((3,), np.float32)]:
         with pytest.raises(ValueError, match=rf"Tensor.data: got an array of shape \({shape[0]},\) "
-                                             rf"and dtype {np.dtype(dtype)} for a tensor whose .grad"):
+                                             rf"and dtype {np.dtype(dtype)} on .cpu. for a tensor whose .grad"):
             p.data = np.zeros(shape, dtype=dtype)
         assert p.data is old
     p.data = np.full(3, 5.0)  # same shape and dtype as .grad: fine
     p.grad = None
     p.data = np.zeros(4)
     assert p.shape == (4,)
+
+
+def test_assigning_data_on_another_device_than_grad_is_refused(gpu):
+    p = t(3)
+    (p * p).sum().backward()
+    old = p.data
+    with pytest.raises(ValueError, match=r"Tensor.data: got an array of shape \(3,\) and dtype float64 on "
+                                         r"'gpu' for a tensor whose .grad has shape \(3,\) and dtype "
+                                         r"float64 on 'cpu'"):
+        p.data = mg.backend.to_device(old, gpu)
+    assert p.data is old
+    layer = mg.nn.Linear(3, 2, dtype=np.float64)
+    layer(mg.Tensor(np.ones((4, 3)))).sum().backward()
+    layer.to(gpu)  # moves data and grad together
+    assert layer.weight.device == gpu and mg.backend.device_of(layer.weight.grad) == gpu
 
 
 @pytest.mark.parametrize("call,owner,name", [
