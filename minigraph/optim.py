@@ -22,7 +22,8 @@ Parameter groups, as in PyTorch: give a list of dicts instead of Tensors, each w
 
 Hyperparameters (``lr``, ``momentum``, ``betas``, ...) are checked whenever they are
 assigned, ``group["lr"] = x`` as in the constructor, so a bad value fails there, not
-steps later. With one group, ``opt.lr`` reads and sets that group's ``lr``. Checkpoints,
+steps later. With one group, ``opt.lr`` reads and sets that group's ``lr``.
+``minigraph.optim.lr_scheduler`` holds PyTorch's learning-rate schedulers. Checkpoints,
 as in PyTorch::
 
     nn.save(opt.state_dict(), "opt.npz")
@@ -32,6 +33,7 @@ as in PyTorch::
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -41,10 +43,10 @@ from . import backend, checks
 from .checkpoint import host_copy
 from .engine import Tensor
 
-__all__ = ["Adam", "AdamW", "Optimizer", "ParamGroup", "SGD"]
+__all__ = ["Adam", "AdamW", "Optimizer", "ParamGroup", "SGD", "lr_scheduler"]
 
 # A group key that is no hyperparameter of the update: the rate a learning-rate scheduler
-# started from. PyTorch's schedulers set it; it is checked as lr and saved with the group.
+# started from. Schedulers set it, as PyTorch's do; it is checked as lr and saved with the group.
 INITIAL_LR = "initial_lr"
 
 
@@ -706,3 +708,9 @@ def _check_parameters(owner: str, params: list[Any], group: int, groups: list[Pa
                              f"update it twice. Tensor(array) shares the array it is given: make each "
                              f"parameter from its own, e.g. Tensor(array.copy(), requires_grad=True)")
 
+# Imported last: the schedulers build on Optimizer. optim is one file, not a package, so
+# `import minigraph.optim.lr_scheduler` would find no submodule; the entry in sys.modules is
+# where the import system looks first (as nn.py does for minigraph.nn.utils).
+from . import lr_scheduler  # noqa: E402
+
+sys.modules[f"{__name__}.lr_scheduler"] = lr_scheduler
