@@ -171,8 +171,8 @@ class Optimizer:
         for name, check in self._hyperparameters.items():
             if name in given:
                 values[name] = check(owner, f"param_groups[{index}][{name!r}]", given[name])
-            elif name in self.defaults:
-                values[name] = self.defaults[name]
+            elif name in self.defaults:  # checked again: opt.defaults is a plain dict, open to edits
+                values[name] = check(owner, name, self.defaults[name])
             elif plain:
                 raise TypeError(f"{owner}: got no {name}; expected one, e.g. {owner}(model.parameters(), "
                                 f"{name}=0.01), or parameter groups that each give their own")

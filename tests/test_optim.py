@@ -529,6 +529,14 @@ def test_a_bad_param_group_is_refused_before_anything_is_added():
         assert len(opt.param_groups) == 1 and opt.params == [w]
 
 
+def test_edited_defaults_are_checked_when_a_group_takes_them():
+    opt = optim.SGD([leaf()], lr=0.1)
+    opt.defaults["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"SGD.add_param_group: got lr=-1.0; expected a finite number"):
+        opt.add_param_group({"params": [mg.Tensor(np.ones(3), requires_grad=True)]})
+    assert len(opt.param_groups) == 1
+
+
 def test_a_parameter_in_two_groups_is_refused_as_in_pytorch():
     w, b = leaf(), mg.Tensor(np.ones(3), requires_grad=True)
     with pytest.raises(ValueError, match=r"Adam: parameter 0 of param_groups\[1\] \(shape \(2,\)\) is already "
