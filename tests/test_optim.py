@@ -338,3 +338,239 @@ def test_schedule_style_assignments_set_the_rate_the_next_step_uses(on):
     adam = optim.Adam([w])
     adam.betas = on(np.array([0.5, 0.75]))  # an array of shape (2,), as nn.load gives back
     assert adam.betas == (0.5, 0.75) and all(type(b) is float for b in adam.betas)
+
+
+# --- parameter groups ------------------------------------------------------------------
+GROUP_CASES = [  # (optimizer, constructor settings, each group's own settings, each group in full, by hand)
+    (optim.SGD, dict(lr=0.1, momentum=0.9),
+     [dict(lr=0.05, momentum=0.8, nesterov=True), dict(weight_decay=0.1, dampening=0.3)],
+     [full_sgd(dict(lr=0.05, momentum=0.8, nesterov=True)),
+      full_sgd(dict(lr=0.1, momentum=0.9, weight_decay=0.1, dampening=0.3))], hand_sgd),
+    (optim.SGD, dict(lr=0.1, weight_decay=0.01),
+     [dict(), dict(lr=0.3, momentum=0.5)],
+     [full_sgd(dict(lr=0.1, weight_decay=0.01)), full_sgd(dict(lr=0.3, momentum=0.5, weight_decay=0.01))],
+     hand_sgd),
+    (optim.Adam, dict(lr=0.01, eps=1e-6),
+     [dict(betas=(0.8, 0.99)), dict(lr=0.1, weight_decay=0.1)],
+     [full_adam(dict(lr=0.01, eps=1e-6, betas=(0.8, 0.99))), full_adam(dict(lr=0.1, eps=1e-6, weight_decay=0.1))],
+     hand_adam),
+    (optim.AdamW, dict(lr=0.01),
+     [dict(weight_decay=0.0), dict(lr=0.1, weight_decay=0.3, betas=(0.5, 0.9))],
+     [full_adamw(dict(lr=0.01, weight_decay=0.0)), full_adamw(dict(lr=0.1, weight_decay=0.3, betas=(0.5, 0.9)))],
+     hand_adam),
+]
+GROUP_IDS = [f"{c[0].__name__}-{c[2]}" for c in GROUP_CASES]
+GROUP_SHAPES = ((3, 2), (2,), (4,))  # parameters 0 and 1 in group 0, parameter 2 in group 1
+
+
+def in_groups(params, own_settings):
+    return [{"params": params[:2], **own_settings[0]}, {"params": params[2:], **own_settings[1]}]
+
+
+@pytest.mark.parametrize("optimizer,settings,own,full,by_hand", GROUP_CASES, ids=GROUP_IDS)
+def test_each_group_steps_with_its_own_hyperparameters_and_the_constructors_for_the_rest(
+        on, device, rng, optimizer, settings, own, full, by_hand):
+    params, starts = make_params(rng, on, GROUP_SHAPES)
+    grads = [[rng.normal(size=s.shape) for s in starts] for _ in range(3)]
+    grads[0][1] = None  # a parameter first stepped later starts its own state then, in its group too
+    run_steps(optimizer(in_groups(params, own), **settings), params, grads, on)
+    for k, (p, start) in enumerate(zip(params, starts)):
+        received = [g[k] for g in grads if g[k] is not None]
+        expected = by_hand(start, received, **full[0 if k < 2 else 1])
+        assert p.device == device
+        np.testing.assert_allclose(host(p.data), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("optimizer,settings,own,full,by_hand", GROUP_CASES, ids=GROUP_IDS)
+def test_groups_match_torch_optim(rng, optimizer, settings, own, full, by_hand):
+    torch = pytest.importorskip("torch")
+    params, starts = make_params(rng, lambda a: a, GROUP_SHAPES)
+    grads = [[rng.normal(size=s.shape) for s in starts] for _ in range(3)]
+    grads[0][1] = None
+    run_steps(optimizer(in_groups(params, own), **settings), params, grads, lambda a: a)
+    name = optimizer.__name__
+    expected = torch_steps(torch, lambda ps: getattr(torch.optim, name)(in_groups(ps, own), **settings),
+                           starts, grads)
+    for p, e in zip(params, expected):
+        np.testing.assert_allclose(p.data, e, rtol=1e-10, atol=1e-13)
+
+
+def two_group_sgd(**settings):
+    w, b = leaf(), mg.Tensor(np.ones(3), requires_grad=True)
+    return optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.5}], **settings), w, b
+
+
+def test_param_groups_are_dicts_of_params_and_every_hyperparameter():
+    opt, w, b = two_group_sgd(lr=0.1, momentum=0.9)
+    first, second = opt.param_groups
+    assert first["params"] == [w] and second["params"] == [b]
+    assert dict(second, params=None) == dict(params=None, lr=0.5, momentum=0.9, dampening=0.0,
+                                             weight_decay=0.0, nesterov=False)
+    assert opt.defaults == dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False)
+    assert opt.params == [w, b]  # all parameters, group after group: the state dict's order
+
+
+@pytest.mark.parametrize("key,value,error,message", [
+    ("lr", "x", ValueError, r"SGD: got param_groups\[1\]\['lr'\]='x'; expected a finite number in \[0.0, inf\)"),
+    ("lr", -0.1, ValueError, r"SGD: got param_groups\[1\]\['lr'\]=-0.1"),
+    ("lr", np.array([0.1]), ValueError, r"SGD: got param_groups\[1\]\['lr'\]=array\(\[0.1\]\)"),
+    ("momentum", True, ValueError, r"SGD: got param_groups\[1\]\['momentum'\]=True"),
+    ("dampening", 2.0, ValueError,
+     r"got param_groups\[1\]\['dampening'\]=2.0; expected a finite number in \[0.0, 1.0\]"),
+    ("nesterov", "yes", TypeError, r"SGD: got param_groups\[1\]\['nesterov'\]='yes'; expected True or False"),
+    ("initial_lr", -1, ValueError, r"SGD: got param_groups\[1\]\['initial_lr'\]=-1"),
+    ("learning_rate", 0.1, ValueError, r"SGD: param_groups\[1\] has no key 'learning_rate'; expected 'params'"),
+    ("params", [leaf()], ValueError, r"SGD: param_groups\[1\]\['params'\] cannot be replaced.*add_param_group"),
+])
+def test_a_bad_group_assignment_is_refused_naming_the_optimizer_and_group(key, value, error, message):
+    opt, _, b = two_group_sgd(lr=0.1, momentum=0.9)
+    before = dict(opt.param_groups[1])
+    with pytest.raises(error, match=message):
+        opt.param_groups[1][key] = value
+    assert dict(opt.param_groups[1]) == before
+
+
+def test_adam_betas_in_a_group_are_checked_per_element():
+    opt = optim.Adam([{"params": [leaf()]}])
+    with pytest.raises(ValueError, match=r"Adam: got param_groups\[0\]\['betas'\]\[1\]=1.0; expected a finite"):
+        opt.param_groups[0]["betas"] = (0.9, 1.0)
+    opt.param_groups[0]["betas"] = np.array([0.5, 0.75])  # as nn.load gives it back
+    assert opt.param_groups[0]["betas"] == (0.5, 0.75)
+
+
+def test_only_initial_lr_may_be_deleted_from_a_group():
+    opt, _, _ = two_group_sgd(lr=0.1)
+    group = opt.param_groups[0]
+    with pytest.raises(ValueError, match=r"SGD: param_groups\[0\]\['lr'\] cannot be deleted; step\(\) needs it"):
+        del group["lr"]
+    group.setdefault("initial_lr", 0.1)  # what a scheduler does
+    assert group["initial_lr"] == 0.1
+    del group["initial_lr"]
+    assert "initial_lr" not in group and group["lr"] == 0.1
+
+
+def test_schedule_style_group_assignments_set_the_rates_the_next_step_uses(on):
+    """g['lr'] *= 0.1 and g['lr'] = schedule[i] (a 0-d array; on the GPU a device one), per group."""
+    w, b = (mg.Tensor(on(np.zeros(3)), requires_grad=True) for _ in range(2))
+    opt = optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.2}], lr=0.4)
+    schedule = on(np.array([0.3, 0.1]))
+    grad = np.array([1.0, -2.0, 4.0])
+    used = [[], []]
+    for epoch in range(2):
+        for group in opt.param_groups:
+            group["lr"] *= 0.5
+        opt.param_groups[1]["lr"] = schedule[epoch]
+        assert all(type(g["lr"]) is float for g in opt.param_groups)  # step never touches the array
+        for rates, group in zip(used, opt.param_groups):
+            rates.append(group["lr"])
+        w.grad, b.grad = on(grad), on(grad)
+        opt.step()
+    assert used == [[0.2, 0.1], [0.3, 0.1]]
+    np.testing.assert_allclose(host(w.data), -(0.2 + 0.1) * grad, rtol=1e-12)
+    np.testing.assert_allclose(host(b.data), -(0.3 + 0.1) * grad, rtol=1e-12)
+
+
+def test_opt_lr_is_the_only_groups_lr_and_an_error_with_several_groups():
+    opt = optim.SGD([leaf()], lr=0.1, momentum=0.9)
+    opt.lr *= 0.5
+    assert opt.param_groups[0]["lr"] == 0.05 and opt.lr == 0.05
+    opt.param_groups[0]["momentum"] = 0.5
+    assert opt.momentum == 0.5
+    opt, _, _ = two_group_sgd(lr=0.1)
+    for attempt in (lambda: opt.lr, lambda: setattr(opt, "lr", 0.1), lambda: setattr(opt, "momentum", 0.0)):
+        with pytest.raises(AttributeError, match=r"SGD: opt.(lr|momentum) is the \1 of the only parameter "
+                                                 r"group, but this optimizer has 2 groups.*param_groups\[i\]"):
+            attempt()
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5] and not hasattr(opt, "lr")
+
+
+def test_add_param_group_takes_the_constructors_values_for_what_it_omits(rng):
+    w, b = leaf(), mg.Tensor(np.zeros(3), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    opt.add_param_group({"params": b, "lr": 0.5})  # one Tensor, as PyTorch accepts
+    assert opt.param_groups[1]["params"] == [b] and opt.param_groups[1]["momentum"] == 0.9
+    grads = [rng.normal(size=3) for _ in range(2)]
+    for g in grads:
+        b.grad = g
+        opt.step()
+    np.testing.assert_allclose(b.data, hand_sgd(np.zeros(3), grads, **full_sgd(dict(lr=0.5, momentum=0.9))),
+                               rtol=1e-12)
+    np.testing.assert_array_equal(w.data, np.ones(2))  # no gradient: left alone
+
+
+def test_a_bad_param_group_is_refused_before_anything_is_added():
+    w, b = leaf(), mg.Tensor(np.ones(3), requires_grad=True)
+    opt = optim.SGD([w], lr=0.1)
+    shares_w = mg.Tensor(w.data, requires_grad=True)
+    owner = r"SGD.add_param_group: "
+    for group, error, message in [
+        ([b], TypeError, owner + r"got a list; expected a dict such as \{'params'"),
+        ({"lr": 0.1}, ValueError, owner + r"param_groups\[1\] has no 'params'"),
+        ({"params": [b], "learning_rate": 0.1}, ValueError,
+         owner + r"param_groups\[1\] has keys \['learning_rate'\]; expected 'params' and any of \['lr'"),
+        ({"params": [b], "lr": -1}, ValueError, owner + r"got param_groups\[1\]\['lr'\]=-1"),
+        ({"params": {b}}, TypeError, owner + r"param_groups\[1\]\['params'\] is a set, whose order changes"),
+        ({"params": 3}, TypeError, owner + r"param_groups\[1\]\['params'\] is a int; expected an iterable"),
+        ({"params": [b, w]}, ValueError,
+         owner + r"parameter 1 of param_groups\[1\] \(shape \(2,\)\) is already parameter 0 of param_groups\[0\]: "
+                 r"some parameters appear in more than one parameter group"),
+        ({"params": [b, b]}, ValueError, owner + r"parameter 1 of param_groups\[1\] \(shape \(3,\)\) appears more "
+                                                 r"than once"),
+        ({"params": [b, shares_w]}, ValueError,
+         owner + r"parameter 0 of param_groups\[0\] and parameter 1 of param_groups\[1\] \(shape \(2,\)\) share "
+                 r"one array"),
+        ({"params": [b, w + w]}, ValueError, owner + r"parameter 1 of param_groups\[1\] \(shape \(2,\)\) was "
+                                                     r"computed by add"),
+        ({"params": [b], "momentum": 0.0, "nesterov": True}, ValueError,
+         owner + r"got nesterov=True with momentum=0.0 and dampening=0.0 in param_groups\[1\]"),
+    ]:
+        with pytest.raises(error, match=message):
+            opt.add_param_group(group)
+        assert len(opt.param_groups) == 1 and opt.params == [w]
+
+
+def test_edited_defaults_are_checked_when_a_group_takes_them():
+    opt = optim.SGD([leaf()], lr=0.1)
+    opt.defaults["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"SGD.add_param_group: got lr=-1.0; expected a finite number"):
+        opt.add_param_group({"params": [mg.Tensor(np.ones(3), requires_grad=True)]})
+    assert len(opt.param_groups) == 1
+
+
+def test_a_parameter_in_two_groups_is_refused_as_in_pytorch():
+    w, b = leaf(), mg.Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(ValueError, match=r"Adam: parameter 0 of param_groups\[1\] \(shape \(2,\)\) is already "
+                                         r"parameter 0 of param_groups\[0\]: some parameters appear in more "
+                                         r"than one parameter group; expected each parameter in one group only"):
+        optim.Adam([{"params": [w, b]}, {"params": [w], "lr": 0.1}])
+
+
+def test_constructor_groups_are_checked_like_the_parameter_list():
+    w, b = leaf(), mg.Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(TypeError, match=r"SGD: got no lr; expected one, e.g. "
+                                        r"SGD\(model.parameters\(\), lr=0.01\)"):
+        optim.SGD([w])
+    with pytest.raises(TypeError, match=r"SGD: param_groups\[1\] has no 'lr' and the optimizer was given no lr"):
+        optim.SGD([{"params": [w], "lr": 0.1}, {"params": [b]}])
+    assert optim.SGD([{"params": [w], "lr": 0.1}, {"params": [b], "lr": 0.2}]).defaults.get("lr") is None
+    with pytest.raises(TypeError, match=r"SGD: param_groups\[1\] is a Tensor but param_groups\[0\] is a dict"):
+        optim.SGD([{"params": [w]}, b], lr=0.1)
+    with pytest.raises(TypeError, match=r"SGD: parameter 1 is a dict; expected a Tensor .*"
+                                        r"give every entry as a dict"):
+        optim.SGD([w, {"params": [b]}], lr=0.1)
+    with pytest.raises(TypeError, match=r"SGD: params is a set, whose order changes from run to run"):
+        optim.SGD({w, b}, lr=0.1)
+    with pytest.raises(ValueError, match=r"Adam: got param_groups\[0\]\['eps'\]=-1"):
+        optim.Adam([{"params": [w], "eps": -1}])
+    with pytest.raises(ValueError, match=r"Adam: got eps=-1"):  # the constructor's own value: named as before
+        optim.Adam([{"params": [w], "eps": 1e-8}], eps=-1)
+    opt = optim.SGD([{"params": []}, {"params": [w]}], lr=0.1)  # an empty group is allowed, as in PyTorch
+    assert [len(g["params"]) for g in opt.param_groups] == [0, 1]
+
+
+def test_nesterovs_constraint_applies_per_group():
+    w, b = leaf(), mg.Tensor(np.ones(3), requires_grad=True)
+    optim.SGD([{"params": [w], "momentum": 0.9, "nesterov": True}, {"params": [b]}], lr=0.1)
+    with pytest.raises(ValueError, match=r"SGD: got nesterov=True with momentum=0.0 and dampening=0.0 in "
+                                         r"param_groups\[1\]; Nesterov's momentum needs momentum > 0"):
+        optim.SGD([{"params": [w]}, {"params": [b], "momentum": 0.0}], lr=0.1, momentum=0.9, nesterov=True)

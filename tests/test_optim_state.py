@@ -26,6 +26,32 @@ FRESH = {
 }
 
 
+def in_two_groups(kind, first, rest, **settings):
+    """`kind` over two groups: the first parameter with the settings `first`, the others with `rest`."""
+    def make(params):
+        params = list(params)
+        return kind([{"params": params[:1], **first}, {"params": params[1:], **rest}], **settings)
+    return make
+
+
+# The same runs with two groups that differ in every hyperparameter: each group's values and
+# each parameter's state (indexed over all groups) must come back.
+MAKERS.update({
+    "SGD in two groups": in_two_groups(optim.SGD, dict(lr=0.1, momentum=0.8),
+                                       dict(weight_decay=0.1, nesterov=False),
+                                       lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "Adam in two groups": in_two_groups(optim.Adam, dict(betas=(0.7, 0.9)), dict(lr=0.05, eps=1e-5),
+                                        lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
+    "AdamW in two groups": in_two_groups(optim.AdamW, dict(weight_decay=0.3), dict(lr=0.05),
+                                         lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
+})
+FRESH.update({
+    "SGD in two groups": in_two_groups(optim.SGD, {}, {}, lr=1.0, momentum=0.5, dampening=0.5),
+    "Adam in two groups": in_two_groups(optim.Adam, {}, {}, lr=0.5),
+    "AdamW in two groups": in_two_groups(optim.AdamW, {}, {}, lr=0.5, weight_decay=0.0),
+})
+
+
 def host(array):
     return to_device(array, "cpu")
 
@@ -132,10 +158,14 @@ def test_the_keys_and_values_of_a_state_dict(on):
     w.grad = on(np.full((3, 2), 0.5, dtype=np.float32))
     adam.step()
     saved = adam.state_dict()
-    assert list(saved) == ["lr", "betas", "eps", "weight_decay",
+    assert list(saved) == ["param_groups.0.params", "param_groups.0.lr", "param_groups.0.betas",
+                           "param_groups.0.eps", "param_groups.0.weight_decay",
                            "state.0.step", "state.0.exp_avg", "state.0.exp_avg_sq"]
     assert all(type(v) is np.ndarray for v in saved.values())
-    np.testing.assert_array_equal(saved["betas"], [0.8, 0.9])
+    np.testing.assert_array_equal(saved["param_groups.0.params"], [0, 1])  # indices, as PyTorch lists them
+    assert saved["param_groups.0.params"].dtype == np.int64
+    np.testing.assert_array_equal(saved["param_groups.0.betas"], [0.8, 0.9])
+    assert saved["param_groups.0.lr"] == 0.1
     assert saved["state.0.step"] == 1 and saved["state.0.exp_avg"].dtype == np.float32
     np.testing.assert_allclose(saved["state.0.exp_avg"], 0.2 * 0.5)  # (1 - β1)·g
     np.testing.assert_allclose(saved["state.0.exp_avg_sq"], 0.1 * 0.25)  # (1 - β2)·g²
@@ -145,8 +175,10 @@ def test_the_keys_and_values_of_a_state_dict(on):
         np.testing.assert_array_equal(saved[key], value, err_msg=key)
     sgd = optim.SGD([w], lr=0.1, momentum=0.9)
     # no update yet, no state; the flag stays a flag
-    assert list(sgd.state_dict()) == ["lr", "momentum", "dampening", "weight_decay", "nesterov"]
-    assert sgd.state_dict()["nesterov"].dtype == bool
+    assert list(sgd.state_dict()) == ["param_groups.0.params", "param_groups.0.lr", "param_groups.0.momentum",
+                                      "param_groups.0.dampening", "param_groups.0.weight_decay",
+                                      "param_groups.0.nesterov"]
+    assert sgd.state_dict()["param_groups.0.nesterov"].dtype == bool
     sgd.step()
     np.testing.assert_array_equal(sgd.state_dict()["state.0.momentum_buffer"], host(w.grad))
 
@@ -165,7 +197,7 @@ def test_loading_copies_onto_the_parameters_device_and_dtype_and_never_aliases_t
     given_before = {k: host(v).copy() for k, v in given.items()}
     target = FRESH[name](params)
     target.load_state_dict(given)
-    buffers = [f"state.{i}.{'momentum_buffer' if name == 'SGD' else 'exp_avg'}" for i in (0, 1)]
+    buffers = [f"state.{i}.{'momentum_buffer' if name.startswith('SGD') else 'exp_avg'}" for i in (0, 1)]
     loaded = target.state_dict()
     assert [loaded[b].dtype for b in buffers] == [np.float32, np.float64]
     target.step()
@@ -184,11 +216,18 @@ VARIANTS = {  # two settings differing in every hyperparameter, for the dicts be
 }
 
 
-def trained(name, on, variant):
-    """An optimizer with state for parameters 0 and 2 (parameter 1 never had a gradient)."""
+def trained(name, on, variant, sizes=None):
+    """An optimizer with state for parameters 0 and 2 (parameter 1 never had a gradient); with
+    `sizes`, in groups of those sizes, group g at g + 1 times the variant's lr."""
     rng = np.random.default_rng(variant)
     params = [mg.Tensor(on(rng.normal(size=s)), requires_grad=True) for s in ((3, 2), (4,), (2,))]
-    opt = getattr(optim, name)(params, **VARIANTS[name][variant])
+    settings = VARIANTS[name][variant]
+    if sizes is not None:
+        starts = np.cumsum((0, *sizes))
+        params = [{"params": params[a:b], "lr": settings["lr"] * (g + 1)}
+                  for g, (a, b) in enumerate(zip(starts[:-1], starts[1:]))]
+    opt = getattr(optim, name)(params, **settings)
+    params = opt.params
     for _ in range(2):
         params[0].grad, params[2].grad = on(rng.normal(size=(3, 2))), on(rng.normal(size=(2,)))
         opt.step()
@@ -201,12 +240,13 @@ def assert_same_state(before, after):
         np.testing.assert_array_equal(after[key], before[key], err_msg=key)
 
 
-def refuses(name, on, change, error, message):
+def refuses(name, on, change, error, message, sizes=None, source_sizes=None):
     """Load a dict that differs from the target in every value, except for one defect made late
-    (parameter 2, the last key), so a loader that changed things before failing is caught."""
-    target = trained(name, on, variant=0)
+    (parameter 2, the last key), so a loader that changed things before failing is caught.
+    `sizes`, `source_sizes`: the groups of the target and of the dict's source (default: one)."""
+    target = trained(name, on, 0, sizes)
     before = target.state_dict()
-    bad = dict(trained(name, on, variant=1).state_dict())
+    bad = dict(trained(name, on, 1, source_sizes or sizes).state_dict())
     change(bad)
     with pytest.raises(error, match=message):
         target.load_state_dict(bad)
@@ -215,8 +255,12 @@ def refuses(name, on, change, error, message):
 
 COMMON_DEFECTS = [  # (change to the dict, error, message); {owner}/{field} filled in per optimizer
     (lambda d: d.update(extra=np.ones(2)), ValueError,
-     r"{owner}: missing keys \[\], unexpected keys \['extra'\]; expected \['lr'"),
-    (lambda d: d.pop("lr"), ValueError, r"{owner}: missing keys \['lr'\], unexpected keys \[\]"),
+     r"{owner}: missing keys \[\], unexpected keys \['extra'\]; expected param_groups.<g>.\{{params/lr/"),
+    (lambda d: d.pop("param_groups.0.lr"), ValueError,
+     r"{owner}: missing keys \['param_groups.0.lr'\], unexpected keys \[\]"),
+    (lambda d: d.pop("param_groups.0.params"), ValueError, r"missing keys \['param_groups.0.params'\]"),
+    (lambda d: d.update(lr=np.array(0.1)), ValueError,  # the flat format before groups
+     r"{owner}: missing keys \[\], unexpected keys \['lr'\]"),
     (lambda d: d.update({"state.3.{field}": np.ones(2)}), ValueError,
      r"{owner}: the state dict has state for parameter 3 but this optimizer has 3 parameters"),
     (lambda d: d.update({"state.02.{field}": np.ones(2)}), ValueError,
@@ -228,11 +272,15 @@ COMMON_DEFECTS = [  # (change to the dict, error, message); {owner}/{field} fill
     (lambda d: d.update({"state.2.{field}": np.ones(2, dtype=bool)}), TypeError, r"has dtype bool"),
     (lambda d: d.update({"state.2.{field}": [1.0, 2.0]}), TypeError,
      r"{owner}: 'state.2.{field}' is a list; expected an array of shape \(2,\)"),
-    (lambda d: d.update(lr=np.array(-1.0)), ValueError,
-     r"{owner}: got lr=array\(-1.\); expected a finite number in \[0.0, inf\)"),
-    (lambda d: d.update(weight_decay=np.array(np.nan)), ValueError, r"{owner}: got weight_decay=array\(nan\)"),
-    (lambda d: d.update(lr=np.array([0.1])), ValueError, r"{owner}: got lr=array\(\[0.1\]\)"),
-    (lambda d: d.update(lr="0.1"), ValueError, r"{owner}: got lr='0.1'"),
+    (lambda d: d.update({"param_groups.0.lr": np.array(-1.0)}), ValueError,
+     r"{owner}: got param_groups.0.lr=array\(-1.\); expected a finite number in \[0.0, inf\)"),
+    (lambda d: d.update({"param_groups.0.weight_decay": np.array(np.nan)}), ValueError,
+     r"{owner}: got param_groups.0.weight_decay=array\(nan\)"),
+    (lambda d: d.update({"param_groups.0.lr": np.array([0.1])}), ValueError,
+     r"{owner}: got param_groups.0.lr=array\(\[0.1\]\)"),
+    (lambda d: d.update({"param_groups.0.lr": "0.1"}), ValueError, r"{owner}: got param_groups.0.lr='0.1'"),
+    (lambda d: d.update({"param_groups.0.initial_lr": np.array(-1.0)}), ValueError,
+     r"{owner}: got param_groups.0.initial_lr=array\(-1.\)"),
 ]
 ADAM_DEFECTS = [
     (lambda d: d.update({"state.2.step": np.array(0)}), ValueError,
@@ -242,16 +290,16 @@ ADAM_DEFECTS = [
     (lambda d: d.pop("state.2.exp_avg_sq"), ValueError,
      r"Adam.load_state_dict: parameter 2's state has \['exp_avg', 'step'\] but lacks \['exp_avg_sq'\]"),
     (lambda d: d.pop("state.2.step"), ValueError, r"parameter 2's state .* lacks \['step'\]"),
-    (lambda d: d.update(betas=np.array([0.9, 1.0])), ValueError,
-     r"Adam.load_state_dict: got betas\[1\]=1.0; expected a finite number in \[0.0, 1.0\)"),
-    (lambda d: d.update(betas=np.array([0.9, 0.99, 0.999])), ValueError,
-     r"Adam.load_state_dict: got betas=array\(\[0.9\s*, 0.99\s*, 0.999\]\); expected a pair"),
+    (lambda d: d.update({"param_groups.0.betas": np.array([0.9, 1.0])}), ValueError,
+     r"Adam.load_state_dict: got param_groups.0.betas\[1\]=1.0; expected a finite number in \[0.0, 1.0\)"),
+    (lambda d: d.update({"param_groups.0.betas": np.array([0.9, 0.99, 0.999])}), ValueError,
+     r"Adam.load_state_dict: got param_groups.0.betas=array\(\[0.9\s*, 0.99\s*, 0.999\]\); expected a pair"),
 ]
 SGD_DEFECTS = [
-    (lambda d: d.update(nesterov=np.array(1.0)), TypeError,
-     r"SGD.load_state_dict: got nesterov=array\(1.\); expected True or False"),
-    (lambda d: d.update(dampening=np.array(2.0)), ValueError,
-     r"SGD.load_state_dict: got dampening=array\(2.\); expected a finite number in \[0.0, 1.0\]"),
+    (lambda d: d.update({"param_groups.0.nesterov": np.array(1.0)}), TypeError,
+     r"SGD.load_state_dict: got param_groups.0.nesterov=array\(1.\); expected True or False"),
+    (lambda d: d.update({"param_groups.0.dampening": np.array(2.0)}), ValueError,
+     r"SGD.load_state_dict: got param_groups.0.dampening=array\(2.\); expected a finite number in \[0.0, 1.0\]"),
 ]
 CASES = [(name, *defect) for name, field in (("SGD", "momentum_buffer"), ("Adam", "exp_avg"))
          for defect in COMMON_DEFECTS] + [("Adam", *defect) for defect in ADAM_DEFECTS] + \
@@ -275,8 +323,56 @@ def test_a_bad_state_dict_is_refused_by_name_and_nothing_is_loaded(on, name, cha
 def test_a_state_dict_of_the_other_optimizer_is_refused_naming_both(on, source, target):
     other = trained(source, on, variant=1).state_dict()
     refuses(target, on, lambda d: (d.clear(), d.update(other)), ValueError,
-            rf"{target}.load_state_dict: got a state dict of {source} \(keys .*\); expected "
+            rf"{target}.load_state_dict: got a state dict of {source} \(hyperparameters .*\); expected "
             rf"{target}'s: .*only into the same kind of optimizer")
+
+
+GROUP_DEFECTS = [  # (the source's group sizes, change to its dict, error, message); the target's are (1, 2)
+    ((3,), None, ValueError, r"{owner}: the state dict has 1 parameter groups but this optimizer has 2 "
+                             r"\(loaded state dict has a different number of parameter groups\)"),
+    ((1, 1, 1), None, ValueError, r"{owner}: the state dict has 3 parameter groups but this optimizer has 2"),
+    ((2, 1), None, ValueError,
+     r"{owner}: loaded state dict contains a parameter group that doesn't match the size of optimizer's "
+     r"group: param_groups.0.params lists 2 parameters but param_groups\[0\] has 1"),
+    ((1, 2), lambda d: d.update({"param_groups.1.params": np.array([2, 1])}), ValueError,
+     r"{owner}: param_groups.1.params is \[2, 1\]; expected \[1, 2\], the group's places"),
+    ((1, 2), lambda d: d.update({"param_groups.1.params": np.array([1.0, 2.0])}), TypeError,
+     r"{owner}: 'param_groups.1.params' is an array of dtype float64 and shape \(2,\); expected a 1-D "
+     r"integer array"),
+    ((1, 2), lambda d: d.update({"param_groups.1.params": [1, 2]}), TypeError,
+     r"'param_groups.1.params' is a list; expected a 1-D integer array"),
+    ((1, 2), lambda d: d.pop("param_groups.1.lr"), ValueError,
+     r"{owner}: missing keys \['param_groups.1.lr'\], unexpected keys \[\]"),
+    ((1, 2), lambda d: d.update({"param_groups.01.lr": np.array(0.1)}), ValueError,
+     r"unexpected keys \['param_groups.01.lr'\]"),
+    ((1, 2), lambda d: d.update({"param_groups.1.lr": np.array(-1.0)}), ValueError,
+     r"{owner}: got param_groups.1.lr=array\(-1.\)"),
+    ((1, 2), lambda d: d.update({"param_groups.1.initial_lr": np.array(np.inf)}), ValueError,
+     r"{owner}: got param_groups.1.initial_lr=array\(inf\)"),
+]
+GROUP_CASES = [(name, *defect) for name in ("SGD", "Adam") for defect in GROUP_DEFECTS]
+
+
+@pytest.mark.parametrize("name,source_sizes,change,error,message", GROUP_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(GROUP_CASES)])
+def test_a_state_dict_of_other_groups_is_refused_and_nothing_is_loaded(on, name, source_sizes, change, error,
+                                                                       message):
+    refuses(name, on, change or (lambda d: None), error, message.format(owner=f"{name}.load_state_dict"),
+            sizes=(1, 2), source_sizes=source_sizes)
+
+
+def test_loading_restores_each_groups_values_and_initial_lr_as_saved(on):
+    """PyTorch replaces each group's dict by the saved one: initial_lr (set by a scheduler) comes
+    with it, and goes when the saved group had none."""
+    source, target = trained("SGD", on, 1, (1, 2)), trained("SGD", on, 0, (1, 2))
+    source.param_groups[1]["initial_lr"] = 0.3
+    target.param_groups[0]["initial_lr"] = 0.7
+    target.load_state_dict(source.state_dict())
+    for loaded, saved in zip(target.param_groups, source.param_groups):
+        assert dict(loaded, params=None) == dict(saved, params=None)
+    assert "initial_lr" not in target.param_groups[0] and target.param_groups[1]["initial_lr"] == 0.3
+    assert [g["lr"] for g in target.param_groups] == [0.02, 0.04]
+    assert_same_state(source.state_dict(), target.state_dict())
 
 
 def test_a_non_mapping_is_refused(on):
