@@ -10,7 +10,8 @@ Usage, as in PyTorch::
 (NumPy or CuPy), reading ``.grad`` and never writing it. Parameters whose
 ``.grad`` is None are skipped. State (momentum buffers, Adam's moments) is
 created on the parameter's device at its first update, so move a model with
-``model.to(device)`` before building its optimizer.
+``model.to(device)`` before building its optimizer (``step`` refuses, before updating
+anything, a parameter moved after its first update).
 
 Parameter groups, as in PyTorch: give a list of dicts instead of Tensors, each with its
 ``params`` and any hyperparameters of its own; the others are the constructor's::
@@ -121,8 +122,8 @@ class Optimizer:
     A subclass lists its hyperparameters in ``_hyperparameters`` (name -> check(owner, name,
     value), which returns the value to keep or raises naming ``owner`` and ``name``) and the
     fields of one parameter's state in ``_state_fields`` (name -> "array", shaped like the
-    parameter, or "count", an integer >= 1); it implements ``_fields_of`` and ``_state_from``,
-    and may check a whole group in ``_check_group``. The constructor, ``add_param_group``,
+    parameter, or "count", an integer >= 1); it implements ``_fields_of``, ``_state_from`` and
+    ``_state_array``, and may check a whole group in ``_check_group``. The constructor, ``add_param_group``,
     assignment and ``load_state_dict`` all validate through those checks; ``step`` reads each
     group's checked values once, into locals.
     """
@@ -223,6 +224,38 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError(f"{type(self).__name__} has no step(); define it in the subclass")
+
+    def _refuse_moved_parameters(self) -> None:
+        """Raise, before ``step`` updates anything, if a parameter about to be updated no longer
+        matches its state: its array was replaced by one on another device (``model.to`` after
+        the optimizer's first step) or of another shape. The update would otherwise fail deep
+        inside NumPy or CuPy, halfway through the step."""
+        states = self._state
+        if not states:
+            return
+        for group in self.param_groups:
+            for param in group._values["params"]:
+                state = states.get(param)
+                if state is None or param.grad is None:
+                    continue
+                # A parameter's state arrays are made together, on its device in its shape:
+                # one of them tells for all.
+                array, weights = self._state_array(state), param.data
+                if type(array) is not type(weights) or array.shape != weights.shape:
+                    owner = type(self).__name__
+                    raise RuntimeError(
+                        f"{owner}.step: parameter {self.params.index(param)} is now {weights.shape} "
+                        f"on {backend.device_of(weights)!r}, but its state was made for {array.shape} "
+                        f"on {backend.device_of(array)!r}; expected the parameter where it was at its "
+                        f"first update. Move the model with model.to(device) before building the "
+                        f"optimizer, or carry the state over: new = {owner}(model.parameters(), ...); "
+                        f"new.load_state_dict(opt.state_dict()), which copies it onto each "
+                        f"parameter's device")
+
+    @staticmethod
+    def _state_array(state: Any) -> Any:
+        """One array of a parameter's live state (shaped like it, on its device)."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         groups = [", ".join(f"{name}={group[name]}" for name in self._hyperparameters)
@@ -471,8 +504,13 @@ class SGD(Optimizer):
     def _state_from(self, fields: dict[str, Any]) -> Any:
         return fields["momentum_buffer"]
 
+    @staticmethod
+    def _state_array(state: Any) -> Any:
+        return state
+
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
+        self._refuse_moved_parameters()
         buffers = self._state
         for group in self.param_groups:
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
@@ -556,8 +594,13 @@ class Adam(Optimizer):
     def _state_from(self, fields: dict[str, Any]) -> Any:
         return _AdamState(fields["exp_avg"], **fields)
 
+    @staticmethod
+    def _state_array(state: Any) -> Any:
+        return state.exp_avg
+
     def step(self) -> None:
         """Update every parameter that has a gradient, in place."""
+        self._refuse_moved_parameters()
         states = self._state
         for group in self.param_groups:
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]

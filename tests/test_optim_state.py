@@ -411,3 +411,48 @@ def test_resumed_trajectories_match_torch_optim(tmp_path):
             topt.step()
         for p, t in zip(ours, theirs):
             np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+# --- a parameter moved after its state was made ------------------------------------------
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_a_model_moved_after_the_first_step_is_a_clear_error_before_any_update(gpu, name):
+    """model.to(device) after the optimizer's first step leaves its state on the old device.
+    step() must say so, naming the way out, before it updates anything: the parameter listed
+    first has no state yet and would otherwise take its step before the failure."""
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 1)).to("cpu")
+    first, *rest = model.parameters()
+    opt = MAKERS[name]([first, *rest])
+    for p in rest:
+        p.grad = np.ones(p.shape, dtype=p.dtype)
+    opt.step()  # state for `rest` only, on the CPU
+    model.to(gpu)
+    for p in model.parameters():
+        p.grad = to_device(np.ones(p.shape, dtype=p.dtype), gpu)
+    before = [host(p.data).copy() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match=rf"{name}\.step: parameter 1 is now \(2,\) on 'gpu'.*"
+                                           r"made for \(2,\) on 'cpu'.*before building the optimizer"):
+        opt.step()
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(host(p.data), b)
+    # The way out the message gives: a new optimizer loading the old one's state onto the GPU.
+    fresh = MAKERS[name](model.parameters())
+    fresh.load_state_dict(opt.state_dict())
+    fresh.step()
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_a_parameter_given_an_array_of_another_shape_is_a_clear_error_before_any_update(name):
+    """Replacing a parameter's array by one of another shape after its first update leaves a state
+    of the old shape, which NumPy would refuse (or broadcast) halfway through the step."""
+    w = mg.Tensor(np.ones(3), requires_grad=True)
+    v = mg.Tensor(np.ones(2), requires_grad=True)
+    opt = MAKERS[name]([v, w])
+    w.grad = np.ones(3)
+    opt.step()
+    w.grad = None
+    w.data = np.ones((2, 3))
+    v.grad, w.grad = np.ones(2), np.ones((2, 3))
+    with pytest.raises(RuntimeError, match=rf"{name}\.step: parameter 1 is now \(2, 3\) on 'cpu'.*"
+                                           r"made for \(3,\) on 'cpu'"):
+        opt.step()
+    np.testing.assert_array_equal(v.data, np.ones(2))  # nothing moved, not even v, whose step came first
