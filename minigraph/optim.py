@@ -683,6 +683,9 @@ def _given_groups(owner: str, params: Any) -> tuple[list[Mapping[str, Any]], boo
     if isinstance(params, Tensor):
         raise TypeError(f"{owner}: params is a single Tensor; expected an iterable of Tensors, "
                         f"e.g. {owner}([w], ...) or {owner}(model.parameters(), ...)")
+    if isinstance(params, Mapping):  # read as an iterable, it would give its keys: "params", "lr", ...
+        raise TypeError(f"{owner}: params is a single dict; expected an iterable of Tensors or a list "
+                        f"of parameter groups, e.g. {owner}([{{'params': model.parameters(), 'lr': 0.01}}])")
     entries = _ordered(owner, "params", params)
     if not entries:
         raise ValueError(f"{owner}: got an empty parameter list; expected at least one Tensor "

@@ -233,6 +233,9 @@ def test_bad_parameter_lists_are_rejected_with_a_hint():
         optim.Adam(leaf())
     with pytest.raises(TypeError, match=r"parameter 0 is a tuple; .*not named_parameters\(\)"):
         optim.Adam(net.named_parameters())
+    # One group given as a dict, not in a list: iterating it would give its keys.
+    with pytest.raises(TypeError, match=r"SGD: params is a single dict; expected .* a list of parameter groups"):
+        optim.SGD({"params": [leaf()], "lr": 0.1}, lr=0.1)
     w = leaf()
     with pytest.raises(ValueError, match=r"parameter 0 \(shape \(2,\)\) was computed by add"):
         optim.Adam([w + w])
