@@ -5,7 +5,7 @@ Runs on NumPy, or on CuPy when a GPU is usable. See README.md.
 
 from . import backend
 from .backend import manual_seed
-from .engine import Function, Tensor, apply, is_grad_enabled, no_grad
+from .engine import Function, Tensor, apply, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .gradcheck import GradcheckError, gradcheck
 from . import ops  # noqa: F401  (binds the Tensor operators)
 from .ops.add import add
@@ -26,8 +26,8 @@ __version__ = "0.1.0"
 # minigraph.sum and minigraph.pow are left out of __all__: `from minigraph import *` would
 # otherwise replace the builtins sum and pow in the importing module.
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm", "cross_entropy",
-    "div", "dropout", "exp", "gradcheck", "is_grad_enabled", "linear", "log", "manual_seed", "matmul", "mean",
-    "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "sigmoid", "sub", "tanh",
-    "transpose", "viz",
+    "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm", "cross_entropy", "div",
+    "dropout", "enable_grad", "exp", "gradcheck", "is_grad_enabled", "linear", "log", "manual_seed", "matmul",
+    "mean", "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "set_grad_enabled",
+    "sigmoid", "sub", "tanh", "transpose", "viz",
 ]

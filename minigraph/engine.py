@@ -39,30 +39,72 @@ def is_grad_enabled() -> bool:
     return _grad_enabled.get()
 
 
-class no_grad:
-    """Context manager (or decorator): ops inside record no graph, in this thread only.
+class _GradMode:
+    """Context manager (or decorator) that sets whether ops record a graph, in this thread only.
 
-    Results computed under it have ``requires_grad=False``. One instance may be
-    entered again while it is active, and from several threads at once.
+    One instance may be entered again while it is active, and from several threads at once.
     """
+
+    _enabled: bool
 
     def __init__(self) -> None:
         self._tokens = threading.local()  # a stack of ContextVar tokens per thread
 
     def __enter__(self) -> None:
         stack = self._tokens.__dict__.setdefault("stack", [])
-        stack.append(_grad_enabled.set(False))
+        stack.append(_grad_enabled.set(self._enabled))
 
     def __exit__(self, *exc_info: Any) -> None:
         _grad_enabled.reset(self._tokens.stack.pop())
 
     def __call__(self, func: Callable) -> Callable:
+        mode = type(self)
+
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with no_grad():
+            with mode():
                 return func(*args, **kwargs)
 
         return wrapper
+
+
+class no_grad(_GradMode):
+    """Context manager (or decorator): ops inside record no graph, in this thread only.
+
+    Results computed under it have ``requires_grad=False``. One instance may be
+    entered again while it is active, and from several threads at once.
+    """
+
+    _enabled = False
+
+
+class enable_grad(_GradMode):
+    """Context manager (or decorator): ops inside record a graph again, even within ``no_grad()``.
+
+    As ``torch.enable_grad``: an optimizer's ``step(closure)`` evaluates the closure under
+    it, so the closure's ``backward`` works when ``step`` itself is called under ``no_grad``.
+    """
+
+    _enabled = True
+
+
+class set_grad_enabled:
+    """Turn recording on or off, as ``torch.set_grad_enabled(mode)``: at once when called,
+    until ``set_grad_enabled(...)`` is called again, or only for a ``with`` block.
+
+    ``with set_grad_enabled(is_training): ...`` restores the previous mode on leaving.
+    """
+
+    def __init__(self, mode: bool) -> None:
+        mode = checks.flag("set_grad_enabled", "mode", mode)
+        self._previous = _grad_enabled.get()
+        _grad_enabled.set(bool(mode))
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: Any) -> None:
+        _grad_enabled.set(self._previous)
 
 
 _RELEASED = object()  # sentinel in Function.saved once backward has freed it

@@ -728,3 +728,35 @@ def test_an_augmented_assignment_to_a_parameter_raises_instead_of_leaving_it_unc
     constant = mg.Tensor(np.ones(2))
     constant -= 1.0  # data, not a parameter: rebinding loses nothing
     np.testing.assert_array_equal(constant.numpy(), np.zeros(2))
+
+
+def test_enable_grad_records_inside_no_grad_and_set_grad_enabled_switches(rng):
+    x = mg.Tensor(rng.normal(size=3), requires_grad=True)
+    with mg.no_grad():
+        assert (x * 2).requires_grad is False
+        with mg.enable_grad():
+            y = x * 2
+        assert (x * 2).requires_grad is False  # leaving enable_grad restores no_grad
+    assert y.requires_grad and y.grad_fn is not None
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full(3, 2.0))
+
+    @mg.enable_grad()
+    def doubled(t):
+        return t * 2
+
+    with mg.no_grad():
+        assert doubled(x).requires_grad
+
+    with mg.set_grad_enabled(False):  # as a context: the previous mode comes back
+        assert not mg.is_grad_enabled() and (x * 2).requires_grad is False
+    assert mg.is_grad_enabled()
+    mg.set_grad_enabled(False)  # as a call: it holds until switched back
+    try:
+        assert not mg.is_grad_enabled() and (x * 2).requires_grad is False
+    finally:
+        mg.set_grad_enabled(True)
+    assert (x * 2).requires_grad
+    with pytest.raises(TypeError, match=r"set_grad_enabled: got mode='yes'; expected True or False"):
+        mg.set_grad_enabled("yes")
+    assert mg.is_grad_enabled()
