@@ -237,10 +237,11 @@ class Module:
         """Evaluation mode (batch norm uses its running statistics); same as ``train(False)``."""
         return self.train(False)
 
-    def zero_grad(self) -> None:
-        """Set every parameter's ``.grad`` to None (PyTorch's default)."""
-        for parameter in self.parameters():
-            parameter.grad = None
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's gradient: ``.grad`` to None (PyTorch's default), or with
+        ``set_to_none=False`` each existing ``.grad`` array zeroed in place."""
+        utils._clear_grads(self.parameters(), checks.flag(f"{type(self).__name__}.zero_grad", "set_to_none",
+                                                          set_to_none))
 
     def to(self, device: str) -> "Module":
         """Move parameters, their gradients and buffers to ``device`` ('cpu', 'gpu', 'auto'), in place.

@@ -167,3 +167,15 @@ def _gradients(owner: str, params: list[Tensor]) -> list[Any]:
         first[id(grad)] = index
         grads.append(grad)
     return grads
+
+
+def _clear_grads(params: Iterable[Tensor], set_to_none: bool) -> None:
+    """Optimizer.zero_grad and Module.zero_grad: ``.grad`` to None, or its array zeroed in place.
+
+    In place is safe: the engine gives each leaf a ``.grad`` of its own (it copies any array
+    someone else may hold), so zeroing one changes no other array."""
+    for param in params:
+        if set_to_none:
+            param.grad = None
+        elif param.grad is not None:
+            param.grad[...] = 0

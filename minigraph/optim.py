@@ -24,6 +24,9 @@ Parameter groups, as in PyTorch: give a list of dicts instead of Tensors, each w
 Hyperparameters (``lr``, ``momentum``, ``betas``, ...) are checked whenever they are
 assigned, ``group["lr"] = x`` as in the constructor, so a bad value fails there, not
 steps later. With one group, ``opt.lr`` reads and sets that group's ``lr``.
+``opt.step(closure)`` calls the closure with recording on and returns its loss; ``opt.state``
+maps each updated parameter to its live state (``momentum_buffer``; ``step``, ``exp_avg``,
+``exp_avg_sq`` and with amsgrad ``max_exp_avg_sq``), as in PyTorch.
 ``minigraph.optim.lr_scheduler`` holds PyTorch's learning-rate schedulers. Checkpoints,
 as in PyTorch::
 
@@ -33,8 +36,10 @@ as in PyTorch::
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -42,9 +47,13 @@ import numpy
 
 from . import backend, checks
 from .checkpoint import host_copy
-from .engine import Tensor
+from .engine import Tensor, enable_grad
+from .nn_utils import _clear_grads
 
 __all__ = ["Adam", "AdamW", "Optimizer", "ParamGroup", "SGD", "lr_scheduler"]
+
+# The kind of a state field that only some settings keep (Adam's max_exp_avg_sq, with amsgrad).
+OPTIONAL_ARRAY = "optional array"
 
 # A group key that is no hyperparameter of the update: the rate a learning-rate scheduler
 # started from. Schedulers set it, as PyTorch's do; it is checked as lr and saved with the group.
@@ -122,7 +131,8 @@ class Optimizer:
     A subclass lists its hyperparameters in ``_hyperparameters`` (name -> check(owner, name,
     value), which returns the value to keep or raises naming ``owner`` and ``name``) and the
     fields of one parameter's state in ``_state_fields`` (name -> "array", shaped like the
-    parameter, or "count", an integer >= 1); it implements ``_fields_of``, ``_state_from`` and
+    parameter, "optional array", one that only some settings keep, or "count", an integer
+    >= 1); it implements ``_fields_of``, ``_state_from`` and
     ``_state_array``, and may check a whole group in ``_check_group``. The constructor, ``add_param_group``,
     assignment and ``load_state_dict`` all validate through those checks; ``step`` reads each
     group's checked values once, into locals.
@@ -130,6 +140,9 @@ class Optimizer:
 
     _hyperparameters: dict[str, Callable[[str, str, Any], Any]] = {}
     _state_fields: dict[str, str] = {}
+    # Hyperparameters that checkpoints written before they existed lack, with the value those
+    # checkpoints had in effect: load_state_dict fills them in.
+    _added_later: dict[str, Any] = {"maximize": False}
 
     def __init__(self, params: Iterable[Tensor] | Iterable[Mapping[str, Any]],
                  defaults: Mapping[str, Any]) -> None:
@@ -217,13 +230,44 @@ class Optimizer:
         else:
             object.__setattr__(self, name, value)
 
-    def zero_grad(self) -> None:
-        """Set every parameter's ``.grad`` to None (PyTorch's default), so the next backward starts afresh."""
-        for param in self.params:
-            param.grad = None
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every parameter's gradient, so the next backward starts afresh.
 
-    def step(self) -> None:
+        ``set_to_none=True`` (PyTorch's default) sets ``.grad`` to None; ``False`` fills each
+        existing ``.grad`` array with zeros in place (None stays None), as ``torch``'s.
+        """
+        _clear_grads(self.params, checks.flag(f"{type(self).__name__}.zero_grad", "set_to_none", set_to_none))
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update the parameters; subclasses implement it, starting with ``self._evaluate(closure)``."""
         raise NotImplementedError(f"{type(self).__name__} has no step(); define it in the subclass")
+
+    def _evaluate(self, closure: Callable[[], Any] | None) -> Any:
+        """``closure()`` with gradients recorded (even under ``no_grad``), or None without one.
+
+        As in PyTorch, ``step(closure)`` calls it before the update and returns its result: the
+        closure clears the gradients, computes the loss, calls ``backward`` and returns the loss.
+        """
+        if closure is None:
+            return None
+        if not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step: got closure={closure!r}; expected a function "
+                            f"of no arguments that recomputes the loss, calls backward and returns it, "
+                            f"or None")
+        with enable_grad():
+            return closure()
+
+    @property
+    def state(self) -> defaultdict[Tensor, dict[str, Any]]:
+        """Each updated parameter's state, as ``torch.optim.Optimizer.state``: parameter -> {field: value}.
+
+        SGD with momentum: ``momentum_buffer``; Adam and AdamW: ``step`` (an int), ``exp_avg``,
+        ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``. The arrays are the optimizer's
+        own (live: editing one in place changes the next step); the dicts are built anew on
+        each read, so assigning into them changes nothing: use ``load_state_dict`` to replace
+        state. A parameter not updated yet reads as ``{}``, as PyTorch's defaultdict gives.
+        """
+        return defaultdict(dict, {param: self._fields_of(state) for param, state in self._state.items()})
 
     def _refuse_moved_parameters(self) -> None:
         """Raise, before ``step`` updates anything, if a parameter about to be updated no longer
@@ -337,6 +381,9 @@ class Optimizer:
             raise ValueError(f"{owner}: the state dict has {saved_count} parameter groups but this optimizer "
                              f"has {count} (loaded state dict has a different number of parameter groups); "
                              f"expected the state of an optimizer built with the same groups")
+        for g in range(count):  # checkpoints written before these flags existed had them off
+            for name, value in self._added_later.items():
+                saved_groups.get(g, {}).setdefault(name, value)
         missing = [f"param_groups.{g}.{name}" for g in range(count)
                    for name in ("params", *self._hyperparameters) if name not in saved_groups.get(g, {})]
         if unknown or missing:
@@ -368,13 +415,14 @@ class Optimizer:
                            for g in range(count)]
         states: dict[Tensor, Any] = {}
         for index, given in sorted(fields.items()):
-            absent = [field for field in self._state_fields if field not in given]
+            absent = [field for field, kind in self._state_fields.items()
+                      if field not in given and kind != OPTIONAL_ARRAY]
             if absent:
                 raise ValueError(f"{owner}: parameter {index}'s state has {sorted(given)} but lacks "
                                  f"{absent}; expected all of {list(self._state_fields)}")
             states[params[index]] = {field: _state_value(owner, f"state.{index}.{field}", kind, given[field],
                                                          params[index])
-                                     for field, kind in self._state_fields.items()}
+                                     for field, kind in self._state_fields.items() if field in given}
         # Every check passed: only now does anything change. The groups' keys become the saved
         # ones, initial_lr included or dropped, as PyTorch replaces each group's dict.
         for group, values in zip(self.param_groups, hyperparameters):
@@ -447,8 +495,11 @@ def _state_value(owner: str, key: str, kind: str, value: Any, param: Tensor) -> 
 
 
 def _nonnegative(example: str) -> Callable[[str, str, Any], float]:
-    """The check of a hyperparameter that is a finite number >= 0, such as ``lr``."""
-    return lambda owner, name, value: checks.real(owner, name, value, low=0.0, example=example)
+    """The check of a hyperparameter that is a finite number >= 0, such as ``lr``.
+
+    A partial of a module-level function, not a lambda: the checks live in every group, and
+    a lambda would stop ``pickle.dumps(opt)``."""
+    return functools.partial(checks.real, low=0.0, example=example)
 
 
 def _betas(owner: str, name: str, value: Any) -> tuple[float, float]:
@@ -473,22 +524,24 @@ class SGD(Optimizer):
         p  -= lr · buf                 (p -= lr · d without momentum)
         p  -= lr · (d + momentum · buf)                instead, with nesterov=True
 
+    With ``maximize=True`` g is replaced by −g first, so the steps climb the objective.
     ``lr`` is required unless every group gives its own. Nesterov's momentum needs
     momentum > 0 and dampening = 0 in each group that asks for it, as in PyTorch.
     """
 
     _hyperparameters = {"lr": _nonnegative("lr=0.01"),
                         "momentum": _nonnegative("momentum=0.9"),
-                        "dampening": lambda owner, name, value: checks.real(owner, name, value, low=0.0,
-                                                                            high=1.0, example="dampening=0.1"),
+                        "dampening": functools.partial(checks.real, low=0.0, high=1.0,
+                                                       example="dampening=0.1"),
                         "weight_decay": _nonnegative("weight_decay=1e-4"),
-                        "nesterov": checks.flag}
+                        "nesterov": checks.flag, "maximize": checks.flag}
     _state_fields = {"momentum_buffer": "array"}
 
     def __init__(self, params: Iterable[Tensor] | Iterable[Mapping[str, Any]], lr: float | None = None,
                  momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False) -> None:
-        defaults = dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+                 nesterov: bool = False, *, maximize: bool = False) -> None:
+        defaults = dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                        maximize=maximize)
         super().__init__(params, defaults if lr is None else dict(lr=lr, **defaults))
 
     def _check_group(self, owner: str, values: Mapping[str, Any], where: str) -> None:
@@ -508,17 +561,20 @@ class SGD(Optimizer):
     def _state_array(state: Any) -> Any:
         return state
 
-    def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient, in place; returns ``closure()``'s loss, if given."""
+        loss = self._evaluate(closure)
         self._refuse_moved_parameters()
         buffers = self._state
         for group in self.param_groups:
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
-            dampening, nesterov = group["dampening"], group["nesterov"]
+            dampening, nesterov, maximize = group["dampening"], group["nesterov"], group["maximize"]
             for param in group["params"]:
                 grad = param.grad
                 if grad is None:
                     continue
+                if maximize:
+                    grad = -grad  # a fresh array: the caller's .grad is never written
                 weights = param.data
                 if weight_decay:
                     direction = weights * weight_decay  # a fresh array, ours to overwrite
@@ -546,18 +602,22 @@ class SGD(Optimizer):
                 else:
                     weights -= lr * grad
                 param._version[0] += 1  # graphs built before this step can no longer backward
+        return loss
 
 
 class _AdamState:
-    """One parameter's Adam state: its update count, the two moments and a scratch array."""
+    """One parameter's Adam state: its update count, the two moments, with amsgrad the running
+    maximum of the second (None until amsgrad first needs it), and a scratch array."""
 
-    __slots__ = ("step", "exp_avg", "exp_avg_sq", "scratch")
+    __slots__ = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "scratch")
 
-    def __init__(self, like: Any, step: int = 0, exp_avg: Any = None, exp_avg_sq: Any = None) -> None:
+    def __init__(self, like: Any, step: int = 0, exp_avg: Any = None, exp_avg_sq: Any = None,
+                 max_exp_avg_sq: Any = None) -> None:
         xp = backend.get_array_module(like)
         self.step = step
         self.exp_avg = xp.zeros_like(like) if exp_avg is None else exp_avg
         self.exp_avg_sq = xp.zeros_like(like) if exp_avg_sq is None else exp_avg_sq
+        self.max_exp_avg_sq = max_exp_avg_sq
         # Reused every step for the intermediate terms, so a step allocates nothing
         # (bar the weight-decayed gradient). Not state: never saved.
         self.scratch = xp.empty_like(like)
@@ -574,22 +634,33 @@ class Adam(Optimizer):
         m  = β1·m + (1 − β1)·g
         v  = β2·v + (1 − β2)·g²
         p -= lr / (1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps)
+
+    ``amsgrad=True`` (Reddi et al.) divides by the running maximum of v instead,
+    v̂ = max(v̂, v), kept in the state as ``max_exp_avg_sq``. ``maximize=True`` replaces g by
+    −g first, so the steps climb the objective.
     """
 
     _hyperparameters = {"lr": _nonnegative("lr=1e-3"), "betas": _betas,
                         "eps": _nonnegative("eps=1e-8"),
-                        "weight_decay": _nonnegative("weight_decay=1e-4")}
+                        "weight_decay": _nonnegative("weight_decay=1e-4"),
+                        "amsgrad": checks.flag, "maximize": checks.flag}
+    _added_later = {"amsgrad": False, "maximize": False}
     # step: this parameter's update count t, which sets the bias correction
-    _state_fields = {"step": "count", "exp_avg": "array", "exp_avg_sq": "array"}
+    _state_fields = {"step": "count", "exp_avg": "array", "exp_avg_sq": "array",
+                     "max_exp_avg_sq": OPTIONAL_ARRAY}
     decoupled_weight_decay = False  # True in AdamW
 
     def __init__(self, params: Iterable[Tensor] | Iterable[Mapping[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize))
 
     def _fields_of(self, state: Any) -> dict[str, Any]:
-        return {"step": state.step, "exp_avg": state.exp_avg, "exp_avg_sq": state.exp_avg_sq}
+        fields = {"step": state.step, "exp_avg": state.exp_avg, "exp_avg_sq": state.exp_avg_sq}
+        if state.max_exp_avg_sq is not None:
+            fields["max_exp_avg_sq"] = state.max_exp_avg_sq
+        return fields
 
     def _state_from(self, fields: dict[str, Any]) -> Any:
         return _AdamState(fields["exp_avg"], **fields)
@@ -598,17 +669,21 @@ class Adam(Optimizer):
     def _state_array(state: Any) -> Any:
         return state.exp_avg
 
-    def step(self) -> None:
-        """Update every parameter that has a gradient, in place."""
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient, in place; returns ``closure()``'s loss, if given."""
+        loss = self._evaluate(closure)
         self._refuse_moved_parameters()
         states = self._state
         for group in self.param_groups:
             lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
             beta1, beta2 = group["betas"]
+            amsgrad, maximize = group["amsgrad"], group["maximize"]
             for param in group["params"]:
                 grad = param.grad
                 if grad is None:
                     continue
+                if maximize:
+                    grad = -grad  # a fresh array: the caller's .grad is never written
                 weights = param.data
                 state = states.get(param)
                 if state is None:
@@ -634,13 +709,23 @@ class Adam(Optimizer):
                 # p -= step_size · m / (√v / √bias2 + eps), the denominator built in scratch
                 bias1 = 1.0 - beta1 ** state.step
                 bias2 = 1.0 - beta2 ** state.step
-                xp.sqrt(v, out=scratch)
+                if amsgrad:
+                    # Turned on after some steps (a loaded state of amsgrad=False, or a group
+                    # changed by hand), the maximum starts from the current v.
+                    if state.max_exp_avg_sq is None:
+                        state.max_exp_avg_sq = v.copy()
+                    else:
+                        xp.maximum(state.max_exp_avg_sq, v, out=state.max_exp_avg_sq)
+                    xp.sqrt(state.max_exp_avg_sq, out=scratch)
+                else:
+                    xp.sqrt(v, out=scratch)
                 scratch *= 1.0 / math.sqrt(bias2)
                 scratch += eps
                 xp.divide(m, scratch, out=scratch)
                 scratch *= lr / bias1
                 weights -= scratch
                 param._version[0] += 1  # graphs built before this step can no longer backward
+        return loss
 
 
 class AdamW(Adam):
@@ -660,8 +745,8 @@ class AdamW(Adam):
 
     def __init__(self, params: Iterable[Tensor] | Iterable[Mapping[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay)
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
 
 
 def _ordered(owner: str, what: str, value: Any) -> list[Any]:

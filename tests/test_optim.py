@@ -30,10 +30,10 @@ def run_steps(opt, params, grads_per_step, on):
         opt.step()
 
 
-def hand_sgd(p, grads, lr, momentum, dampening, weight_decay, nesterov):
+def hand_sgd(p, grads, lr, momentum, dampening, weight_decay, nesterov, maximize=False):
     p, buf = p.copy(), None
     for g in grads:
-        d = g + weight_decay * p
+        d = (-g if maximize else g) + weight_decay * p
         buf = d if buf is None else momentum * buf + (1 - dampening) * d
         if not momentum:
             p = p - lr * d
@@ -42,16 +42,18 @@ def hand_sgd(p, grads, lr, momentum, dampening, weight_decay, nesterov):
     return p
 
 
-def hand_adam(p, grads, lr, betas, eps, weight_decay, decoupled=False):
-    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+def hand_adam(p, grads, lr, betas, eps, weight_decay, decoupled=False, amsgrad=False, maximize=False):
+    p, m, v, v_max = p.copy(), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(grads, start=1):
+        g = -g if maximize else g
         if decoupled:  # AdamW: shrink the weights; the gradient stays as it is
             p = p * (1 - lr * weight_decay)
         else:
             g = g + weight_decay * p
         m = betas[0] * m + (1 - betas[0]) * g
         v = betas[1] * v + (1 - betas[1]) * g * g
-        m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+        v_max = np.maximum(v_max, v)  # amsgrad divides by the largest v so far
+        m_hat, v_hat = m / (1 - betas[0] ** t), (v_max if amsgrad else v) / (1 - betas[1] ** t)
         p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
     return p
 
@@ -73,11 +75,14 @@ CASES = [  # (optimizer, its settings, the same settings spelled out in full, th
         dict(lr=0.1), dict(lr=0.1, momentum=0.9), dict(lr=0.05, weight_decay=0.1),
         dict(lr=0.1, momentum=0.9, weight_decay=0.01), dict(lr=0.1, momentum=0.9, nesterov=True),
         dict(lr=0.05, momentum=0.8, weight_decay=0.1, nesterov=True),
-        dict(lr=0.1, momentum=0.9, dampening=0.3), dict(lr=0.05, momentum=0.5, dampening=1.0, weight_decay=0.1))],
+        dict(lr=0.1, momentum=0.9, dampening=0.3), dict(lr=0.05, momentum=0.5, dampening=1.0, weight_decay=0.1),
+        dict(lr=0.1, maximize=True), dict(lr=0.05, momentum=0.8, weight_decay=0.1, nesterov=True, maximize=True))],
     *[(optim.Adam, s, full_adam(s), hand_adam) for s in (
-        dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1))],
+        dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
+        dict(lr=0.1, betas=(0.8, 0.9), amsgrad=True), dict(lr=0.1, weight_decay=0.1, amsgrad=True, maximize=True))],
     *[(optim.AdamW, s, full_adamw(s), hand_adam) for s in (
-        dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3), dict(weight_decay=0.0))],
+        dict(lr=0.01), dict(lr=0.1, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.3), dict(weight_decay=0.0),
+        dict(lr=0.1, betas=(0.5, 0.6), weight_decay=0.3, amsgrad=True, maximize=True))],
 ]
 
 
@@ -408,8 +413,9 @@ def test_param_groups_are_dicts_of_params_and_every_hyperparameter():
     first, second = opt.param_groups
     assert first["params"] == [w] and second["params"] == [b]
     assert dict(second, params=None) == dict(params=None, lr=0.5, momentum=0.9, dampening=0.0,
-                                             weight_decay=0.0, nesterov=False)
-    assert opt.defaults == dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False)
+                                             weight_decay=0.0, nesterov=False, maximize=False)
+    assert opt.defaults == dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=False,
+                                maximize=False)
     assert opt.params == [w, b]  # all parameters, group after group: the state dict's order
 
 
@@ -577,3 +583,121 @@ def test_nesterovs_constraint_applies_per_group():
     with pytest.raises(ValueError, match=r"SGD: got nesterov=True with momentum=0.0 and dampening=0.0 in "
                                          r"param_groups\[1\]; Nesterov's momentum needs momentum > 0"):
         optim.SGD([{"params": [w]}, {"params": [b], "momentum": 0.0}], lr=0.1, momentum=0.9, nesterov=True)
+
+
+# --- step(closure), zero_grad(set_to_none), opt.state, pickling -------------------------------
+def quadratic_problem(rng):
+    """A net and data whose loss and gradients are computed independently by hand below."""
+    net = nn.Linear(3, 1, rng=0, dtype=np.float64, device="cpu")
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 1))
+    return net, x, y
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.1, amsgrad=True)])
+def test_step_with_a_closure_uses_its_gradients_and_returns_its_loss(rng, make):
+    net, x, y = quadratic_problem(rng)
+    twin, _, _ = quadratic_problem(rng)  # the same starting weights, stepped without a closure
+    opt, twin_opt = make(net.parameters()), make(twin.parameters())
+    calls = []
+
+    def closure():
+        calls.append(mg.is_grad_enabled())
+        opt.zero_grad()
+        loss = nn.MSELoss()(net(mg.Tensor(x)), mg.Tensor(y))
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        w, b = net.weight.numpy(), net.bias.numpy()
+        expected_loss = np.mean((x @ w + b - y) ** 2)  # by hand (weight: (in, out)), before the update
+        with mg.no_grad():  # as training loops often call step: the closure still records
+            loss = opt.step(closure)
+        assert loss.item() == pytest.approx(expected_loss, rel=1e-12)
+        twin_opt.zero_grad()
+        nn.MSELoss()(twin(mg.Tensor(x)), mg.Tensor(y)).backward()
+        assert twin_opt.step() is None
+        np.testing.assert_array_equal(net.weight.data, twin.weight.data)
+    assert calls == [True, True, True]  # once per step, with recording on
+
+
+def test_a_closure_that_is_not_callable_is_refused_before_any_update():
+    w = leaf()
+    w.grad = np.ones(2)
+    opt = optim.SGD([w], lr=0.1)
+    with pytest.raises(TypeError, match=r"SGD.step: got closure=1.0; expected a function of no arguments"):
+        opt.step(1.0)
+    np.testing.assert_array_equal(w.data, np.ones(2))
+
+
+def test_zero_grad_set_to_none_false_zeroes_the_grad_arrays_in_place(on):
+    net = nn.Linear(2, 2, rng=0, dtype=np.float64)
+    frozen_grad_free = mg.Tensor(on(np.ones(3)), requires_grad=True)  # never given a .grad
+    opt = optim.SGD([*net.parameters(), frozen_grad_free], lr=0.1)
+    nn.MSELoss()(net(mg.Tensor(on(np.ones((3, 2))))), mg.Tensor(on(np.zeros((3, 2))))).backward()
+    arrays = [p.grad for p in net.parameters()]
+    assert all(host(a).any() for a in arrays)  # the test needs nonzero gradients to clear
+    opt.zero_grad(set_to_none=False)
+    assert [p.grad for p in net.parameters()] == arrays  # the same arrays, now zero
+    assert all(not host(a).any() for a in arrays) and frozen_grad_free.grad is None
+    for p in net.parameters():
+        p.grad[...] = 1.0
+    net.zero_grad(set_to_none=False)  # Module.zero_grad takes the same flag
+    assert [p.grad for p in net.parameters()] == arrays and all(not host(a).any() for a in arrays)
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+    with pytest.raises(TypeError, match=r"SGD.zero_grad: got set_to_none='no'; expected True or False"):
+        opt.zero_grad(set_to_none="no")
+    with pytest.raises(TypeError, match=r"Linear.zero_grad: got set_to_none=None; expected True or False"):
+        net.zero_grad(set_to_none=None)
+
+
+def test_opt_state_is_each_updated_parameters_live_state(on):
+    w, b = mg.Tensor(on(np.ones(2)), requires_grad=True), mg.Tensor(on(np.ones(3)), requires_grad=True)
+    sgd = optim.SGD([w, b], lr=0.1, momentum=0.9)
+    assert len(sgd.state) == 0 and sgd.state[w] == {}  # nothing yet; a lookup gives {}, as in torch
+    w.grad = on(np.full(2, 2.0))
+    sgd.step()
+    assert list(sgd.state) == [w] and list(sgd.state[w]) == ["momentum_buffer"]
+    buffer = sgd.state[w]["momentum_buffer"]
+    np.testing.assert_array_equal(host(buffer), [2.0, 2.0])  # the first buffer is the gradient
+    buffer[...] = 0.0  # live: the next step sees it
+    sgd.step()
+    np.testing.assert_allclose(host(w.data), 1.0 - 0.1 * 2.0 - 0.1 * (0.9 * 0.0 + 2.0), rtol=1e-12)
+
+    adam = optim.Adam([w], lr=0.1, amsgrad=True)
+    adam.step()
+    state = adam.state[w]
+    assert state["step"] == 1 and sorted(state) == ["exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step"]
+    np.testing.assert_allclose(host(state["exp_avg"]), 0.1 * 2.0, rtol=1e-12)  # (1 − β1)·g
+    np.testing.assert_allclose(host(state["max_exp_avg_sq"]), host(state["exp_avg_sq"]), rtol=0)
+    assert sorted(optim.Adam([w]).state[w]) == []
+
+
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
+                                  lambda ps: optim.Adam([{"params": ps[:1]}, {"params": ps[1:], "lr": 0.01}],
+                                                        lr=0.05, amsgrad=True),
+                                  lambda ps: optim.AdamW(ps, lr=0.05, weight_decay=0.1, maximize=True)])
+def test_a_pickled_model_and_optimizer_carry_on_exactly_like_the_originals(rng, make):
+    import pickle
+
+    net = nn.Sequential(nn.Linear(3, 4, rng=0, dtype=np.float64, device="cpu"), nn.ReLU(),
+                        nn.Linear(4, 1, rng=1, dtype=np.float64, device="cpu"))
+    opt = make(list(net.parameters()))
+    data = [(rng.normal(size=(5, 3)), rng.normal(size=(5, 1))) for _ in range(6)]
+
+    def train(net, opt, batches):
+        for x, y in batches:
+            opt.zero_grad()
+            nn.MSELoss()(net(mg.Tensor(x)), mg.Tensor(y)).backward()
+            opt.step()
+
+    train(net, opt, data[:3])
+    copy_net, copy_opt = pickle.loads(pickle.dumps((net, opt)))  # together: the optimizer keeps the net's tensors
+    assert copy_opt.params == list(copy_net.parameters())
+    train(net, opt, data[3:])
+    train(copy_net, copy_opt, data[3:])
+    for (key, expected), got in zip(net.state_dict().items(), copy_net.state_dict().values()):
+        np.testing.assert_array_equal(got, expected, err_msg=key)
+    assert not np.array_equal(net.state_dict()["0.weight"], nn.Sequential(
+        nn.Linear(3, 4, rng=0, dtype=np.float64, device="cpu")).state_dict()["0.weight"])  # it did train

@@ -45,6 +45,15 @@ MAKERS.update({
     "AdamW in two groups": in_two_groups(optim.AdamW, dict(weight_decay=0.3), dict(lr=0.05),
                                          lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
 })
+# amsgrad's running maximum and maximize's flag are state and settings too.
+MAKERS.update({
+    "Adam with amsgrad": lambda ps: optim.Adam(ps, lr=0.02, betas=(0.8, 0.6), weight_decay=0.1, amsgrad=True),
+    "SGD maximizing": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, maximize=True),
+})
+FRESH.update({
+    "Adam with amsgrad": lambda ps: optim.Adam(ps, lr=0.5),
+    "SGD maximizing": lambda ps: optim.SGD(ps, lr=1.0, momentum=0.5),
+})
 FRESH.update({
     "SGD in two groups": in_two_groups(optim.SGD, {}, {}, lr=1.0, momentum=0.5, dampening=0.5),
     "Adam in two groups": in_two_groups(optim.Adam, {}, {}, lr=0.5),
@@ -159,8 +168,8 @@ def test_the_keys_and_values_of_a_state_dict(on):
     adam.step()
     saved = adam.state_dict()
     assert list(saved) == ["param_groups.0.params", "param_groups.0.lr", "param_groups.0.betas",
-                           "param_groups.0.eps", "param_groups.0.weight_decay",
-                           "state.0.step", "state.0.exp_avg", "state.0.exp_avg_sq"]
+                           "param_groups.0.eps", "param_groups.0.weight_decay", "param_groups.0.amsgrad",
+                           "param_groups.0.maximize", "state.0.step", "state.0.exp_avg", "state.0.exp_avg_sq"]
     assert all(type(v) is np.ndarray for v in saved.values())
     np.testing.assert_array_equal(saved["param_groups.0.params"], [0, 1])  # indices, as PyTorch lists them
     assert saved["param_groups.0.params"].dtype == np.int64
@@ -177,7 +186,7 @@ def test_the_keys_and_values_of_a_state_dict(on):
     # no update yet, no state; the flag stays a flag
     assert list(sgd.state_dict()) == ["param_groups.0.params", "param_groups.0.lr", "param_groups.0.momentum",
                                       "param_groups.0.dampening", "param_groups.0.weight_decay",
-                                      "param_groups.0.nesterov"]
+                                      "param_groups.0.nesterov", "param_groups.0.maximize"]
     assert sgd.state_dict()["param_groups.0.nesterov"].dtype == bool
     sgd.step()
     np.testing.assert_array_equal(sgd.state_dict()["state.0.momentum_buffer"], host(w.grad))
@@ -456,3 +465,20 @@ def test_a_parameter_given_an_array_of_another_shape_is_a_clear_error_before_any
                                            r"made for \(3,\) on 'cpu'"):
         opt.step()
     np.testing.assert_array_equal(v.data, np.ones(2))  # nothing moved, not even v, whose step came first
+
+
+@pytest.mark.parametrize("kind", [optim.SGD, optim.Adam, optim.AdamW])
+def test_a_checkpoint_from_before_amsgrad_and_maximize_loads_with_them_off(kind):
+    """Checkpoints written before these flags existed lack their keys; they were off then."""
+    w = mg.Tensor(np.ones(2), requires_grad=True)
+    w.grad = np.full(2, 0.5)
+    saved = kind([w], lr=0.1, momentum=0.9) if kind is optim.SGD else kind([w], lr=0.1)
+    saved.step()
+    old = {key: value for key, value in saved.state_dict().items()
+           if not key.endswith((".amsgrad", ".maximize"))}
+    assert len(old) < len(saved.state_dict())  # the flags were there to drop
+    flags = dict(maximize=True) if kind is optim.SGD else dict(amsgrad=True, maximize=True)
+    fresh = kind([mg.Tensor(np.ones(2), requires_grad=True)], lr=0.5, **flags)
+    fresh.load_state_dict(old)
+    assert all(fresh.param_groups[0][name] is False for name in flags)
+    assert fresh.state_dict().keys() == saved.state_dict().keys()
