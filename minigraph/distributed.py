@@ -148,13 +148,14 @@ class _NcclCollectives:
         unique_id = world.comm.bcast(unique_id, root=0)
         self.comm = nccl.NcclCommunicator(world.size, unique_id, world.rank)
         self.types = {numpy.dtype(numpy.float32): nccl.NCCL_FLOAT32,
-                      numpy.dtype(numpy.float64): nccl.NCCL_FLOAT64}
+                      numpy.dtype(numpy.float64): nccl.NCCL_FLOAT64,
+                      numpy.dtype(numpy.int64): nccl.NCCL_INT64}  # BatchNorm1d's num_batches_tracked
 
     def _call(self, array: Any) -> tuple:
         import cupy
 
         if array.dtype not in self.types or not array.flags.c_contiguous:
-            raise TypeError(f"distributed: NCCL collectives take contiguous float32/float64 arrays; "
+            raise TypeError(f"distributed: NCCL collectives take contiguous float32/float64/int64 arrays; "
                             f"got {array.dtype}, contiguous={array.flags.c_contiguous}")
         return array.data.ptr, array.size, self.types[array.dtype], cupy.cuda.get_current_stream().ptr
 

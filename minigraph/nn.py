@@ -71,6 +71,9 @@ class Module:
     """
 
     training: bool
+    # Buffers an older checkpoint may lack: load_state_dict keeps the module's own value for
+    # them instead of calling the key missing (BatchNorm1d's num_batches_tracked, added later).
+    _optional_buffers: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         # Plain object.__setattr__: our own __setattr__ needs these dicts to exist.
@@ -286,7 +289,9 @@ class Module:
         """Copy arrays from ``state_dict`` into this module's parameters and buffers, in place.
 
         Values may be NumPy or CuPy arrays or Tensors; each is copied into the
-        existing array, keeping the module's device and dtype. With ``strict``
+        existing array, keeping the module's device and dtype. A checkpoint written before
+        BatchNorm1d counted its batches has no ``num_batches_tracked``: the count is left as it
+        is, as PyTorch does for its older checkpoints. With ``strict``
         (the default) missing or unexpected keys are a ValueError, and so is a
         shape mismatch, always. Nothing is copied unless every check passes.
         Returns ``(missing_keys, unexpected_keys)``.
@@ -295,10 +300,11 @@ class Module:
             raise TypeError(f"load_state_dict: got {_describe(state_dict)}; expected a mapping of "
                             f"names to arrays, e.g. nn.load('model.npz')")
         targets = self._state_arrays()
-        missing = [key for key in targets if key not in state_dict]
+        optional = {f"{prefix}.{name}" if prefix else name
+                    for prefix, module in self.named_modules() for name in module._optional_buffers}
+        missing = [key for key in targets if key not in state_dict and key not in optional]
         unexpected = [key for key in state_dict if key not in targets]
-        if any(type(v).__module__.startswith("torch") for v in state_dict.values()) or \
-                any(str(key).endswith("num_batches_tracked") for key in unexpected):
+        if any(type(v).__module__.startswith("torch") for v in state_dict.values()):
             raise TypeError(f"load_state_dict: this looks like a PyTorch state dict. {_TORCH_LAYOUT}")
         if strict and (missing or unexpected):
             raise ValueError(
@@ -349,8 +355,8 @@ class Module:
 _TORCH_LAYOUT = ("minigraph's Linear.weight is (in_features, out_features), the transpose of "
                  "PyTorch's (out, in), so a PyTorch weight would load transposed, and silently so "
                  "when it is square. Convert first: {k: (v.T if k.endswith('weight') and v.ndim == 2 "
-                 "else v).numpy() for k, v in torch_state.items() if not k.endswith('num_batches_tracked')} "
-                 "(BatchNorm1d's running statistics and weight need no change).")
+                 "else v).numpy() for k, v in torch_state.items()} (BatchNorm1d's running statistics, "
+                 "weight and num_batches_tracked need no change).")
 
 
 def _loadable(key: str, value: Any, target: Any) -> Any:
@@ -457,7 +463,10 @@ class BatchNorm1d(Module):
     Training mode normalises with the batch's statistics and updates the
     buffers ``running_mean`` (zeros) and ``running_var`` (ones) in place:
     ``running = (1 − momentum)·running + momentum·batch``, the batch variance
-    unbiased (PyTorch's convention). Evaluation mode (``eval()``) normalises
+    unbiased (PyTorch's convention). The buffer ``num_batches_tracked`` (an int64 0-d
+    array) counts those updates; with ``momentum=None`` the running statistics are the
+    cumulative average of every batch's, momentum being 1/num_batches_tracked (reading the
+    count makes a GPU wait, once per training forward, as in PyTorch; a number does not). Evaluation mode (``eval()``) normalises
     with the running statistics and leaves them alone. ``ddof`` changes only the
     variance used to normalise in training (``ddof=1`` with ``eps=0`` is R's
     ``scale()``). ``weight`` (gamma, ones) and ``bias`` (beta, zeros) are
@@ -469,7 +478,7 @@ class BatchNorm1d(Module):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         ddof: int = 0,
         affine: bool = True,
         track_running_stats: bool = True,
@@ -480,7 +489,8 @@ class BatchNorm1d(Module):
         layer = type(self).__name__
         self.num_features = checks.integer(layer, "num_features", num_features, low=1)
         self.eps = checks.real(layer, "eps", eps, low=0.0)
-        self.momentum = checks.real(layer, "momentum", momentum, low=0.0, high=1.0)
+        self.momentum = None if momentum is None else checks.real(
+            layer, "momentum", momentum, low=0.0, high=1.0, example="momentum=0.1, or None for a cumulative average")
         self.ddof = checks.integer(layer, "ddof", ddof, low=0)
         self.affine = checks.flag(layer, "affine", affine)
         self.track_running_stats = checks.flag(layer, "track_running_stats", track_running_stats)
@@ -498,14 +508,29 @@ class BatchNorm1d(Module):
             self.bias = None
         self.register_buffer("running_mean", filled(0.0) if self.track_running_stats else None)
         self.register_buffer("running_var", filled(1.0) if self.track_running_stats else None)
+        self.register_buffer("num_batches_tracked", backend.to_device(numpy.zeros((), dtype=numpy.int64), device)
+                             if self.track_running_stats else None)
+
+    _optional_buffers = ("num_batches_tracked",)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (N, num_features) -> same shape. Training needs N >= 2."""
         use_batch_statistics = self.training or self.running_mean is None
         return batch_norm(
             x, self.weight, self.bias, self.running_mean, self.running_var,
-            training=use_batch_statistics, momentum=self.momentum, eps=self.eps, ddof=self.ddof,
+            training=use_batch_statistics, momentum=self._batch_weight(), eps=self.eps, ddof=self.ddof,
         )
+
+    def _batch_weight(self) -> float:
+        """The weight of this batch in the running statistics (the op's ``momentum``); in
+        training mode with running statistics, it first counts the batch, as PyTorch does."""
+        count = self.num_batches_tracked
+        if not self.training or count is None:
+            return 0.0 if self.momentum is None else self.momentum  # the running statistics stay
+        count += 1  # in place, on the buffer's device: no wait for a GPU
+        if self.momentum is None:
+            return 1.0 / float(count)  # the cumulative average: the count is read (a GPU waits)
+        return self.momentum
 
     def extra_repr(self) -> str:
         ddof = f", ddof={self.ddof}" if self.ddof else ""
@@ -537,7 +562,7 @@ class SyncBatchNorm(BatchNorm1d):
         """x: (N_rank, num_features) -> same shape."""
         if self.training and synchronized_batch_norm is not None:
             return synchronized_batch_norm(x, self.weight, self.bias, self.running_mean,
-                                           self.running_var, momentum=self.momentum,
+                                           self.running_var, momentum=self._batch_weight(),
                                            eps=self.eps, ddof=self.ddof)
         return super().forward(x)
 

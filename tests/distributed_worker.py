@@ -34,9 +34,11 @@ LARGE_MEAN_ROWS = [100, 300, 112, 50]  # float32 data of mean 1e4, split over th
 
 
 def build_model() -> nn.Module:
-    """Linear → SyncBatchNorm → ReLU → Linear in float64, the same weights on every call."""
+    """Linear → SyncBatchNorm → ReLU → Linear in float64, the same weights on every call. The
+    batch norm keeps a cumulative average (momentum=None), so its running statistics depend on
+    the batch counter too (the momentum-number path is the large-mean check's)."""
     return nn.Sequential(nn.Linear(FEATURES, HIDDEN, dtype=np.float64, rng=1),
-                         nn.SyncBatchNorm(HIDDEN, dtype=np.float64), nn.ReLU(),
+                         nn.SyncBatchNorm(HIDDEN, momentum=None, dtype=np.float64), nn.ReLU(),
                          nn.Linear(HIDDEN, OUTPUTS, dtype=np.float64, rng=2))
 
 

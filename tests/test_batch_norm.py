@@ -88,3 +88,79 @@ def test_the_graph_does_not_keep_the_running_statistics_alive(rng):
         out = mg.batch_norm(x, None, None, running_mean, running_var, training=training)
         del running_mean, running_var
         assert out.requires_grad and all(ref() is None for ref in watched)  # graph alive, stats gone
+
+
+# --- BatchNorm1d's batch counter and momentum=None (the cumulative average) ------------------
+def layer_run(device, batches, momentum, modes):
+    """A float64 BatchNorm1d fed `batches`, each in the mode given ('train', 'eval', 'no_grad')."""
+    bn = mg.nn.BatchNorm1d(batches[0].shape[1], momentum=momentum, dtype=np.float64, device=device)
+    for x, mode in zip(batches, modes):
+        bn.train(mode != "eval")
+        if mode == "no_grad":
+            with mg.no_grad():
+                bn(mg.Tensor(x, device=device))
+        else:
+            bn(mg.Tensor(x, device=device))
+    return bn
+
+
+def test_momentum_none_keeps_the_cumulative_average_of_the_batch_statistics(device, rng):
+    batches = [rng.normal(size=(n, 3)) * [1.0, 4.0, 0.5] + [2.0, -1.0, 0.0] for n in (5, 8, 3, 6)]
+    modes = ["train", "eval", "no_grad", "train", "train"]  # the eval batch counts for nothing
+    bn = layer_run(device, batches[:1] + batches[:1] + batches[1:], None, modes)
+    counted = [batches[0], batches[1], batches[2], batches[3]]
+    # By hand: the plain average over the counted batches of their means and unbiased variances.
+    np.testing.assert_allclose(host(bn.running_mean), np.mean([b.mean(0) for b in counted], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(host(bn.running_var), np.mean([b.var(0, ddof=1) for b in counted], axis=0),
+                               rtol=1e-12)
+    assert int(host(bn.num_batches_tracked)) == 4 and bn.num_batches_tracked.dtype == np.int64
+    assert "momentum=None" in repr(bn)
+
+
+def test_the_counter_counts_training_forwards_whatever_the_momentum(device, rng):
+    batches = [rng.normal(size=(4, 2)) for _ in range(5)]
+    bn = layer_run(device, batches, 0.3, ["train", "eval", "no_grad", "eval", "train"])
+    assert int(host(bn.num_batches_tracked)) == 3
+    expected = np.zeros(2)
+    for x in (batches[0], batches[2], batches[4]):
+        expected = 0.7 * expected + 0.3 * x.mean(0)
+    np.testing.assert_allclose(host(bn.running_mean), expected, rtol=1e-12)
+    assert mg.nn.BatchNorm1d(2, track_running_stats=False).num_batches_tracked is None
+
+
+def test_a_cumulative_average_resumed_from_a_checkpoint_equals_the_uninterrupted_run(device, rng, tmp_path):
+    """The count is what makes 1/n right after a resume: a fresh layer would restart at n = 1."""
+    batches = [rng.normal(size=(6, 3)) + k for k in range(4)]
+    whole = layer_run(device, batches, None, ["train"] * 4)
+    first = layer_run(device, batches[:2], None, ["train"] * 2)
+    mg.nn.save(first, tmp_path / "bn.npz")
+    resumed = mg.nn.BatchNorm1d(3, momentum=None, dtype=np.float64, device=device)
+    resumed.load_state_dict(mg.nn.load(tmp_path / "bn.npz"))
+    for x in batches[2:]:
+        resumed(mg.Tensor(x, device=device))
+    for key, expected in whole.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], expected, err_msg=key)
+    assert int(host(resumed.num_batches_tracked)) == 4
+
+
+def test_momentum_none_is_refused_by_the_functional_op_and_bad_momenta_by_the_layer(rng):
+    with pytest.raises(ValueError, match=r"batch_norm: got momentum=None; expected a finite number in \[0.0, 1.0\]"):
+        mg.batch_norm(mg.Tensor(rng.normal(size=(4, 2))), None, None, np.zeros(2), np.ones(2), momentum=None)
+    with pytest.raises(ValueError, match=r"BatchNorm1d: got momentum=1.5; expected a finite number in "
+                                         r"\[0.0, 1.0\], e.g. momentum=0.1, or None for a cumulative average"):
+        mg.nn.BatchNorm1d(2, momentum=1.5)
+
+
+@pytest.mark.parametrize("momentum", [None, 0.1])
+def test_running_statistics_and_counter_match_torch(rng, momentum):
+    torch = pytest.importorskip("torch")
+    batches = [rng.normal(size=(n, 3)) * 2 + 1 for n in (4, 7, 5)]
+    ours = layer_run("cpu", batches, momentum, ["train", "eval", "train"])
+    theirs = torch.nn.BatchNorm1d(3, momentum=momentum).double()
+    for x, mode in zip(batches, ["train", "eval", "train"]):
+        theirs.train(mode == "train")
+        theirs(torch.from_numpy(x))
+    for key, value in theirs.state_dict().items():
+        if key in ("weight", "bias"):
+            continue
+        np.testing.assert_allclose(ours.state_dict()[key], value.numpy(), rtol=1e-12, err_msg=key)

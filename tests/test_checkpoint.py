@@ -193,16 +193,24 @@ def test_a_pytorch_state_dict_is_refused_with_the_layout_and_how_to_convert():
     np.testing.assert_allclose(ours(x).numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
 
 
-def test_a_converted_pytorch_state_dict_with_its_batch_counter_is_named_without_torch():
-    """The test above needs torch, which CI lacks; a state dict converted to NumPy arrays
-    still carries BatchNorm's num_batches_tracked, and that alone must name the layout."""
+def test_a_state_dict_with_pytorchs_batch_counter_loads_it_and_an_old_one_without_it_too():
+    """num_batches_tracked is a buffer, as in PyTorch: a converted PyTorch state dict carries it
+    and it loads; a checkpoint from before minigraph counted batches lacks it and still loads
+    with strict=True, the count left as it was (PyTorch's rule for its old checkpoints)."""
     ours = nn.Sequential(nn.Linear(3, 3, rng=0), nn.BatchNorm1d(3))
     state = {k: np.asarray(v) for k, v in ours.state_dict().items()}
+    assert state["1.num_batches_tracked"].dtype == np.int64 and state["1.num_batches_tracked"].shape == ()
     state["1.num_batches_tracked"] = np.array(7)
-    before = [p.numpy() for p in ours.parameters()]
-    with pytest.raises(TypeError, match=r"looks like a PyTorch state dict.*\(in_features, out_features\)"):
-        ours.load_state_dict(state)
-    assert all(np.array_equal(a, p.numpy()) for a, p in zip(before, ours.parameters()))
+    state["1.running_mean"] = np.full(3, 0.5, dtype=np.float32)
+    assert ours.load_state_dict(state) == ([], [])
+    assert int(ours[1].num_batches_tracked) == 7
+    old = {k: v for k, v in state.items() if k != "1.num_batches_tracked"}
+    old["1.running_mean"] = np.full(3, 0.25, dtype=np.float32)
+    assert ours.load_state_dict(old) == ([], [])  # strict, yet not missing
+    assert int(ours[1].num_batches_tracked) == 7
+    np.testing.assert_array_equal(ours[1].running_mean, 0.25)
+    with pytest.raises(ValueError, match=r"missing keys \['1.running_var'\]"):
+        ours.load_state_dict({k: v for k, v in old.items() if k != "1.running_var"})  # others still count
 
 
 def test_a_transposed_weight_names_the_layout():

@@ -252,7 +252,7 @@ def test_convert_sync_batchnorm_keeps_the_parameters_and_replaces_a_shared_layer
     assert type(model[1]) is nn.SyncBatchNorm and model[1] is model[3]
     assert model[1].weight is weight and model[1].running_mean is shared.running_mean
     assert list(model.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
-                                        "1.running_var"]
+                                        "1.running_var", "1.num_batches_tracked"]
     assert type(nn.SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm1d(2))) is nn.SyncBatchNorm
 
 

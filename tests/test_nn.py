@@ -50,7 +50,7 @@ def test_sequential_names_and_orders_its_parameters_like_pytorch():
     assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"]
     expected = [net[0].weight, net[0].bias, net[1].weight, net[1].bias, net[3].weight, net[3].bias]
     assert [id(p) for p in net.parameters()] == [id(p) for p in expected]
-    assert [name for name, _ in net.named_buffers()] == ["1.running_mean", "1.running_var"]
+    assert [name for name, _ in net.named_buffers()] == ["1.running_mean", "1.running_var", "1.num_batches_tracked"]
 
 
 def test_nested_modules_own_parameters_come_before_children():
@@ -78,8 +78,7 @@ def test_parameter_names_match_an_equivalent_torch_module():
 
     theirs = TorchNet()
     assert [n for n, _ in Net().named_parameters()] == [n for n, _ in theirs.named_parameters()]
-    their_state = [k for k in theirs.state_dict() if not k.endswith("num_batches_tracked")]
-    assert list(Net().state_dict()) == their_state
+    assert list(Net().state_dict()) == list(theirs.state_dict())  # num_batches_tracked included
 
 
 def test_shared_layers_and_tensors_are_listed_once():
@@ -398,7 +397,7 @@ def test_module_list_registers_its_modules_as_children_of_the_parent():
     assert list(tower.parameters())[0] is tower.layers[0].weight
     assert list(tower.state_dict()) == [
         "layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias", "layers.1.running_mean",
-        "layers.1.running_var", "layers.2.weight", "layers.2.bias"]
+        "layers.1.running_var", "layers.1.num_batches_tracked", "layers.2.weight", "layers.2.bias"]
     tower.eval()
     assert [m.training for m in tower.layers] == [False, False, False]
     tower.train()
@@ -509,7 +508,7 @@ def test_state_dict_holds_host_copies_of_parameters_and_buffers(rng):
     net = trained(small_net(), rng)
     state = net.state_dict()
     assert list(state) == ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean",
-                           "1.running_var", "3.weight", "3.bias"]
+                           "1.running_var", "1.num_batches_tracked", "3.weight", "3.bias"]
     assert all(type(v) is np.ndarray for v in state.values())
     np.testing.assert_array_equal(state["1.running_mean"], net[1].running_mean)
     state["0.weight"][...] = 0  # a copy: editing it leaves the model alone
