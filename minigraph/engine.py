@@ -270,7 +270,7 @@ def _check_gradients(fn: Function, grads: Any) -> None:
         if edge is None or grad is None:
             continue
         grad = _unscalar(grad)  # a 0-d gradient computed by NumPy; accepted, see _propagate
-        shape, dtype, device = (edge._data.shape, edge._data.dtype, edge.device) if type(edge) is Tensor \
+        shape, dtype, device = (edge._data.shape, edge._data.dtype, edge.device) if isinstance(edge, Tensor) \
             else (edge.out_shape, edge.out_dtype, "cpu" if edge.out_type is numpy.ndarray else "gpu")
         got = getattr(grad, "shape", None), getattr(grad, "dtype", None)
         if not _is_array(grad) or got != (shape, dtype) or backend.device_of(grad) != device:
@@ -439,7 +439,7 @@ def _propagate(fn: Function, grad: Any, retain_graph: bool) -> None:
                 continue
             if type(grad) is not numpy.ndarray:  # (the common case skips the call)
                 grad = _unscalar(grad)
-            if type(edge) is Tensor:
+            if isinstance(edge, Tensor):  # a leaf (a Tensor or nn.Parameter), else a Function
                 if edge in leaf_grads:
                     leaf_grads[edge] = _sum(leaf_grads[edge], grad)
                 else:

@@ -1,8 +1,8 @@
 """Layers that own their parameters, PyTorch-style: ``Module``, ``Linear``, ``BatchNorm1d``, ...
 
 A ``Module`` finds its parameters the way ``torch.nn.Module`` does: assigning an
-attribute registers it. A leaf ``Tensor`` with ``requires_grad=True`` becomes a
-parameter, a ``Module`` becomes a child, and ``register_buffer(name, array)``
+attribute registers it. An ``nn.Parameter`` (frozen or not), or any leaf ``Tensor`` with
+``requires_grad=True``, becomes a parameter, a ``Module`` becomes a child, and ``register_buffer(name, array)``
 adds a buffer (state that is saved but not trained, such as batch norm's
 running statistics). Buffers are raw NumPy/CuPy arrays, so ops can update them
 in place.
@@ -30,6 +30,7 @@ from typing import Any, Callable, NamedTuple
 import numpy
 
 from . import backend, checks
+from . import nn_functional as functional
 from . import nn_utils as utils
 from .checkpoint import host_copy, load, save
 from .engine import Tensor, as_tensor
@@ -38,21 +39,49 @@ from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout
 from .ops.linear import linear
 from .ops.mse_loss import mse_loss
+from .ops.elementwise import sigmoid, tanh
 from .ops.relu import relu
+from .ops.shape import reshape
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
-    "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Linear", "MSELoss", "Module", "ModuleList", "ReLU",
-    "Sequential", "SyncBatchNorm", "load", "save", "utils",
+    "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Flatten", "Identity", "Linear", "MSELoss", "Module",
+    "ModuleList", "Parameter", "ReLU", "Sequential", "Sigmoid", "SyncBatchNorm", "Tanh", "functional", "load",
+    "save", "utils",
 ]
 
 # nn is one file, not a package, so `import minigraph.nn.utils` would find no submodule; the
 # entry in sys.modules is where the import system looks first (os.path is os's precedent).
 sys.modules[f"{__name__}.utils"] = utils
+sys.modules[f"{__name__}.functional"] = functional
 
 
 def _is_array(value: Any) -> bool:
     return isinstance(value, numpy.ndarray) or backend.is_gpu_array(value)
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module registers as a parameter when assigned as its attribute, as
+    ``torch.nn.Parameter``: ``self.w = nn.Parameter(data)``.
+
+    ``data``: a Tensor (its array is shared, not copied, as in PyTorch) or a float32/float64
+    NumPy/CuPy array or other data ``Tensor`` takes, placed by the same device rule (``device``
+    as in ``Tensor``; a Tensor stays on its device). ``requires_grad`` defaults to True; a
+    Parameter made with ``requires_grad=False`` is still a parameter of its module (listed by
+    ``parameters()``, saved by ``state_dict``, moved by ``to``), only frozen. Layers make
+    their weights Parameters, so ``isinstance(p, nn.Parameter)`` holds for them.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, data: Any, requires_grad: bool = True, *, device: str | None = None) -> None:
+        if data is None:
+            raise TypeError("Parameter: got data=None; expected a Tensor or an array, e.g. "
+                            "nn.Parameter(numpy.zeros(3, dtype=numpy.float32))")
+        super().__init__(data, requires_grad=requires_grad, device=device)
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
 
 
 class IncompatibleKeys(NamedTuple):
@@ -100,15 +129,15 @@ class Module:
                 raise TypeError(f"{type(self).__name__}.{name} is a buffer; got {_describe(value)}, "
                                 f"expected a NumPy/CuPy array (or None)")
             buffers[name] = value
-        elif isinstance(value, Tensor) and value.requires_grad and value.is_leaf:
+        elif isinstance(value, Parameter) or (isinstance(value, Tensor) and value.requires_grad and value.is_leaf):
             modules.pop(name, None)
             parameters[name] = value
         elif name in parameters and value is not None:
             # A detached or computed tensor here would silently drop out of training and checkpoints.
             raise TypeError(f"{type(self).__name__}.{name} is a parameter; got {_describe(value)}, "
-                            f"expected a leaf Tensor with requires_grad=True (or None to remove it). "
-                            f"To keep it frozen, assign it first and then call "
-                            f"{name}.requires_grad_(False)")
+                            f"expected an nn.Parameter or a leaf Tensor with requires_grad=True (or "
+                            f"None to remove it). To put a frozen one here, assign "
+                            f"nn.Parameter(data, requires_grad=False)")
         else:
             parameters.pop(name, None)
             if isinstance(value, Module):
@@ -441,10 +470,10 @@ class Linear(Module):
         # Drawn in float64 on the host, so a seed gives the same weights on every device and dtype.
         weight = generator.normal(0.0, math.sqrt(2.0 / self.in_features),
                                   size=(self.in_features, self.out_features))
-        self.weight = Tensor(weight.astype(dtype), requires_grad=True, device=device)
+        self.weight = Parameter(weight.astype(dtype), device=device)
         if checks.flag("Linear", "bias", bias):  # bias="False" must not make a bias
             zeros = numpy.zeros(self.out_features, dtype=dtype)
-            self.bias = Tensor(zeros, requires_grad=True, device=device)
+            self.bias = Parameter(zeros, device=device)
         else:
             self.bias = None
 
@@ -466,8 +495,9 @@ class BatchNorm1d(Module):
     unbiased (PyTorch's convention). The buffer ``num_batches_tracked`` (an int64 0-d
     array) counts those updates; with ``momentum=None`` the running statistics are the
     cumulative average of every batch's, momentum being 1/num_batches_tracked (reading the
-    count makes a GPU wait, once per training forward, as in PyTorch; a number does not). Evaluation mode (``eval()``) normalises
-    with the running statistics and leaves them alone. ``ddof`` changes only the
+    count makes a GPU wait, once per training forward, as in PyTorch; a number does not).
+    Evaluation mode (``eval()``) normalises with the running statistics and leaves them
+    alone. ``ddof`` changes only the
     variance used to normalise in training (``ddof=1`` with ``eps=0`` is R's
     ``scale()``). ``weight`` (gamma, ones) and ``bias`` (beta, zeros) are
     parameters unless ``affine=False``. With ``track_running_stats=False`` there
@@ -501,8 +531,8 @@ class BatchNorm1d(Module):
             return backend.to_device(numpy.full(self.num_features, value, dtype=dtype), device)
 
         if self.affine:
-            self.weight = Tensor(filled(1.0), requires_grad=True, device=device)
-            self.bias = Tensor(filled(0.0), requires_grad=True, device=device)
+            self.weight = Parameter(filled(1.0), device=device)
+            self.bias = Parameter(filled(0.0), device=device)
         else:
             self.weight = None
             self.bias = None
@@ -599,6 +629,75 @@ class ReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return relu(x)
+
+
+class Tanh(Module):
+    """Elementwise tanh(x). x: any shape -> same shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return tanh(x)
+
+
+class Sigmoid(Module):
+    """Elementwise 1 / (1 + exp(−x)). x: any shape -> same shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sigmoid(x)
+
+
+class Identity(Module):
+    """Returns its input unchanged; its arguments are ignored, as in PyTorch (a placeholder
+    where a layer is switched off, e.g. ``nn.BatchNorm1d(p) if use_bn else nn.Identity()``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+
+class Flatten(Module):
+    """Merge the dimensions ``start_dim`` to ``end_dim`` (inclusive; negative counts from the
+    end) into one, as ``torch.nn.Flatten``. x: (N, d1, d2, ...) -> (N, d1·d2·...) by default."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim = _dimension_argument("Flatten", "start_dim", start_dim)
+        self.end_dim = _dimension_argument("Flatten", "end_dim", end_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = as_tensor("Flatten", "x", x)
+        ndim = max(x.ndim, 1)  # a 0-d tensor flattens to shape (1,), as in PyTorch
+        start, end = (_in_range("Flatten", name, dim, ndim)
+                      for name, dim in (("start_dim", self.start_dim), ("end_dim", self.end_dim)))
+        if start > end:
+            raise ValueError(f"Flatten: start_dim={self.start_dim} comes after end_dim={self.end_dim} for "
+                             f"an input of {x.ndim} dimensions; expected start_dim <= end_dim")
+        shape = (1,) if x.ndim == 0 else x.shape
+        merged = math.prod(shape[start:end + 1])
+        return reshape(x, (*shape[:start], merged, *shape[end + 1:]))
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+def _dimension_argument(owner: str, name: str, value: Any) -> int:
+    """An integer dimension (negative allowed), or a TypeError naming ``owner`` and ``name``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError  # True is no dimension, though operator.index takes it
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{owner}: got {name}={value!r}; expected an integer dimension "
+                        f"(negative counts from the end)") from None
+
+
+def _in_range(owner: str, name: str, dim: int, ndim: int) -> int:
+    """``dim`` made non-negative for a tensor of ``ndim`` dimensions, or an IndexError."""
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"{owner}: {name}={dim} is out of range for an input of {ndim} dimensions; "
+                         f"expected one in [{-ndim}, {ndim - 1}]")
+    return dim % ndim
 
 
 class _Loss(Module):
@@ -742,18 +841,62 @@ class _ModuleSequence(Module):
     def _of(self, modules: list[Module]) -> "_ModuleSequence":
         raise NotImplementedError
 
-    def __getitem__(self, index: int | slice) -> Any:
-        modules = list(self._modules.values())
-        if isinstance(index, slice):
-            return self._of(modules[index])
+    def _position(self, index: Any, slices: bool = True) -> int | slice:
+        """``index`` as a position in [0, len) or a slice, or the IndexError/TypeError a list gives,
+        naming the container."""
+        if slices and isinstance(index, slice):
+            return index
         try:
-            return modules[operator.index(index)]
-        except IndexError:
-            raise IndexError(f"{type(self).__name__}: index {index} is out of range for "
-                             f"{len(modules)} modules") from None
+            position = operator.index(index)
         except TypeError:
-            raise TypeError(f"{type(self).__name__}: got index {index!r}; expected an integer or "
-                            f"a slice") from None
+            expected = "an integer or a slice" if slices else "an integer"
+            raise TypeError(f"{type(self).__name__}: got index {index!r}; expected {expected}") from None
+        if not -len(self) <= position < len(self):
+            raise IndexError(f"{type(self).__name__}: index {index} is out of range for "
+                             f"{len(self)} modules")
+        return position % len(self)
+
+    def _renumber(self, modules: list[Module]) -> None:
+        """Make ``modules`` the children "0", "1", ..., dropping the old numbering (after a removal)."""
+        for name in list(self._modules):
+            delattr(self, name)
+        self._number(modules)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        position = self._position(index)
+        modules = list(self._modules.values())
+        return self._of(modules[position]) if isinstance(position, slice) else modules[position]
+
+    def __setitem__(self, index: int, module: Module) -> None:
+        """Replace the module at ``index`` (negative counts from the end), as on a list."""
+        (module,) = self._checked(f"{type(self).__name__}.__setitem__", [module], "module")
+        setattr(self, str(self._position(index, slices=False)), module)
+
+    def __delitem__(self, index: int | slice) -> None:
+        """Remove the module(s) at ``index`` (an integer or a slice); the rest are renumbered from
+        "0", as in PyTorch, so names (and state_dict keys) stay "0", "1", ... in order."""
+        modules = list(self._modules.values())
+        del modules[self._position(index)]
+        self._renumber(modules)
+
+    def pop(self, index: int | slice = -1) -> Any:
+        """Remove and return the module at ``index`` (the last by default), renumbering the rest."""
+        taken = self[index]
+        del self[index]
+        return taken
+
+    def _others(self, where: str, other: Any) -> list[Module]:
+        """The modules of ``other`` for ``+`` and ``+=``: any iterable of Modules (Sequential
+        narrows it to a Sequential, as PyTorch does)."""
+        return self._checked(where, other)
+
+    def __add__(self, other: Any) -> "_ModuleSequence":
+        """A new container of this one's modules then ``other``'s (the same module objects)."""
+        return self._of([*self, *self._others(f"{type(self).__name__} + ...", other)])
+
+    def __iadd__(self, other: Any) -> "_ModuleSequence":
+        """Append ``other``'s modules in place; returns self."""
+        return self.extend(self._others(f"{type(self).__name__} += ...", other))
 
 
 class Sequential(_ModuleSequence):
@@ -762,7 +905,9 @@ class Sequential(_ModuleSequence):
     The children are named "0", "1", ..., so parameter names read ``0.weight``.
     Indexable (``seq[0]``, ``seq[-1]``; a slice gives a new Sequential of the same
     module objects, renumbered), ``len()``, iterable, and grows with ``append``,
-    ``extend`` and ``insert``, as ``ModuleList`` does.
+    ``extend`` and ``insert``, as ``ModuleList`` does. ``seq[i] = layer`` replaces one,
+    ``del seq[i]`` (or a slice) and ``pop(i)`` remove and renumber, and ``+``/``+=`` join
+    another Sequential, as in PyTorch.
     """
 
     def __init__(self, *modules: Module) -> None:
@@ -771,6 +916,12 @@ class Sequential(_ModuleSequence):
 
     def _of(self, modules: list[Module]) -> "Sequential":
         return Sequential(*modules)
+
+    def _others(self, where: str, other: Any) -> list[Module]:
+        if not isinstance(other, Sequential):
+            raise TypeError(f"{where}: got {_describe(other)}; expected a Sequential (PyTorch's "
+                            f"Sequential adds only Sequentials); for a list, use extend()")
+        return list(other)
 
     def forward(self, x: Any) -> Any:
         for module in self._modules.values():
@@ -784,8 +935,10 @@ class ModuleList(_ModuleSequence):
     ``ModuleList([m0, m1, ...])`` (any iterable of Modules, or nothing) holds them as children
     named "0", "1", ..., so the parent's ``parameters()``, ``state_dict()`` (keys such as
     ``layers.0.weight``), ``to()`` and ``train()``/``eval()`` reach them, which a plain Python
-    list of layers would hide. ``append``, ``extend``, ``insert``, ``len()``, iteration and
-    indexing as on a list; a slice is a new ModuleList of the same module objects, renumbered.
+    list of layers would hide. ``append``, ``extend``, ``insert``, ``len()``, iteration,
+    indexing, ``layers[i] = layer``, ``del layers[i]`` (or a slice), ``pop(i)``, ``+`` and ``+=``
+    (any iterable of Modules) as on a list; removals renumber the rest from "0", and a slice
+    is a new ModuleList of the same module objects, renumbered.
     It has no ``forward``: the parent's forward calls the layers, e.g. ``for layer in
     self.layers: x = layer(x)``.
     """

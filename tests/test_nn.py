@@ -103,7 +103,7 @@ def test_attribute_assignment_registers_replaces_and_removes():
     net.head.bias = None  # removing a parameter, as Linear(bias=False) does
     assert "head.bias" not in dict(net.named_parameters())
     with pytest.raises(TypeError, match=r"Linear.weight is a parameter; got a Tensor of shape "
-                                        r"\(5, 2\), expected a leaf Tensor"):
+                                        r"\(5, 2\), expected an nn.Parameter or a leaf Tensor"):
         net.head.weight = net.head.weight.detach()  # requires_grad=False would drop it silently
     x = mg.Tensor(np.ones((2, 5)), requires_grad=True)
     net.cache = x @ net.head.weight  # a computed tensor is a plain attribute, never a parameter

@@ -1,0 +1,228 @@
+"""nn.Parameter, Identity/Tanh/Sigmoid/Flatten, editing Sequential and ModuleList, and nn.functional."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+import minigraph as mg
+import minigraph.nn.functional as F
+from minigraph import nn, optim
+from minigraph.backend import to_device
+
+
+def host(array):
+    return to_device(array, "cpu")
+
+
+# --- nn.Parameter ------------------------------------------------------------------------------
+class Scaled(nn.Module):
+    """A custom module written as PyTorch users write one: its own Parameters, one frozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(np.full(3, 2.0))
+        self.offset = nn.Parameter(np.ones(3), requires_grad=False)
+        self.label = mg.Tensor(np.zeros(3))  # a plain tensor: no parameter
+
+    def forward(self, x):
+        return x * self.scale + self.offset
+
+
+def test_parameters_register_frozen_ones_too_and_train(device, rng):
+    net = Scaled()
+    assert [name for name, _ in net.named_parameters()] == ["scale", "offset"]
+    assert all(isinstance(p, nn.Parameter) and isinstance(p, mg.Tensor) for p in net.parameters())
+    assert net.offset.requires_grad is False and list(net.state_dict()) == ["scale", "offset"]
+    assert all(p.device == device for p in net.parameters())
+    x = rng.normal(size=(4, 3))
+    opt = optim.SGD(net.parameters(), lr=0.1)
+    loss = (net(mg.Tensor(x)) ** 2).sum()
+    loss.backward()
+    # d/dscale Σ (x·s + o)² = Σ_rows 2 (x·s + o) x, by hand
+    np.testing.assert_allclose(host(net.scale.grad), (2 * (x * 2.0 + 1.0) * x).sum(0), rtol=1e-12)
+    assert net.offset.grad is None
+    opt.step()
+    np.testing.assert_allclose(host(net.scale.data), 2.0 - 0.1 * (2 * (x * 2.0 + 1.0) * x).sum(0), rtol=1e-12)
+    np.testing.assert_array_equal(host(net.offset.data), np.ones(3))  # frozen: stepped over
+
+
+def test_layers_make_parameters_and_a_parameter_shares_a_tensors_array(device):
+    linear, bn = nn.Linear(3, 2), nn.BatchNorm1d(2)
+    assert all(type(p) is nn.Parameter for p in [*linear.parameters(), *bn.parameters()])
+    assert all(p.device == device for p in linear.parameters())
+    t = mg.Tensor(np.ones(2))
+    p = nn.Parameter(t)
+    assert p.data is t.data and p.device == t.device and p.requires_grad and p.is_leaf
+    p.data[...] = 5.0  # one array, as torch.nn.Parameter(tensor) shares its storage
+    assert host(t.data).tolist() == [5.0, 5.0]
+    assert repr(p).startswith("Parameter containing:\nTensor(")
+    with pytest.raises(TypeError, match=r"Parameter: got data=None; expected a Tensor or an array"):
+        nn.Parameter(None)
+    with pytest.raises(TypeError, match=r"Tensor: got requires_grad='yes'"):
+        nn.Parameter(np.ones(2), requires_grad="yes")
+
+
+def test_a_frozen_parameter_can_replace_a_trainable_one_but_a_plain_tensor_cannot():
+    layer = nn.Linear(2, 2, dtype=np.float64)
+    layer.weight = nn.Parameter(np.eye(2), requires_grad=False)
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    with pytest.raises(TypeError, match=r"Linear.weight is a parameter; got a Tensor of shape \(2, 2\), "
+                                        r"expected an nn.Parameter .* nn.Parameter\(data, requires_grad=False\)"):
+        layer.weight = mg.Tensor(np.eye(2))
+
+
+def test_a_model_of_parameters_pickles_and_moves_keeping_the_class(device):
+    net = Scaled()
+    copy = pickle.loads(pickle.dumps(net))
+    assert type(copy.scale) is nn.Parameter and copy.offset.requires_grad is False
+    np.testing.assert_array_equal(host(copy.scale.data), host(net.scale.data))
+    net.to("cpu")
+    assert type(net.scale) is nn.Parameter and net.scale.device == "cpu"
+
+
+# --- the small modules -------------------------------------------------------------------------
+def test_tanh_sigmoid_and_identity_modules_are_their_functions(on, rng):
+    x = rng.normal(size=(4, 3))
+    t = mg.Tensor(on(x))
+    np.testing.assert_allclose(host(nn.Tanh()(t).data), np.tanh(x), rtol=1e-12)
+    np.testing.assert_allclose(host(nn.Sigmoid()(t).data), 1 / (1 + np.exp(-x)), rtol=1e-12)
+    assert nn.Identity(54, unused="ignored")(t) is t  # arguments ignored, as in PyTorch
+    assert list(nn.Identity().parameters()) == []
+
+
+@pytest.mark.parametrize("shape,start,end,expected", [
+    ((2, 3, 4), 1, -1, (2, 12)), ((2, 3, 4), 0, -1, (24,)), ((2, 3, 4, 5), 1, 2, (2, 12, 5)),
+    ((2, 3, 4), -2, -2, (2, 3, 4)), ((5, 3), 1, -1, (5, 3)), ((), 0, -1, (1,)),
+])
+def test_flatten_merges_the_given_dimensions_as_numpy_reshape_does(on, rng, shape, start, end, expected):
+    x = rng.normal(size=shape)
+    t = mg.Tensor(on(x), requires_grad=True)
+    out = nn.Flatten(start, end)(t)
+    assert out.shape == expected
+    np.testing.assert_array_equal(host(out.data), x.reshape(expected))  # row-major, as PyTorch
+    (out * mg.Tensor(on(np.arange(out.data.size, dtype=float).reshape(expected)))).sum().backward()
+    np.testing.assert_array_equal(host(t.grad), np.arange(x.size, dtype=float).reshape(shape))
+
+
+def test_flatten_refuses_bad_dimensions_by_name():
+    with pytest.raises(TypeError, match=r"Flatten: got start_dim=1.5; expected an integer dimension"):
+        nn.Flatten(1.5)
+    with pytest.raises(TypeError, match=r"Flatten: got end_dim=True; expected an integer dimension"):
+        nn.Flatten(0, True)
+    with pytest.raises(IndexError, match=r"Flatten: start_dim=3 is out of range for an input of 2 dimensions; "
+                                         r"expected one in \[-2, 1\]"):
+        nn.Flatten(3)(mg.Tensor(np.ones((2, 2))))
+    with pytest.raises(ValueError, match=r"Flatten: start_dim=2 comes after end_dim=1"):
+        nn.Flatten(2, 1)(mg.Tensor(np.ones((2, 2, 2))))
+
+
+# --- editing Sequential and ModuleList ---------------------------------------------------------
+def layers(count):
+    return [nn.Linear(2, 2, rng=k, dtype=np.float64) for k in range(count)]
+
+
+@pytest.mark.parametrize("kind", [nn.Sequential, nn.ModuleList])
+def test_setitem_delitem_and_pop_edit_in_place_and_renumber(kind):
+    a, b, c, d = layers(4)
+    seq = kind(a, b, c) if kind is nn.Sequential else kind([a, b, c])
+    seq[-1] = d
+    assert list(seq) == [a, b, d] and list(seq._modules) == ["0", "1", "2"]
+    del seq[0]
+    assert list(seq) == [b, d] and [n for n, _ in seq.named_parameters()] == ["0.weight", "0.bias",
+                                                                              "1.weight", "1.bias"]
+    assert seq.pop() is d and list(seq) == [b] and list(seq._modules) == ["0"]
+    seq.extend([a, c, d])
+    del seq[1:3]
+    assert list(seq) == [b, d] and list(seq.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert seq.pop(0) is b and list(seq) == [d]
+    with pytest.raises(IndexError, match=rf"{kind.__name__}: index 1 is out of range for 1 modules"):
+        seq[1] = a
+    with pytest.raises(IndexError, match=rf"{kind.__name__}: index -2 is out of range for 1 modules"):
+        del seq[-2]
+    with pytest.raises(TypeError, match=rf"{kind.__name__}: got index '0'; expected an integer$"):
+        seq["0"] = a
+    with pytest.raises(TypeError, match=rf"{kind.__name__}.__setitem__: got a list; expected a Module"):
+        seq[0] = [a]
+    assert list(seq) == [d]
+
+
+def test_plus_joins_containers_of_the_same_modules():
+    a, b, c = layers(3)
+    joined = nn.Sequential(a, b) + nn.Sequential(c)
+    assert type(joined) is nn.Sequential and list(joined) == [a, b, c]
+    seq = nn.Sequential(a)
+    seq += nn.Sequential(b, c)
+    assert list(seq) == [a, b, c] and list(seq._modules) == ["0", "1", "2"]
+    with pytest.raises(TypeError, match=r"Sequential \+ \.\.\.: got a list; expected a Sequential"):
+        nn.Sequential(a) + [b]
+    listed = nn.ModuleList([a]) + [b, c]  # a ModuleList takes any iterable of Modules
+    assert type(listed) is nn.ModuleList and list(listed) == [a, b, c]
+    listed += (c,)
+    assert list(listed) == [a, b, c, c]
+    with pytest.raises(TypeError, match=r"ModuleList \+= \.\.\.: item 0 is an int; expected a Module"):
+        listed += [1]
+    assert len(listed) == 4  # nothing added
+
+
+def test_an_edited_sequential_computes_what_its_remaining_layers_compute(rng):
+    a, b, c = layers(3)
+    seq = nn.Sequential(a, nn.ReLU(), b, c)
+    del seq[1]
+    seq[1] = nn.Tanh()
+    x = mg.Tensor(rng.normal(size=(3, 2)))
+    np.testing.assert_allclose(seq(x).data, c(mg.tanh(a(x))).data, rtol=1e-12)
+
+
+# --- nn.functional -----------------------------------------------------------------------------
+def test_functional_is_the_ops_under_torchs_signatures(on, rng):
+    x = rng.normal(size=(6, 3))
+    w, b = rng.normal(size=(3, 2)), rng.normal(size=2)
+    gamma, beta = rng.uniform(0.5, 2, size=3), rng.normal(size=3)
+    t = mg.Tensor(on(x))
+    np.testing.assert_allclose(host(F.relu(t).data), np.maximum(x, 0))
+    np.testing.assert_allclose(host(F.tanh(t).data), np.tanh(x), rtol=1e-12)
+    np.testing.assert_allclose(host(F.sigmoid(t).data), 1 / (1 + np.exp(-x)), rtol=1e-12)
+    np.testing.assert_allclose(host(F.linear(t, mg.Tensor(on(w)), mg.Tensor(on(b))).data), x @ w + b, rtol=1e-12)
+    mean, var = on(np.zeros(3)), on(np.ones(3))
+    trained = F.batch_norm(t, mean, var, mg.Tensor(on(gamma)), mg.Tensor(on(beta)), training=True, momentum=0.5)
+    np.testing.assert_allclose(host(trained.data), (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) * gamma + beta,
+                               rtol=1e-10)
+    np.testing.assert_allclose(host(mean), 0.5 * x.mean(0), rtol=1e-12)  # torch's momentum convention
+    evaluated = F.batch_norm(t, mean, var, eps=1e-3)  # evaluation by default, as torch's
+    np.testing.assert_allclose(host(evaluated.data), (x - host(mean)) / np.sqrt(host(var) + 1e-3), rtol=1e-12)
+    y = rng.normal(size=(6, 3))
+    assert F.mse_loss(t, mg.Tensor(on(y))).item() == pytest.approx(np.mean((x - y) ** 2), rel=1e-12)
+    labels = np.array([0, 2, 1, 1, 0, 2])
+    log_p = x - np.log(np.exp(x).sum(1, keepdims=True))
+    assert F.cross_entropy(t, on(labels), reduction="sum").item() == pytest.approx(
+        -log_p[np.arange(6), labels].sum(), rel=1e-12)
+    assert F.dropout(t, 0.5, training=False) is t
+    dropped = host(F.dropout(t, p=0.5).data)  # training by default, as torch's F.dropout
+    assert np.all((dropped == 0) | np.isclose(dropped, 2 * x))  and (dropped == 0).any()
+
+
+def test_functional_matches_torch_nn_functional(rng):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    x, w, b = rng.normal(size=(5, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)
+    gamma, beta = rng.normal(size=4), rng.normal(size=4)
+    ours_mean, ours_var = np.zeros(4), np.ones(4)
+    theirs_mean, theirs_var = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    tx = torch.from_numpy(x)
+    pairs = [
+        (F.linear(mg.Tensor(x), mg.Tensor(w), mg.Tensor(b)), tf.linear(tx, torch.from_numpy(w.T), torch.from_numpy(b))),
+        (F.batch_norm(mg.Tensor(x), ours_mean, ours_var, mg.Tensor(gamma), mg.Tensor(beta), True, 0.3, 1e-4),
+         tf.batch_norm(tx, theirs_mean, theirs_var, torch.from_numpy(gamma), torch.from_numpy(beta), True, 0.3, 1e-4)),
+        (F.batch_norm(mg.Tensor(x), ours_mean, ours_var), tf.batch_norm(tx, theirs_mean, theirs_var)),
+        (F.sigmoid(mg.Tensor(x)), torch.sigmoid(tx)), (F.tanh(mg.Tensor(x)), torch.tanh(tx)),
+        (F.relu(mg.Tensor(x)), tf.relu(tx)),
+        (F.mse_loss(mg.Tensor(x), mg.Tensor(x[::-1].copy())), tf.mse_loss(tx, tx.flip(0))),
+        (F.cross_entropy(mg.Tensor(x), np.array([0, 3, 1, 2, 0])), tf.cross_entropy(tx, torch.tensor([0, 3, 1, 2, 0]))),
+    ]
+    for ours, theirs in pairs:
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours_mean, theirs_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ours_var, theirs_var.numpy(), rtol=1e-12)
