@@ -12,22 +12,25 @@ from .ops.add import add
 from .ops.batch_norm import batch_norm
 from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout
-from .ops.elementwise import div, exp, log, mul, neg, pow, sigmoid, sub, tanh  # noqa: F401 (pow)
+from .ops.device import cast
+from .ops.elementwise import (  # noqa: F401 (abs, pow: see __all__)
+    abs, clamp, clip, div, exp, log, maximum, minimum, mul, neg, pow, sigmoid, sqrt, sub, tanh)
 from .ops.linear import linear
 from .ops.matmul import matmul
 from .ops.mse_loss import mse_loss
-from .ops.reduce import mean, sum  # noqa: F401 (sum: see __all__)
+from .ops.reduce import amax, amin, max, mean, min, sum  # noqa: F401 (sum, max, min: see __all__)
 from .ops.relu import relu
-from .ops.shape import reshape, transpose
+from .ops.shape import cat, reshape, stack, transpose
 from . import nn, optim, viz  # noqa: E402  (they build on the names above)
 
 __version__ = "0.1.0"
 
-# minigraph.sum and minigraph.pow are left out of __all__: `from minigraph import *` would
-# otherwise replace the builtins sum and pow in the importing module.
+# minigraph.sum, pow, abs, max and min are left out of __all__: `from minigraph import *` would
+# otherwise replace the builtins of those names in the importing module.
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "add", "apply", "backend", "batch_norm", "cross_entropy", "div",
-    "dropout", "enable_grad", "exp", "gradcheck", "is_grad_enabled", "linear", "log", "manual_seed", "matmul",
-    "mean", "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "set_grad_enabled",
-    "sigmoid", "sub", "tanh", "transpose", "viz",
+    "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "backend", "batch_norm", "cast",
+    "cat", "clamp", "clip", "cross_entropy", "div", "dropout", "enable_grad", "exp", "gradcheck",
+    "is_grad_enabled", "linear", "log", "manual_seed", "matmul", "maximum", "mean", "minimum", "mse_loss",
+    "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "set_grad_enabled", "sigmoid", "sqrt", "stack",
+    "sub", "tanh", "transpose", "viz",
 ]

@@ -153,6 +153,16 @@ def verified(cls: type) -> type:
     return cls
 
 
+def verified_variants(base: type, ops: dict[str, str]) -> tuple[type, ...]:
+    """One ``@verified`` subclass of ``base`` per entry class name -> op name, with ``op`` and
+    ``pick`` set to the op name: for node pairs whose math differs only in which extreme they
+    take (maximum and minimum, amax and amin), written once in ``base``. The tests gradcheck
+    each by its op name."""
+    return tuple(verified(type(name, (base,), {"__slots__": (), "__doc__": base.__doc__,
+                                               "__module__": base.__module__, "op": op, "pick": op}))
+                 for name, op in ops.items())
+
+
 def _check_operands(fn: Function, arrays: Sequence[Any]) -> None:
     """All operands of one op must share a device and a dtype."""
     first = arrays[0]
@@ -728,12 +738,37 @@ class Tensor:
         out._version = self._version if self._version is not None else [0]  # same array, same counter
         return out
 
-    def to(self, device: str) -> "Tensor":
-        """This tensor on ``device`` ('cpu', 'gpu', 'auto'); gradients flow back across."""
-        device = backend.check_device(device)
-        if device == self.device:
-            return self
-        return _to_device(self, device)
+    def to(self, target: Any = None, dtype: Any = None, *, device: str | None = None) -> "Tensor":
+        """This tensor on another device and/or in another dtype; gradients flow back across.
+
+        As PyTorch's: ``t.to("gpu")`` (a device: 'cpu', 'gpu', 'auto'), ``t.to(numpy.float64)``
+        (a dtype: float32 or float64), ``t.to("gpu", numpy.float32)``, or by keyword. Returns
+        the tensor itself when nothing changes.
+        """
+        if isinstance(target, str):
+            if device is not None:
+                raise TypeError(f"Tensor.to: got the device twice ({target!r} and device={device!r}); "
+                                f"expected it once")
+            device = target
+        elif target is not None:
+            if dtype is not None:
+                raise TypeError(f"Tensor.to: got the dtype twice ({target!r} and dtype={dtype!r}); "
+                                f"expected it once")
+            dtype = target
+        result = self
+        if device is not None:
+            device = backend.check_device(device)
+            if device != result.device:
+                result = _to_device(result, device)
+        return result if dtype is None else _cast(result, dtype)
+
+    def float(self) -> "Tensor":
+        """This tensor in float32 (itself if it is float32 already), differentiably."""
+        return _cast(self, numpy.float32)
+
+    def double(self) -> "Tensor":
+        """This tensor in float64 (itself if it is float64 already), differentiably."""
+        return _cast(self, numpy.float64)
 
     # --- autograd -----------------------------------------------------
     def register_hook(self, hook: Callable[[Any], Any]) -> Callable[[], None]:
@@ -793,6 +828,7 @@ class Tensor:
 
 
 _to_device: Callable[[Tensor, str], Tensor] | None = None  # bound by minigraph.ops.device
+_cast: Callable[[Tensor, Any], Tensor] | None = None  # bound by minigraph.ops.device
 
 
 def as_tensor(op: str, name: str, value: Any, like: Tensor | None = None) -> Tensor:

@@ -41,6 +41,18 @@ Tensor.__matmul__ = matmul.matmul
 Tensor.__rmatmul__ = _reflected(matmul.matmul)
 Tensor.__getitem__ = shape.getitem
 
+Tensor.__abs__ = elementwise.abs
+
+Tensor.abs = elementwise.abs
+Tensor.sqrt = elementwise.sqrt
+Tensor.clamp = elementwise.clamp
+Tensor.clip = elementwise.clamp
+Tensor.maximum = elementwise.maximum
+Tensor.minimum = elementwise.minimum
+Tensor.max = reduce.max
+Tensor.min = reduce.min
+Tensor.amax = reduce.amax
+Tensor.amin = reduce.amin
 Tensor.exp = elementwise.exp
 Tensor.log = elementwise.log
 Tensor.tanh = elementwise.tanh

@@ -1,8 +1,11 @@
-"""Moving a tensor between devices, differentiably: what ``Tensor.to`` runs."""
+"""Moving a tensor between devices or dtypes, differentiably: what ``Tensor.to``, ``float()`` and
+``double()`` run."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy
 
 from .. import engine
 from ..backend import device_of, to_device
@@ -32,4 +35,40 @@ def to(x: Tensor, device: str) -> Tensor:
     return apply(ToDevice(device), x)
 
 
+@verified
+class Cast(Function):
+    """x of one float dtype -> the same values in ``dtype`` (rounded, to float32); dX = dY cast back."""
+
+    __slots__ = ("dtype", "source")
+    op = "cast"
+
+    def __init__(self, dtype: numpy.dtype) -> None:
+        self.dtype = dtype
+
+    def forward(self, x: Any) -> Any:
+        self.source = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, grad_output: Any) -> tuple:
+        return (grad_output.astype(self.source),)
+
+
+def cast(x: Tensor, dtype: Any) -> Tensor:
+    """``x`` in ``dtype`` (float32 or float64), recorded in the graph; ``x`` itself when it has that
+    dtype already, as PyTorch's ``to`` returns self. Also ``x.float()``, ``x.double()`` and
+    ``x.to(dtype)``."""
+    x = engine.as_tensor("cast", "x", x)
+    try:
+        resolved = None if dtype is None else numpy.dtype(dtype)  # numpy.dtype(None) is float64
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved.name not in ("float32", "float64"):
+        raise TypeError(f"cast: got dtype={dtype!r}; expected numpy.float32 or numpy.float64, the "
+                        f"dtypes a Tensor holds")
+    if resolved == x.dtype:
+        return x
+    return apply(Cast(resolved), x)
+
+
 engine._to_device = to
+engine._cast = cast

@@ -1,4 +1,5 @@
-"""Elementwise ops: sub, mul, div (broadcasting), neg, pow, exp, log, tanh, sigmoid.
+"""Elementwise ops: sub, mul, div, maximum, minimum (broadcasting), neg, pow, exp, log, tanh,
+sigmoid, abs, sqrt, clamp.
 
 Notation: X, A, B are the inputs, Y the output, dY the upstream gradient, ⊙ the
 elementwise product. Every binary op broadcasts as NumPy does; its backward sums
@@ -13,7 +14,7 @@ from typing import Any
 
 from .. import checks
 from ..backend import get_array_module
-from ..engine import Function, Tensor, apply, as_tensor, verified
+from ..engine import Function, Tensor, apply, as_tensor, verified, verified_variants
 from .add import Broadcasting, broadcasting, sum_to_shape
 
 
@@ -82,6 +83,36 @@ class Div(Broadcasting):
                 -sum_to_shape(grad_a * y, self.b_shape) if needs_b else None)
 
 
+class _Extreme(Broadcasting):
+    """a: A, b: B -> y = the elementwise larger (``maximum``) or smaller (``minimum``) of a and b.
+
+    The gradient goes to the operand that was taken, and half to each where they tie, as in
+    PyTorch; with a NaN on either side (y is NaN) both operands get it in full:
+
+        dA = sum_to_shape(dY ⊙ wA, A),  dB = sum_to_shape(dY ⊙ wB, B),
+        wA = 0 where a loses, ½ where a = b, else 1 (wB likewise).
+    """
+
+    __slots__ = ()
+    pick: str  # "maximum" or "minimum"
+
+    def forward(self, a: Any, b: Any) -> Any:
+        self.saved = (a, b)
+        return getattr(get_array_module(a), self.pick)(a, b)
+
+    def backward(self, grad_output: Any) -> tuple:
+        a, b = self.saved
+        xp = get_array_module(grad_output)
+        a_loses, b_loses = (a < b, a > b) if self.pick == "maximum" else (a > b, a < b)
+        share = xp.where(a == b, 0.5, 1.0).astype(grad_output.dtype)  # ties split, as in PyTorch
+        needs_a, needs_b = self.needs_grad
+        return (sum_to_shape(grad_output * xp.where(a_loses, 0, share), self.a_shape) if needs_a else None,
+                sum_to_shape(grad_output * xp.where(b_loses, 0, share), self.b_shape) if needs_b else None)
+
+
+Maximum, Minimum = verified_variants(_Extreme, {"Maximum": "maximum", "Minimum": "minimum"})
+
+
 def sub(a: Tensor, b: Tensor) -> Tensor:
     """``a - b`` with NumPy broadcasting. Either side may be a Python number."""
     return broadcasting(Sub, "sub", a, b)
@@ -98,6 +129,17 @@ def div(a: Tensor, b: Tensor) -> Tensor:
     Division by zero gives inf or nan, as in NumPy and PyTorch; nothing checks for it.
     """
     return broadcasting(Div, "div", a, b)
+
+
+def maximum(a: Tensor, b: Tensor) -> Tensor:
+    """The elementwise larger of a and b, with NumPy broadcasting (NaN if either is NaN, as in
+    PyTorch). Ties split the gradient in half. Either side may be a Python number."""
+    return broadcasting(Maximum, "maximum", a, b)
+
+
+def minimum(a: Tensor, b: Tensor) -> Tensor:
+    """The elementwise smaller of a and b, as ``maximum``."""
+    return broadcasting(Minimum, "minimum", a, b)
 
 
 # --- unary -----------------------------------------------------------------------------------
@@ -188,6 +230,70 @@ class Sigmoid(FromOutput):
 
 
 @verified
+class Sqrt(FromOutput):
+    """x: any shape, x >= 0 -> y = √x.  dX = dY / (2Y)  (inf at x = 0, nan for x < 0, as in PyTorch)."""
+
+    __slots__ = ()
+    op = "sqrt"
+
+    def compute(self, xp: Any, x: Any) -> Any:
+        return xp.sqrt(x)
+
+    def derivative(self, y: Any) -> Any:
+        return 0.5 / y
+
+
+@verified
+class Abs(Function):
+    """x: any shape -> y = |x|.  dX = dY ⊙ sign(X)  (0 at x = 0, as in PyTorch)."""
+
+    __slots__ = ()
+    op = "abs"
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        self.saved = (xp.sign(x),)
+        return xp.abs(x)
+
+    def backward(self, grad_output: Any) -> tuple:
+        (sign,) = self.saved
+        return (grad_output * sign,)
+
+
+@verified
+class Clamp(Function):
+    """x: any shape -> y = min(max(x, low), high), either bound may be absent.
+
+    dX = dY where low <= x <= high (bounds included, as in PyTorch), else 0. With low > high
+    every y is high, and no gradient passes.
+    """
+
+    __slots__ = ("low", "high")
+    op = "clamp"
+
+    def __init__(self, low: float | None, high: float | None) -> None:
+        self.low = low
+        self.high = high
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        inside = None
+        y = x
+        if self.low is not None:
+            y = xp.maximum(y, self.low)
+            inside = x >= self.low
+        if self.high is not None:
+            y = xp.minimum(y, self.high)
+            inside = x <= self.high if inside is None else inside & (x <= self.high)
+        self.saved = (inside,)
+        return y
+
+    def backward(self, grad_output: Any) -> tuple:
+        (inside,) = self.saved
+        return (grad_output * inside,)
+
+
+@verified
 class Log(Function):
     """x: any shape, x > 0 -> y = ln x.  dX = dY / X.
 
@@ -261,6 +367,32 @@ def exp(x: Tensor) -> Tensor:
 def log(x: Tensor) -> Tensor:
     """Elementwise natural logarithm. x: any shape, positive."""
     return apply(Log(), as_tensor("log", "x", x))
+
+
+def sqrt(x: Tensor) -> Tensor:
+    """Elementwise square root. x: any shape, non-negative (negative entries give nan)."""
+    return apply(Sqrt(), as_tensor("sqrt", "x", x))
+
+
+def abs(x: Tensor) -> Tensor:  # noqa: A001 (torch.abs's name)
+    """Elementwise absolute value; also ``abs(t)``. x: any shape."""
+    return apply(Abs(), as_tensor("abs", "x", x))
+
+
+def clamp(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002 (torch's names)
+    """Each element limited to [min, max]; either bound may be None, not both. Also
+    ``x.clamp(min, max)`` and ``clip``. x: any shape. The gradient passes where
+    min <= x <= max (bounds included), as in PyTorch."""
+    x = as_tensor("clamp", "x", x)
+    if min is None and max is None:
+        raise ValueError("clamp: got min=None and max=None; expected at least one bound, "
+                         "e.g. clamp(x, min=0.0)")
+    bounds = [None if bound is None else checks.real("clamp", name, bound, infinite=True)
+              for name, bound in (("min", min), ("max", max))]
+    return apply(Clamp(*bounds), x)
+
+
+clip = clamp
 
 
 def tanh(x: Tensor) -> Tensor:

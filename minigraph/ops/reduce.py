@@ -1,17 +1,21 @@
-"""Reductions: sum and mean over some axes (or all), optionally keeping them as size 1.
+"""Reductions: sum, mean, amax and amin over some axes (or all), optionally keeping them as
+size 1; max and min, over all elements or along one axis with the indices.
 
 The backward of a reduction is a broadcast: every element that went into an output
-element receives that element's gradient (divided by the count, for the mean).
+element receives that element's gradient (divided by the count, for the mean). For the
+extremes, only the elements that were the extreme receive it: shared equally among ties
+(amax, amin, and max/min over all elements), or all of it to the returned index (max/min
+along an axis), as in PyTorch.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import checks
 from ..backend import get_array_module
-from ..engine import Function, Tensor, apply, as_tensor, verified
+from ..engine import Function, Tensor, apply, as_tensor, verified, verified_variants
 
 
 @verified
@@ -62,6 +66,83 @@ class Mean(Sum):
         return (self.spread(grad_output / self.count),)
 
 
+class _Extreme(Sum):
+    """x: shape S -> y = the largest element over the axes (``Amax``; ``Amin``: the smallest).
+
+    dX = M ⊙ broadcast(dY / c), M the mask of the elements equal to their y (NaN counting as
+    equal to a NaN y) and c the number of them per y: ties share the gradient equally.
+    """
+
+    __slots__ = ()
+    pick: str  # "amax" or "amin"
+
+    def __init__(self, axes: tuple[int, ...], keepdims: bool, in_shape: tuple) -> None:
+        super().__init__(axes, keepdims, in_shape)
+        if any(in_shape[axis] == 0 for axis in axes):  # NumPy's error names no op
+            raise ValueError(f"{self.op}: cannot reduce over an axis of size 0 (shape {in_shape}, axes "
+                             f"{axes}); expected at least one element to pick from")
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        y = (xp.amax if self.pick == "amax" else xp.amin)(x, axis=self.axes, keepdims=True)
+        self.saved = (x, y)
+        return y if self.keepdims else y.reshape(tuple(s for a, s in enumerate(x.shape) if a not in self.axes))
+
+    def backward(self, grad_output: Any) -> tuple:
+        x, y = self.saved
+        xp = get_array_module(x)
+        winners = (x == y) | (xp.isnan(x) & xp.isnan(y))
+        count = winners.sum(axis=self.axes, keepdims=True).astype(grad_output.dtype)
+        kept = grad_output.reshape(y.shape)
+        return (winners * (kept / count),)
+
+
+Amax, Amin = verified_variants(_Extreme, {"Amax": "amax", "Amin": "amin"})
+
+
+class ExtremeAlong(Function):
+    """x: shape S, one axis k -> the largest (``MaxAlong``) or smallest (``MinAlong``) element
+    along k, and its index, the first one among ties, as NumPy's argmax and PyTorch's max(dim).
+
+    dX = dY placed at the returned index along k, zeros elsewhere.
+    """
+
+    __slots__ = ("axis", "keepdims", "size", "indices")
+    pick: str
+
+    def __init__(self, axis: int, keepdims: bool, size: int) -> None:
+        self.axis = axis
+        self.keepdims = keepdims
+        self.size = size  # of x along the axis
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        index = (xp.argmax if self.pick == "max" else xp.argmin)(x, axis=self.axis, keepdims=True)
+        self.indices = index  # (S with k as 1): read by the caller, and by backward
+        values = xp.take_along_axis(x, index, axis=self.axis)
+        return values if self.keepdims else values.squeeze(self.axis)
+
+    def backward(self, grad_output: Any) -> tuple:
+        index = self.indices
+        xp = get_array_module(index)
+        kept = grad_output if self.keepdims else xp.expand_dims(grad_output, self.axis)
+        shape = [1] * index.ndim
+        shape[self.axis] = self.size
+        positions = xp.arange(self.size, dtype=index.dtype).reshape(shape)
+        return (xp.where(positions == index, kept, 0).astype(grad_output.dtype, copy=False),)
+
+
+MaxAlong, MinAlong = verified_variants(ExtremeAlong, {"MaxAlong": "max", "MinAlong": "min"})
+
+
+class ExtremeResult(NamedTuple):
+    """What ``max(x, dim)`` and ``min(x, dim)`` return, as ``torch.return_types.max``:
+    ``values`` (a Tensor) and ``indices`` (an int64 NumPy/CuPy array on x's device)."""
+
+    values: Tensor
+    indices: Any
+
+
 def _alias(op: str, name: str, value: Any, torch_name: str, torch_value: Any, default: Any) -> Any:
     """NumPy's argument or PyTorch's spelling of it (``dim`` for ``axis``, ``keepdim`` for
     ``keepdims``), so code written for either runs; both at once is an error."""
@@ -101,3 +182,50 @@ def mean(x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = 
     Also ``x.mean(axis, keepdims)``; PyTorch's ``dim=`` and ``keepdim=`` are accepted for them.
     """
     return _reduction(Mean, "mean", x, axis, keepdims, dim, keepdim)
+
+
+def amax(x: Tensor, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    """The largest element over ``dim`` (an int, a tuple, None: all), as ``torch.amax``. Ties
+    share the gradient equally. x: shape S -> S without those axes (as 1 with ``keepdim``)."""
+    return _reduction(Amax, "amax", x, dim, keepdim)
+
+
+def amin(x: Tensor, dim: int | tuple[int, ...] | None = None, keepdim: bool = False) -> Tensor:
+    """The smallest element over ``dim``, as ``amax``."""
+    return _reduction(Amin, "amin", x, dim, keepdim)
+
+
+def _extreme(pick: str, x: Tensor, dim: Any, keepdim: bool) -> Any:
+    from .elementwise import maximum, minimum  # (a module-level import would be circular)
+
+    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise larger
+        if keepdim is not False:
+            raise TypeError(f"{pick}: got a Tensor and keepdim; expected {pick}(x), {pick}(x, dim, "
+                            f"keepdim) or {pick}(a, b)")
+        return (maximum if pick == "max" else minimum)(x, dim)
+    if dim is None:
+        return _reduction(Amax if pick == "max" else Amin, pick, x, None, keepdim)
+    x = as_tensor(pick, "x", x)
+    keepdim = checks.flag(pick, "keepdim", keepdim)
+    if isinstance(dim, (tuple, list)):
+        raise TypeError(f"{pick}: got dim={dim!r}; expected one integer axis (for several, use "
+                        f"a{pick}(x, dim), which returns no indices)")
+    (axis,) = checks.axes(pick, dim, x.data.ndim, name="dim")
+    if x.data.shape[axis] == 0:
+        raise IndexError(f"{pick}: the axis {dim} has size 0; expected at least one element to pick from")
+    fn = (MaxAlong if pick == "max" else MinAlong)(axis, keepdim, x.data.shape[axis])
+    values = apply(fn, x)
+    indices = fn.indices if keepdim else fn.indices.squeeze(axis)
+    return ExtremeResult(values, indices.astype("int64", copy=False))
+
+
+def max(x: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001 (torch.max's name)
+    """As ``torch.max``: ``max(x)`` the largest element (ties share the gradient); ``max(x, dim,
+    keepdim=False)`` a named pair (values, indices) along one axis, the gradient going to the
+    index (the first among ties); ``max(a, b)`` the elementwise ``maximum``."""
+    return _extreme("max", x, dim, keepdim)
+
+
+def min(x: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001 (torch.min's name)
+    """As ``torch.min``: the smallest, like ``max``."""
+    return _extreme("min", x, dim, keepdim)

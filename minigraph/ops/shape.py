@@ -1,8 +1,9 @@
-"""Shape ops: transpose, reshape and indexing. They move elements and change no value.
+"""Shape ops: transpose, reshape, cat, stack and indexing. They move elements and change no value.
 
 Each backward puts dY back where its elements came from: the inverse permutation for
-transpose, the input's shape for reshape, and for indexing a scatter into zeros, which
-adds up the gradients of elements read more than once (``x[[0, 0, 1]]``).
+transpose, the input's shape for reshape, each input's slice of dY for cat and stack, and for
+indexing a scatter into zeros, which adds up the gradients of elements read more than once
+(``x[[0, 0, 1]]``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy
 
 from .. import checks
 from ..backend import get_array_module, is_gpu_array, join_device
-from ..engine import Function, Tensor, apply, as_tensor, verified
+from ..engine import Function, Tensor, apply, as_tensor, as_tensors, verified
 
 
 # --- transpose and reshape -------------------------------------------------------------------
@@ -96,6 +97,92 @@ def reshape(x: Tensor, shape: int | tuple[int, ...]) -> Tensor:
                          f"with at most one -1 standing for the rest")
     out_shape = tuple(size // known if s == -1 else s for s in sizes)
     return apply(Reshape(x.data.shape, out_shape), x)
+
+
+# --- joining ---------------------------------------------------------------------------------
+@verified
+class Cat(Function):
+    """x₁: S₁, ..., xₘ: Sₘ, equal but along axis k -> y: their concatenation along k.
+
+    dXᵢ = the slice of dY along k where xᵢ sits (a view).
+    """
+
+    __slots__ = ("axis", "bounds")
+    op = "cat"
+
+    def __init__(self, axis: int, sizes: list[int]) -> None:
+        self.axis = axis
+        self.bounds = numpy.cumsum([0, *sizes]).tolist()
+
+    def forward(self, *xs: Any) -> Any:
+        return get_array_module(xs[0]).concatenate(xs, axis=self.axis)
+
+    def backward(self, grad_output: Any) -> tuple:
+        lead = (slice(None),) * self.axis
+        return tuple(grad_output[(*lead, slice(start, stop))] if needs else None
+                     for start, stop, needs in zip(self.bounds, self.bounds[1:], self.needs_grad))
+
+
+@verified
+class Stack(Function):
+    """x₁, ..., xₘ: all of shape S -> y: shape S with a new axis of size m at k, yᵢ along k = xᵢ.
+
+    dXᵢ = dY at index i along k (a view).
+    """
+
+    __slots__ = ("axis",)
+    op = "stack"
+
+    def __init__(self, axis: int) -> None:
+        self.axis = axis
+
+    def forward(self, *xs: Any) -> Any:
+        return get_array_module(xs[0]).stack(xs, axis=self.axis)
+
+    def backward(self, grad_output: Any) -> tuple:
+        lead = (slice(None),) * self.axis
+        return tuple(grad_output[(*lead, i)] if needs else None for i, needs in enumerate(self.needs_grad))
+
+
+def _joined(op: str, tensors: Any) -> list[Tensor]:
+    """The tensors to join, as a non-empty list of Tensors (raw arrays join the first Tensor's device)."""
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: got {type(tensors).__name__}; expected a list or tuple of Tensors, "
+                        f"e.g. {op}([a, b], dim=0)")
+    if not tensors:
+        raise ValueError(f"{op}: got an empty sequence; expected at least one Tensor")
+    return as_tensors(op, [f"tensors[{i}]" for i in range(len(tensors))], tensors)
+
+
+def cat(tensors: list[Tensor] | tuple[Tensor, ...], dim: int = 0) -> Tensor:
+    """The tensors joined along the existing axis ``dim``, as ``torch.cat``: all of one dtype and
+    device, with equal shapes but along ``dim``. Shapes (n₁, p), (n₂, p) -> (n₁ + n₂, p) for dim=0."""
+    xs = _joined("cat", tensors)
+    ndim = xs[0].data.ndim
+    if ndim == 0:
+        raise ValueError("cat: got 0-d tensors, which have no axis to join along; expected tensors of "
+                         "at least one dimension (stack joins 0-d ones along a new axis)")
+    (axis,) = checks.axes("cat", dim, ndim, name="dim")
+    first = xs[0].data.shape
+    for i, x in enumerate(xs):
+        shape = x.data.shape
+        if len(shape) != ndim or any(a != b for k, (a, b) in enumerate(zip(shape, first)) if k != axis):
+            raise ValueError(f"cat: tensors[{i}] has shape {shape} but tensors[0] has {first}; expected "
+                             f"shapes equal in every dimension but dim={dim}")
+    return apply(Cat(axis, [x.data.shape[axis] for x in xs]), *xs)
+
+
+def stack(tensors: list[Tensor] | tuple[Tensor, ...], dim: int = 0) -> Tensor:
+    """The tensors, all of one shape S, joined along a new axis ``dim`` (0 to len(S); negative from
+    the end), as ``torch.stack``. m tensors of shape (p,) -> (m, p) for dim=0."""
+    xs = _joined("stack", tensors)
+    first = xs[0].data.shape
+    (axis,) = checks.axes("stack", dim, len(first) + 1, name="dim")
+    for i, x in enumerate(xs):
+        if x.data.shape != first:
+            raise ValueError(f"stack: tensors[{i}] has shape {x.data.shape} but tensors[0] has {first}; "
+                             f"expected equal shapes")
+    return apply(Stack(axis), *xs)
 
 
 # --- indexing --------------------------------------------------------------------------------
