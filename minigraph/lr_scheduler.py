@@ -1,5 +1,6 @@
 """Learning-rate schedulers, as ``torch.optim.lr_scheduler``: ``StepLR``, ``MultiStepLR``,
-``ExponentialLR``, ``CosineAnnealingLR`` and ``LambdaLR``.
+``ExponentialLR``, ``CosineAnnealingLR``, ``LambdaLR``, ``LinearLR``, ``OneCycleLR`` and
+``ReduceLROnPlateau``.
 
 Imported as ``minigraph.optim.lr_scheduler`` (``optim.py`` registers this module under that
 name, as ``nn.py`` does for ``minigraph.nn.utils``), so PyTorch's spellings work unchanged::
@@ -14,7 +15,11 @@ name, as ``nn.py`` does for ``minigraph.nn.utils``), so PyTorch's spellings work
 A scheduler sets ``group["lr"]`` in each of its optimizer's parameter groups. When built it
 records each group's rate as ``group["initial_lr"]`` (kept if a scheduler set it already, so a
 second one starts from the same rate), takes those as ``base_lrs`` and applies epoch 0;
-each ``step()`` moves to the next epoch. As in PyTorch, the rates follow recursive forms that
+each ``step()`` moves to the next epoch. ``last_epoch=k`` (PyTorch's argument) builds it as
+if k epochs had passed: the groups must hold ``initial_lr`` already (the base rates), and the
+constructor moves to epoch k + 1 keeping the groups' current rates, except that ``StepLR`` and
+``MultiStepLR`` apply a decay due at that epoch and ``LambdaLR`` sets its closed form, as
+PyTorch 2's constructors do. As in PyTorch, the rates follow recursive forms that
 scale the group's current ``lr`` (so a change made by hand, or by a second scheduler, carries
 on), except ``LambdaLR``, which sets ``base_lr · lr_lambda(epoch)``. Left alone they equal the
 closed form given in each class's docstring.
@@ -27,6 +32,7 @@ PyTorch, load the optimizer's state after building the scheduler, whose epoch 0 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -35,9 +41,11 @@ from typing import Any
 import numpy
 
 from . import checks
+from .engine import Tensor
 from .optim import Optimizer
 
-__all__ = ["CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "MultiStepLR", "StepLR"]
+__all__ = ["CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR",
+           "OneCycleLR", "ReduceLROnPlateau", "StepLR"]
 
 
 class LRScheduler:
@@ -52,14 +60,29 @@ class LRScheduler:
 
     _hyperparameters: dict[str, Callable[[str, str, Any], Any]] = {}
 
-    def __init__(self, optimizer: Optimizer) -> None:
-        self.optimizer = _checked_optimizer(type(self).__name__, optimizer)
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
+        owner = type(self).__name__
+        self.optimizer = _checked_optimizer(owner, optimizer)
+        last_epoch = checks.integer(owner, "last_epoch", last_epoch, low=-1)
+        if last_epoch == -1:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+        else:
+            for i, group in enumerate(optimizer.param_groups):
+                if "initial_lr" not in group:
+                    raise KeyError(f"{owner}: got last_epoch={last_epoch} but param_groups[{i}] has no "
+                                   f"'initial_lr'; expected an optimizer a scheduler was built on before "
+                                   f"(resuming), or last_epoch=-1 for a fresh schedule")
         self.base_lrs: list[float] = [group["initial_lr"] for group in optimizer.param_groups]
-        self.last_epoch = -1
+        self.last_epoch = last_epoch
         self._last_lr: list[float] = []
-        self.step()  # epoch 0
+        # Epoch last_epoch + 1 (0 for a fresh schedule). While _initial, the recursive forms
+        # that would move a resumed rate one epoch ahead of itself keep it, as PyTorch's do.
+        self._initial = True
+        try:
+            self.step()
+        finally:
+            self._initial = False
 
     def __setattr__(self, name: str, value: Any) -> None:
         check = self._hyperparameters.get(name)
@@ -162,8 +185,9 @@ def _positive_integer(owner: str, name: str, value: Any) -> int:
 
 
 def _factor(example: str) -> Callable[[str, str, Any], float]:
-    """The check of a multiplicative factor such as ``gamma``: a finite number >= 0."""
-    return lambda owner, name, value: checks.real(owner, name, value, low=0.0, example=example)
+    """The check of a multiplicative factor such as ``gamma``: a finite number >= 0 (a partial,
+    not a lambda, so that a scheduler pickles)."""
+    return functools.partial(checks.real, low=0.0, example=example)
 
 
 def _milestones(owner: str, name: str, value: Any) -> Counter:
@@ -188,9 +212,9 @@ class StepLR(LRScheduler):
 
     _hyperparameters = {"step_size": _positive_integer, "gamma": _factor("gamma=0.1")}
 
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1) -> None:
         self.step_size, self.gamma = step_size, gamma  # checked on assignment
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         lrs = [group["lr"] for group in self.optimizer.param_groups]
@@ -209,9 +233,10 @@ class MultiStepLR(LRScheduler):
 
     _hyperparameters = {"milestones": _milestones, "gamma": _factor("gamma=0.1")}
 
-    def __init__(self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1) -> None:
+    def __init__(self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1,
+                 last_epoch: int = -1) -> None:
         self.milestones, self.gamma = milestones, gamma  # checked on assignment
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         lrs = [group["lr"] for group in self.optimizer.param_groups]
@@ -228,13 +253,13 @@ class ExponentialLR(LRScheduler):
 
     _hyperparameters = {"gamma": _factor("gamma=0.95")}
 
-    def __init__(self, optimizer: Optimizer, gamma: float) -> None:
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1) -> None:
         self.gamma = gamma  # checked on assignment
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         lrs = [group["lr"] for group in self.optimizer.param_groups]
-        return lrs if self.last_epoch == 0 else [lr * self.gamma for lr in lrs]
+        return lrs if self.last_epoch == 0 or self._initial else [lr * self.gamma for lr in lrs]
 
 
 class CosineAnnealingLR(LRScheduler):
@@ -251,14 +276,14 @@ class CosineAnnealingLR(LRScheduler):
 
     _hyperparameters = {"T_max": _positive_integer, "eta_min": _factor("eta_min=1e-5")}
 
-    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
         self.T_max, self.eta_min = T_max, eta_min  # checked on assignment
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         epoch, period, eta_min = self.last_epoch, self.T_max, self.eta_min
         groups = self.optimizer.param_groups
-        if epoch == 0:
+        if epoch == 0 or self._initial:
             return [group["lr"] for group in groups]
         if (epoch - 1 - period) % (2 * period) == 0:
             # The last rate was a minimum, where 1 + cos = 0 and the ratio is 0/0: step up by
@@ -282,7 +307,7 @@ class LambdaLR(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer,
-                 lr_lambda: Callable[[int], float] | list[Callable[[int], float]]) -> None:
+                 lr_lambda: Callable[[int], float] | list[Callable[[int], float]], last_epoch: int = -1) -> None:
         groups = len(_checked_optimizer("LambdaLR", optimizer).param_groups)
         if isinstance(lr_lambda, (list, tuple)):
             if len(lr_lambda) != groups:
@@ -298,10 +323,267 @@ class LambdaLR(LRScheduler):
                 raise TypeError(f"LambdaLR: {name} is a {type(function).__name__}; expected a function of "
                                 f"the epoch giving a factor, e.g. lambda epoch: 0.95 ** epoch")
         self.lr_lambdas: list[Callable[[int], float]] = lambdas
-        super().__init__(optimizer)
+        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         epoch = self.last_epoch
         where = f"LambdaLR.step (epoch {epoch})"
         return [base * checks.real(where, f"{name}({epoch})", function(epoch), low=0.0)
                 for name, function, base in zip(self._names, self.lr_lambdas, self.base_lrs)]
+
+
+class LinearLR(LRScheduler):
+    """Scales each group's rate by a factor moving linearly from ``start_factor`` to ``end_factor``
+    over ``total_iters`` epochs, then keeps it, as ``torch.optim.lr_scheduler.LinearLR`` (a warm-up).
+
+    Closed form: lr(epoch) = base_lr · (start + (end − start) · min(epoch, total_iters) / total_iters).
+    Each step applies PyTorch's recursive form, the ratio of consecutive factors.
+    """
+
+    _hyperparameters = {
+        "start_factor": functools.partial(checks.real, low=0.0, high=1.0, low_open=True, example="start_factor=0.1"),
+        "end_factor": functools.partial(checks.real, low=0.0, high=1.0, example="end_factor=1.0"),
+        "total_iters": _positive_integer,
+    }
+
+    def __init__(self, optimizer: Optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
+                 total_iters: int = 5, last_epoch: int = -1) -> None:
+        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        epoch, start, end = self.last_epoch, self.start_factor, self.end_factor
+        if epoch == 0:
+            return [lr * start for lr in lrs]
+        if epoch > self.total_iters or self._initial:
+            return lrs
+        # factor(e) / factor(e − 1), factor(e) = start + (end − start)·e / total_iters
+        ratio = 1.0 + (end - start) / (self.total_iters * start + (epoch - 1) * (end - start))
+        return [lr * ratio for lr in lrs]
+
+
+def _per_group(owner: str, name: str, value: Any, groups: int, check: Callable[..., float]) -> list[float]:
+    """One value for every group, or a list/tuple of one per group, each passed through ``check``."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != groups:
+            raise ValueError(f"{owner}: got {len(value)} values of {name} for {groups} parameter groups; "
+                             f"expected one per group, or one number for all")
+        return [check(owner, f"{name}[{i}]", item) for i, item in enumerate(value)]
+    return [check(owner, name, value)] * groups
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (Smith and Topin), as ``torch.optim.lr_scheduler.OneCycleLR``: stepped
+    once per batch, the rate rises from ``max_lr / div_factor`` to ``max_lr`` over the first
+    ``pct_start`` of ``total_steps``, then falls to ``max_lr / (div_factor · final_div_factor)``;
+    with ``three_phase`` it first falls back to the starting rate, then to the minimum.
+    ``anneal_strategy``: ``"cos"`` or ``"linear"`` between the phases' ends. With
+    ``cycle_momentum`` the momentum (SGD's ``momentum``, Adam's first beta) moves the other way,
+    between ``max_momentum`` and ``base_momentum``.
+
+    ``total_steps`` or both ``epochs`` and ``steps_per_epoch`` give the length; stepping past it
+    raises, as in PyTorch. ``max_lr``, ``base_momentum`` and ``max_momentum`` are numbers or
+    lists of one per group. Unlike PyTorch, which keeps them in the groups' dicts, the
+    per-group ends of the phases live on the scheduler (``max_lrs``, ``min_lrs``, ...).
+    """
+
+    _hyperparameters = {"total_steps": _positive_integer}
+
+    def __init__(self, optimizer: Optimizer, max_lr: float | list[float], total_steps: int | None = None,
+                 epochs: int | None = None, steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", cycle_momentum: bool = True, base_momentum: float | list[float] = 0.85,
+                 max_momentum: float | list[float] = 0.95, div_factor: float = 25.0, final_div_factor: float = 1e4,
+                 three_phase: bool = False, last_epoch: int = -1) -> None:
+        owner = "OneCycleLR"
+        groups = _checked_optimizer(owner, optimizer).param_groups
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None:
+                raise ValueError(f"{owner}: got total_steps=None with epochs={epochs!r} and steps_per_epoch="
+                                 f"{steps_per_epoch!r}; expected total_steps, or both epochs and steps_per_epoch")
+            total_steps = (_positive_integer(owner, "epochs", epochs)
+                           * _positive_integer(owner, "steps_per_epoch", steps_per_epoch))
+        self.total_steps = total_steps  # checked on assignment
+        pct_start = checks.real(owner, "pct_start", pct_start, low=0.0, high=1.0, example="pct_start=0.3")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"{owner}: got anneal_strategy={anneal_strategy!r}; expected 'cos' or 'linear'")
+        self.anneal_strategy = anneal_strategy
+        positive = functools.partial(checks.real, low=0.0, low_open=True)
+        div_factor = positive(owner, "div_factor", div_factor)
+        final_div_factor = positive(owner, "final_div_factor", final_div_factor)
+        self.max_lrs = _per_group(owner, "max_lr", max_lr, len(groups), functools.partial(checks.real, low=0.0))
+        self.initial_lrs = [lr / div_factor for lr in self.max_lrs]
+        self.min_lrs = [lr / final_div_factor for lr in self.initial_lrs]
+        self.cycle_momentum = checks.flag(owner, "cycle_momentum", cycle_momentum)
+        if self.cycle_momentum:
+            self._momentum_key = "betas" if "betas" in optimizer._hyperparameters else \
+                "momentum" if "momentum" in optimizer._hyperparameters else None
+            if self._momentum_key is None:
+                raise ValueError(f"{owner}: got cycle_momentum=True for {type(optimizer).__name__}, which has "
+                                 f"neither momentum nor betas; expected an optimizer with one (SGD, Adam), or "
+                                 f"cycle_momentum=False")
+            unit = functools.partial(checks.real, low=0.0, high=1.0)
+            self.max_momentums = _per_group(owner, "max_momentum", max_momentum, len(groups), unit)
+            self.base_momentums = _per_group(owner, "base_momentum", base_momentum, len(groups), unit)
+        # Each phase: its last step, and which ends it anneals between (lr, then momentum).
+        up, ends = float(pct_start * total_steps) - 1, float(total_steps - 1)
+        if checks.flag(owner, "three_phase", three_phase):
+            self._phases = [(up, "initial", "max", "max", "base"),
+                            (float(2 * pct_start * total_steps) - 2, "max", "initial", "base", "max"),
+                            (ends, "initial", "min", "max", "max")]
+        else:
+            self._phases = [(up, "initial", "max", "max", "base"), (ends, "max", "min", "base", "max")]
+        if checks.integer(owner, "last_epoch", last_epoch, low=-1) == -1:
+            for i, group in enumerate(groups):
+                group["initial_lr"] = self.initial_lrs[i]
+                if self.cycle_momentum:
+                    self._set_momentum(group, self.max_momentums[i])
+        super().__init__(optimizer, last_epoch)
+
+    def _set_momentum(self, group: Any, value: float) -> None:
+        if self._momentum_key == "betas":
+            group["betas"] = (value, group["betas"][1])
+        else:
+            group["momentum"] = value
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def get_lr(self) -> list[float]:
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR: stepped {step} times, but total_steps is {self.total_steps}; "
+                             f"expected at most total_steps steps (one per batch), or a longer schedule")
+        ends = {"initial": self.initial_lrs, "max": self.max_lrs, "min": self.min_lrs}
+        momenta = {"max": getattr(self, "max_momentums", None), "base": getattr(self, "base_momentums", None)}
+        lrs = []
+        for i, group in enumerate(self.optimizer.param_groups):
+            start = 0.0
+            for k, (end, lr_from, lr_to, m_from, m_to) in enumerate(self._phases):
+                if step <= end or k == len(self._phases) - 1:
+                    pct = (step - start) / (end - start)
+                    lrs.append(self._anneal(ends[lr_from][i], ends[lr_to][i], pct))
+                    if self.cycle_momentum:
+                        self._set_momentum(group, self._anneal(momenta[m_from][i], momenta[m_to][i], pct))
+                    break
+                start = end
+        return lrs
+
+
+class ReduceLROnPlateau:
+    """Multiplies each group's rate by ``factor`` once a metric has stopped improving for more than
+    ``patience`` epochs, as ``torch.optim.lr_scheduler.ReduceLROnPlateau``: ``step(metric)`` once
+    per epoch, with the validation loss (``mode="min"``) or an accuracy (``mode="max"``).
+
+    An epoch improves when the metric beats the best so far by ``threshold``: relatively
+    (``threshold_mode="rel"``: below best·(1 − threshold), or above best·(1 + threshold) in max
+    mode) or absolutely (``"abs"``: below best − threshold). After a reduction, ``cooldown``
+    epochs pass before bad epochs count again. A rate never goes below ``min_lr`` (a number or
+    one per group), and a reduction smaller than ``eps`` is skipped. A NaN metric is a bad
+    epoch, as in PyTorch. The metric may be a number, a 0-d array or a 0-d Tensor; on a GPU,
+    reading it makes the host wait for the device, as PyTorch's ``float(metric)`` does.
+
+    ``state_dict()`` is flat (``nn.save`` writes it): the running state ``best``,
+    ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``, ``last_lr``, and the numeric
+    settings; ``mode`` and ``threshold_mode`` are saved as ``mode_max`` and ``threshold_abs`` flags.
+    """
+
+    def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,
+                 threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
+                 min_lr: float | list[float] = 0.0, eps: float = 1e-8) -> None:
+        owner = "ReduceLROnPlateau"
+        self.optimizer = _checked_optimizer(owner, optimizer)
+        if mode not in ("min", "max"):
+            raise ValueError(f"{owner}: got mode={mode!r}; expected 'min' or 'max'")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"{owner}: got threshold_mode={threshold_mode!r}; expected 'rel' or 'abs'")
+        self.mode, self.threshold_mode = mode, threshold_mode
+        self.factor = checks.real(owner, "factor", factor, low=0.0, high=1.0, high_open=True, example="factor=0.1")
+        self.patience = checks.integer(owner, "patience", patience)
+        self.threshold = checks.real(owner, "threshold", threshold, low=0.0, example="threshold=1e-4")
+        self.cooldown = checks.integer(owner, "cooldown", cooldown)
+        self.min_lrs = _per_group(owner, "min_lr", min_lr, len(optimizer.param_groups),
+                                  functools.partial(checks.real, low=0.0))
+        self.eps = checks.real(owner, "eps", eps, low=0.0)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.last_epoch = 0
+        self._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+    def _improves(self, metric: float) -> bool:
+        best, threshold = self.best, self.threshold
+        if self.mode == "min":
+            return metric < (best * (1.0 - threshold) if self.threshold_mode == "rel" else best - threshold)
+        return metric > (best * (1.0 + threshold) if self.threshold_mode == "rel" else best + threshold)
+
+    def step(self, metrics: Any) -> None:
+        """Record this epoch's metric and reduce the rates if it has stalled for too long."""
+        value = metrics.data if isinstance(metrics, Tensor) else metrics
+        if getattr(value, "ndim", 0) != 0 or isinstance(value, (bool, str)) or value is None:
+            raise TypeError(f"ReduceLROnPlateau.step: got metrics={metrics!r}; expected one number (the "
+                            f"epoch's validation loss, say), a 0-d array or a 0-d Tensor")
+        current = float(value)  # a GPU array is read here: the one wait per epoch
+        self.last_epoch += 1
+        if self._improves(current):
+            self.best, self.num_bad_epochs = current, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad epochs during the cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            for group, floor in zip(self.optimizer.param_groups, self.min_lrs):
+                old = group["lr"]
+                new = max(old * self.factor, floor)
+                if old - new > self.eps:
+                    group["lr"] = new
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_last_lr(self) -> list[float]:
+        """The groups' rates after the last ``step`` (or at construction), a new list."""
+        return list(self._last_lr)
+
+    _COUNTS = ("num_bad_epochs", "cooldown_counter", "last_epoch", "patience", "cooldown")
+    _NUMBERS = ("best", "factor", "threshold", "eps")
+
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """The running state and the settings as host NumPy arrays in a flat dict (see the class)."""
+        saved = {name: numpy.array(getattr(self, name), dtype=numpy.int64) for name in self._COUNTS}
+        saved.update({name: numpy.array(getattr(self, name), dtype=numpy.float64) for name in self._NUMBERS})
+        saved["min_lrs"] = numpy.array(self.min_lrs, dtype=numpy.float64)
+        saved["last_lr"] = numpy.array(self._last_lr, dtype=numpy.float64)
+        saved["mode_max"] = numpy.array(self.mode == "max")
+        saved["threshold_abs"] = numpy.array(self.threshold_mode == "abs")
+        return saved
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` saved; everything is checked before anything changes."""
+        owner = "ReduceLROnPlateau.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
+                            f"arrays, e.g. scheduler.state_dict()")
+        expected = [*self._COUNTS, *self._NUMBERS, "min_lrs", "last_lr", "mode_max", "threshold_abs"]
+        missing = [key for key in expected if key not in state_dict]
+        unknown = [key for key in state_dict if key not in expected]
+        if missing or unknown:
+            raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
+                             f"{expected}, as ReduceLROnPlateau.state_dict() gives")
+        values: dict[str, Any] = {name: checks.integer(owner, name, state_dict[name]) for name in self._COUNTS}
+        values["best"] = checks.real(owner, "best", state_dict["best"], infinite=True)
+        values["factor"] = checks.real(owner, "factor", state_dict["factor"], low=0.0, high=1.0, high_open=True)
+        values.update({name: checks.real(owner, name, state_dict[name], low=0.0) for name in ("threshold", "eps")})
+        groups = len(self.optimizer.param_groups)
+        for key, name in (("min_lrs", "min_lrs"), ("last_lr", "_last_lr")):
+            rates = state_dict[key].tolist() if getattr(state_dict[key], "ndim", None) == 1 else None
+            if rates is None or len(rates) != groups:
+                raise ValueError(f"{owner}: {key!r} is {state_dict[key]!r}; expected a 1-D array of {groups} "
+                                 f"rates, one per parameter group")
+            values[name] = [checks.real(owner, f"{key}[{i}]", rate, low=0.0) for i, rate in enumerate(rates)]
+        values["mode"] = "max" if checks.flag(owner, "mode_max", state_dict["mode_max"]) else "min"
+        values["threshold_mode"] = "abs" if checks.flag(owner, "threshold_abs", state_dict["threshold_abs"]) \
+            else "rel"
+        self.__dict__.update(values)

@@ -12,7 +12,8 @@ import minigraph as mg
 from minigraph import nn, optim
 from minigraph.backend import to_device
 from minigraph.optim import lr_scheduler
-from minigraph.optim.lr_scheduler import CosineAnnealingLR, ExponentialLR, LambdaLR, MultiStepLR, StepLR
+from minigraph.optim.lr_scheduler import (CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, MultiStepLR,
+                                          OneCycleLR, ReduceLROnPlateau, StepLR)
 
 BASE_LRS = (0.1, 0.4)  # two parameter groups
 EPOCHS = 30
@@ -34,6 +35,10 @@ SCHEDULES = {  # name: (arguments after the optimizer, closed form of (base lr, 
                               dict(T_max=3, eta_min=0.05)),
     "CosineAnnealingLR(7, 0.01)": (CosineAnnealingLR, dict(T_max=7, eta_min=0.01),
                                    lambda base, g, e: cosine(base, e, 7, 0.01), dict(T_max=20)),
+    "LinearLR()": (LinearLR, {}, lambda base, g, e: base * (1 / 3 + (2 / 3) * min(e, 5) / 5),
+                   dict(start_factor=0.5, total_iters=2)),
+    "LinearLR(down)": (LinearLR, dict(start_factor=1.0, end_factor=0.1, total_iters=12),
+                       lambda base, g, e: base * (1.0 - 0.9 * min(e, 12) / 12), dict(total_iters=3)),
     "LambdaLR(one function)": (LambdaLR, dict(lr_lambda=lambda e: 1 / (e + 1)),
                                lambda base, g, e: base / (e + 1), None),
     "LambdaLR(one per group)": (LambdaLR, dict(lr_lambda=[lambda e: 0.95 ** e, lambda e: min(1.0, (e + 1) / 5)]),
@@ -297,3 +302,227 @@ def test_a_group_added_after_the_scheduler_is_refused_at_its_next_step():
                                          r"built for 2.*after the last add_param_group"):
         scheduler.step()
     assert scheduler.last_epoch == 0
+
+
+# --- last_epoch --------------------------------------------------------------------------------
+def test_last_epoch_resumes_a_schedule_from_the_groups_initial_lr():
+    """PyTorch's rule: with last_epoch = k the groups must carry initial_lr (base rates) and the
+    constructor steps once, to epoch k + 1, from the groups' current rates."""
+    opt = two_groups(leaves())
+    first = StepLR(opt, step_size=3, gamma=0.5)
+    for _ in range(4):
+        first.step()
+    resumed = StepLR(opt, step_size=3, gamma=0.5, last_epoch=4)  # one more epoch: 5, no decay there
+    assert resumed.last_epoch == 5 and resumed.base_lrs == list(BASE_LRS)
+    for epoch in range(6, 10):
+        resumed.step()
+        np.testing.assert_allclose(resumed.get_last_lr(), [b * 0.5 ** (epoch // 3) for b in BASE_LRS], rtol=1e-12)
+    # The recursive forms keep the current rate at construction instead of stepping past it.
+    opt.param_groups[0]["lr"] = 0.02
+    exponential = ExponentialLR(opt, gamma=0.5, last_epoch=9)
+    assert exponential.last_epoch == 10 and opt.param_groups[0]["lr"] == 0.02
+    exponential.step()
+    assert opt.param_groups[0]["lr"] == 0.01
+    lambdas = LambdaLR(opt, lambda e: 1 / e, last_epoch=3)  # LambdaLR's closed form at epoch 4
+    assert lambdas.get_last_lr() == [b / 4 for b in BASE_LRS]
+    fresh = two_groups(leaves())
+    with pytest.raises(KeyError, match=r"ExponentialLR: got last_epoch=3 but param_groups\[0\] has no 'initial_lr'"):
+        ExponentialLR(fresh, gamma=0.9, last_epoch=3)
+    assert all("initial_lr" not in g for g in fresh.param_groups)
+    with pytest.raises(ValueError, match=r"StepLR: got last_epoch=-2; expected an integer >= -1"):
+        StepLR(fresh, step_size=2, last_epoch=-2)
+
+
+@pytest.mark.parametrize("kind,arguments", [(StepLR, dict(step_size=3, gamma=0.5)), (LinearLR, {}),
+                                            (CosineAnnealingLR, dict(T_max=5)), (ExponentialLR, dict(gamma=0.8))])
+def test_last_epoch_matches_torch(kind, arguments):
+    torch = pytest.importorskip("torch")
+    opt = two_groups(leaves())
+    tensors = [torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    torch_opt = torch.optim.SGD([{"params": tensors[:1]}, {"params": tensors[1:], "lr": BASE_LRS[1]}],
+                                lr=BASE_LRS[0])
+    ours, theirs = kind(opt, **arguments), getattr(torch.optim.lr_scheduler, kind.__name__)(torch_opt, **arguments)
+    for _ in range(3):
+        torch_opt.step()
+        ours.step(), theirs.step()
+    ours = kind(opt, **arguments, last_epoch=3)
+    theirs = getattr(torch.optim.lr_scheduler, kind.__name__)(torch_opt, **arguments, last_epoch=3)
+    for _ in range(6):
+        np.testing.assert_allclose(ours.get_last_lr(), theirs.get_last_lr(), rtol=1e-14)
+        torch_opt.step()
+        ours.step(), theirs.step()
+
+
+# --- OneCycleLR --------------------------------------------------------------------------------
+def one_cycle_by_hand(max_lr, total, pct=0.3, div=25.0, final_div=1e4, cosine_anneal=True, three_phase=False,
+                      momenta=(0.85, 0.95)):
+    """Smith's 1cycle written out: (rate, momentum) at each step, phase by phase."""
+    start, low = max_lr / div, max_lr / div / final_div
+    base_m, max_m = momenta
+
+    def anneal(a, b, t):
+        return b + (a - b) * (1 + math.cos(math.pi * t)) / 2 if cosine_anneal else a + (b - a) * t
+
+    up_end = pct * total - 1
+    phases = ([(up_end, start, max_lr, max_m, base_m), (2 * pct * total - 2, max_lr, start, base_m, max_m),
+               (total - 1, start, low, max_m, max_m)] if three_phase else
+              [(up_end, start, max_lr, max_m, base_m), (total - 1, max_lr, low, base_m, max_m)])
+    out = []
+    for step in range(total):
+        begin = 0.0
+        for k, (end, lr_a, lr_b, m_a, m_b) in enumerate(phases):
+            if step <= end or k == len(phases) - 1:
+                t = (step - begin) / (end - begin)
+                out.append((anneal(lr_a, lr_b, t), anneal(m_a, m_b, t)))
+                break
+            begin = end
+    return out
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(anneal_strategy="linear"), dict(three_phase=True),
+                                      dict(pct_start=0.5, div_factor=10.0, final_div_factor=100.0)])
+@pytest.mark.parametrize("adam", [False, True])
+def test_one_cycle_follows_the_policy_written_out(settings, adam):
+    params = leaves()
+    opt = optim.Adam(params, lr=1.0) if adam else optim.SGD(params, lr=1.0, momentum=0.5)
+    scheduler = OneCycleLR(opt, max_lr=0.8, total_steps=20, **settings)
+    expected = one_cycle_by_hand(0.8, 20, pct=settings.get("pct_start", 0.3), div=settings.get("div_factor", 25.0),
+                                 final_div=settings.get("final_div_factor", 1e4),
+                                 cosine_anneal=settings.get("anneal_strategy", "cos") == "cos",
+                                 three_phase=settings.get("three_phase", False))
+    for step, (rate, momentum) in enumerate(expected):
+        if step:
+            opt.step()
+            scheduler.step()
+        group = opt.param_groups[0]
+        assert group["lr"] == pytest.approx(rate, rel=1e-12, abs=1e-15)
+        assert (group["betas"][0] if adam else group["momentum"]) == pytest.approx(momentum, rel=1e-12)
+    done = OneCycleLR(optim.SGD(leaves(), lr=0.1), max_lr=0.1, total_steps=19)
+    for _ in range(19):
+        done.step()
+    with pytest.raises(ValueError, match=r"OneCycleLR: stepped 20 times, but total_steps is 19"):
+        done.step()  # as PyTorch: the schedule has no step 20
+    assert done.last_epoch == 19
+
+
+def test_one_cycle_per_group_settings_and_its_errors():
+    opt = two_groups(leaves(), momentum=0.9)
+    scheduler = OneCycleLR(opt, max_lr=[1.0, 0.5], epochs=2, steps_per_epoch=5, cycle_momentum=False)
+    assert scheduler.total_steps == 10 and [g["momentum"] for g in opt.param_groups] == [0.9, 0.9]
+    assert scheduler.get_last_lr() == pytest.approx([1.0 / 25, 0.5 / 25], rel=1e-14)
+    with pytest.raises(ValueError, match=r"OneCycleLR: got total_steps=None with epochs=2 and steps_per_epoch=None"):
+        OneCycleLR(two_groups(leaves()), max_lr=1.0, epochs=2)
+    with pytest.raises(ValueError, match=r"OneCycleLR: got 3 values of max_lr for 2 parameter groups"):
+        OneCycleLR(two_groups(leaves()), max_lr=[1.0, 2.0, 3.0], total_steps=5)
+    with pytest.raises(ValueError, match=r"OneCycleLR: got anneal_strategy='cosine'; expected 'cos' or 'linear'"):
+        OneCycleLR(two_groups(leaves()), max_lr=1.0, total_steps=5, anneal_strategy="cosine")
+
+    class Plain(optim.Optimizer):  # an optimizer with neither momentum nor betas
+        _hyperparameters = {"lr": optim.SGD._hyperparameters["lr"]}
+
+        def __init__(self, params):
+            super().__init__(params, dict(lr=0.1))
+
+    with pytest.raises(ValueError, match=r"OneCycleLR: got cycle_momentum=True for Plain, which has neither"):
+        OneCycleLR(Plain(leaves()), max_lr=1.0, total_steps=5)
+    OneCycleLR(Plain(leaves()), max_lr=1.0, total_steps=5, cycle_momentum=False)  # fine without
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(three_phase=True, anneal_strategy="linear")])
+def test_one_cycle_matches_torch(settings):
+    torch = pytest.importorskip("torch")
+    opt = optim.Adam(leaves(), lr=1.0, betas=(0.9, 0.99))
+    ours = OneCycleLR(opt, max_lr=[0.3], total_steps=25, **settings)
+    torch_opt = torch.optim.Adam([torch.zeros(3, requires_grad=True)], lr=1.0, betas=(0.9, 0.99))
+    theirs = torch.optim.lr_scheduler.OneCycleLR(torch_opt, max_lr=[0.3], total_steps=25, **settings)
+    for _ in range(24):
+        assert ours.get_last_lr() == pytest.approx(theirs.get_last_lr(), rel=1e-14)
+        assert opt.param_groups[0]["betas"] == pytest.approx(torch_opt.param_groups[0]["betas"], rel=1e-14)
+        torch_opt.step()
+        ours.step(), theirs.step()
+
+
+# --- ReduceLROnPlateau -------------------------------------------------------------------------
+def test_reduce_on_plateau_waits_patience_epochs_then_reduces_and_cools_down():
+    opt = two_groups(leaves())
+    scheduler = ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1, min_lr=[0.0, 0.15])
+    # epochs 1-2 improve; 3, 4, 5 do not (5 is the third bad epoch > patience 2: reduce);
+    # 6 is the cooldown (not counted); 7, 8, 9 bad again: reduce at 9. A NaN is a bad epoch.
+    metrics = [1.0, 0.9, 0.95, 0.9, np.float64(0.91), mg.Tensor(np.array(0.99)), 0.92, float("nan"), 0.93]
+    reductions = {5: 1, 9: 2}
+    for epoch, metric in enumerate(metrics, start=1):
+        scheduler.step(metric)
+        count = max((n for e, n in reductions.items() if e <= epoch), default=0)
+        expected = [BASE_LRS[0] * 0.5 ** count, max(BASE_LRS[1] * 0.5 ** count, 0.15)]
+        np.testing.assert_allclose(scheduler.get_last_lr(), expected, rtol=1e-12, err_msg=str(epoch))
+        assert [g["lr"] for g in opt.param_groups] == scheduler.get_last_lr()
+    assert scheduler.best == 0.9 and scheduler.last_epoch == 9
+    # relative threshold: 0.9 · (1 − 0.2) = 0.72 must be beaten to count as better
+    strict = ReduceLROnPlateau(two_groups(leaves()), threshold=0.2, patience=0)
+    strict.step(0.9)
+    strict.step(0.75)
+    assert strict.get_last_lr() == [BASE_LRS[0] * 0.1, BASE_LRS[1] * 0.1]
+    # max mode with an absolute threshold
+    accuracy = ReduceLROnPlateau(two_groups(leaves()), mode="max", threshold=0.05, threshold_mode="abs", patience=0)
+    accuracy.step(0.5)
+    accuracy.step(0.56)  # better by more than 0.05
+    assert accuracy.get_last_lr() == list(BASE_LRS)
+    accuracy.step(0.6)  # better by only 0.04: a bad epoch, and patience 0
+    assert accuracy.get_last_lr() == [BASE_LRS[0] * 0.1, BASE_LRS[1] * 0.1]
+
+
+def test_reduce_on_plateau_state_round_trip_continues_identically(tmp_path):
+    rng = np.random.default_rng(3)
+    metrics = list(1 + 0.1 * rng.normal(size=30))
+    whole = ReduceLROnPlateau(two_groups(leaves()), patience=1, cooldown=2, factor=0.7)
+    rates = []
+    for metric in metrics:
+        whole.step(metric)
+        rates.append(whole.get_last_lr())
+    opt = two_groups(leaves())
+    first = ReduceLROnPlateau(opt, patience=1, cooldown=2, factor=0.7)
+    for metric in metrics[:12]:
+        first.step(metric)
+    nn.save(first.state_dict(), tmp_path / "plateau.npz")
+    nn.save(opt.state_dict(), tmp_path / "opt.npz")
+    opt = two_groups(leaves())
+    opt.load_state_dict(nn.load(tmp_path / "opt.npz"))
+    resumed = ReduceLROnPlateau(opt, mode="max", patience=9)  # other settings: the state restores them
+    resumed.load_state_dict(nn.load(tmp_path / "plateau.npz"))
+    assert resumed.mode == "min" and resumed.patience == 1
+    for k, metric in enumerate(metrics[12:], start=12):
+        resumed.step(metric)
+        assert resumed.get_last_lr() == rates[k]
+    assert len({tuple(r) for r in rates}) > 2  # it did reduce, more than once
+
+
+def test_reduce_on_plateau_errors():
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau: got mode='minimum'; expected 'min' or 'max'"):
+        ReduceLROnPlateau(two_groups(leaves()), mode="minimum")
+    with pytest.raises(ValueError,
+                       match=r"ReduceLROnPlateau: got factor=1.0; expected a finite number in \[0.0, 1.0\)"):
+        ReduceLROnPlateau(two_groups(leaves()), factor=1.0)
+    scheduler = ReduceLROnPlateau(two_groups(leaves()))
+    with pytest.raises(TypeError,
+                       match=r"ReduceLROnPlateau.step: got metrics=array\(\[1., 2.\]\); expected one number"):
+        scheduler.step(np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau.load_state_dict: missing keys \['best'"):
+        scheduler.load_state_dict({k: v for k, v in scheduler.state_dict().items() if k != "best"})
+
+
+def test_reduce_on_plateau_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    for settings in [dict(patience=2, factor=0.5), dict(mode="max", threshold_mode="abs", threshold=0.01, cooldown=2),
+                     dict(patience=0, min_lr=0.05, eps=1e-3)]:
+        opt = two_groups(leaves())
+        torch_opt = torch.optim.SGD([{"params": [torch.zeros(3, requires_grad=True)]},
+                                     {"params": [torch.zeros(2, requires_grad=True)], "lr": BASE_LRS[1]}],
+                                    lr=BASE_LRS[0])
+        ours = ReduceLROnPlateau(opt, **settings)
+        theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, **settings)
+        for metric in 1 + 0.05 * rng.normal(size=40):
+            ours.step(metric)
+            theirs.step(metric)
+            assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in torch_opt.param_groups],
+                                                                          rel=1e-14)
