@@ -525,7 +525,7 @@ class SGD(Optimizer):
         p  -= lr · (d + momentum · buf)                instead, with nesterov=True
 
     With ``maximize=True`` g is replaced by −g first, so the steps climb the objective.
-    ``lr`` is required unless every group gives its own. Nesterov's momentum needs
+    ``lr`` defaults to 1e-3, as in PyTorch 2. Nesterov's momentum needs
     momentum > 0 and dampening = 0 in each group that asks for it, as in PyTorch.
     """
 
@@ -537,12 +537,11 @@ class SGD(Optimizer):
                         "nesterov": checks.flag, "maximize": checks.flag}
     _state_fields = {"momentum_buffer": "array"}
 
-    def __init__(self, params: Iterable[Tensor] | Iterable[Mapping[str, Any]], lr: float | None = None,
+    def __init__(self, params: Iterable[Tensor] | Iterable[Mapping[str, Any]], lr: float = 1e-3,
                  momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, *, maximize: bool = False) -> None:
-        defaults = dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
-                        maximize=maximize)
-        super().__init__(params, defaults if lr is None else dict(lr=lr, **defaults))
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov, maximize=maximize))
 
     def _check_group(self, owner: str, values: Mapping[str, Any], where: str) -> None:
         if values["nesterov"] and (values["momentum"] == 0 or values["dampening"] != 0):

@@ -556,12 +556,21 @@ def test_a_parameter_in_two_groups_is_refused_as_in_pytorch():
 
 def test_constructor_groups_are_checked_like_the_parameter_list():
     w, b = leaf(), mg.Tensor(np.ones(3), requires_grad=True)
-    with pytest.raises(TypeError, match=r"SGD: got no lr; expected one, e.g. "
-                                        r"SGD\(model.parameters\(\), lr=0.01\)"):
-        optim.SGD([w])
-    with pytest.raises(TypeError, match=r"SGD: param_groups\[1\] has no 'lr' and the optimizer was given no lr"):
-        optim.SGD([{"params": [w], "lr": 0.1}, {"params": [b]}])
-    assert optim.SGD([{"params": [w], "lr": 0.1}, {"params": [b], "lr": 0.2}]).defaults.get("lr") is None
+    assert optim.SGD([w]).lr == 1e-3  # PyTorch 2's default
+    assert [g["lr"] for g in optim.SGD([{"params": [w], "lr": 0.1}, {"params": [b]}]).param_groups] == [0.1, 1e-3]
+
+    class Bare(optim.Optimizer):  # an optimizer whose lr has no default: each group must give one
+        _hyperparameters = {"lr": optim.SGD._hyperparameters["lr"]}
+
+        def __init__(self, params, lr=None):
+            super().__init__(params, {} if lr is None else {"lr": lr})
+
+    with pytest.raises(TypeError, match=r"Bare: got no lr; expected one, e.g. "
+                                        r"Bare\(model.parameters\(\), lr=0.01\)"):
+        Bare([w])
+    with pytest.raises(TypeError, match=r"Bare: param_groups\[1\] has no 'lr' and the optimizer was given no lr"):
+        Bare([{"params": [w], "lr": 0.1}, {"params": [b]}])
+    assert Bare([{"params": [w], "lr": 0.1}, {"params": [b], "lr": 0.2}]).defaults.get("lr") is None
     with pytest.raises(TypeError, match=r"SGD: param_groups\[1\] is a Tensor but param_groups\[0\] is a dict"):
         optim.SGD([{"params": [w]}, b], lr=0.1)
     with pytest.raises(TypeError, match=r"SGD: parameter 1 is a dict; expected a Tensor .*"
