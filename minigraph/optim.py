@@ -25,8 +25,11 @@ Hyperparameters (``lr``, ``momentum``, ``betas``, ...) are checked whenever they
 assigned, ``group["lr"] = x`` as in the constructor, so a bad value fails there, not
 steps later. With one group, ``opt.lr`` reads and sets that group's ``lr``.
 ``opt.step(closure)`` calls the closure with recording on and returns its loss; ``opt.state``
-maps each updated parameter to its live state (``momentum_buffer``; ``step``, ``exp_avg``,
-``exp_avg_sq`` and with amsgrad ``max_exp_avg_sq``), as in PyTorch.
+maps each updated parameter to its state (``momentum_buffer``; ``step``, ``exp_avg``,
+``exp_avg_sq`` and with amsgrad ``max_exp_avg_sq``), as in PyTorch, through a live, read-only
+view: its arrays are the optimizer's own, and writes into the view raise. ``Adam``/``AdamW``
+take ``amsgrad`` and all three ``maximize``, per group. Optimizers pickle and deep-copy; pickle
+one together with its model, ``pickle.dumps((model, opt))``, so that it keeps the model's tensors.
 ``minigraph.optim.lr_scheduler`` holds PyTorch's learning-rate schedulers. Checkpoints,
 as in PyTorch::
 
@@ -39,7 +42,6 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -50,7 +52,7 @@ from .checkpoint import host_copy
 from .engine import Tensor, enable_grad
 from .nn_utils import _clear_grads
 
-__all__ = ["Adam", "AdamW", "Optimizer", "ParamGroup", "SGD", "lr_scheduler"]
+__all__ = ["Adam", "AdamW", "Optimizer", "ParamGroup", "ParamStateView", "SGD", "StateView", "lr_scheduler"]
 
 # The kind of a state field that only some settings keep (Adam's max_exp_avg_sq, with amsgrad).
 OPTIONAL_ARRAY = "optional array"
@@ -116,6 +118,93 @@ class ParamGroup(MutableMapping):
         shown = ", ".join(f"{key!r}: " + (f"[{len(value)} Tensors]" if key == "params" else repr(value))
                           for key, value in self._values.items())
         return f"ParamGroup({{{shown}}})"
+
+
+# How to change what StateView refuses to change.
+_STATE_REPLACEMENT = ("expected its arrays edited in place (opt.state[p]['exp_avg'][...] = 0) or all state "
+                      "replaced with opt.load_state_dict(saved); to clear it, load opt.state_dict() "
+                      "without its 'state.' keys")
+
+
+class _ReadOnlyView(Mapping):
+    """A Mapping whose dict-style writes raise, naming what to do instead."""
+
+    __slots__ = ()
+    _optimizer: Optimizer
+    _shown_as = "state"  # how the error names the view
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"{type(self._optimizer).__name__}.{self._shown_as} is a read-only view; "
+                        f"{_STATE_REPLACEMENT}")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+
+
+class StateView(_ReadOnlyView):
+    """``opt.state``: each updated parameter -> its state fields, read live from the optimizer.
+
+    Iteration, ``len`` and ``in`` see the parameters updated so far (in the order of their first
+    update), as PyTorch's ``opt.state`` does. ``view[p]`` is a ``ParamStateView`` of ``p``'s
+    fields, empty while ``p`` has no state (PyTorch's defaultdict gives ``{}``) and filled once
+    it has; ``view.get(p)`` gives None for such a ``p``, as the defaultdict's ``get`` does.
+    Both views read through to the optimizer on each access, so they stay current across
+    ``step`` and ``load_state_dict``. Assignments and deletions raise a TypeError naming the
+    supported ways (editing arrays in place, ``load_state_dict``): a copy that accepted them
+    would change nothing, silently.
+    """
+
+    __slots__ = ("_optimizer",)
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        self._optimizer = optimizer
+
+    def __getitem__(self, param: Tensor) -> ParamStateView:
+        if not isinstance(param, Tensor):
+            raise KeyError(f"{type(self._optimizer).__name__}.state: got the key {param!r}; expected a "
+                           f"parameter Tensor (state_dict() numbers the parameters instead: 'state.0.<field>')")
+        return ParamStateView(self._optimizer, param)
+
+    def __contains__(self, param: object) -> bool:
+        return param in self._optimizer._state
+
+    def get(self, param: Tensor, default: Any = None) -> Any:
+        return self[param] if param in self else default
+
+    def __iter__(self) -> Iterator[Tensor]:
+        return iter(list(self._optimizer._state))  # a snapshot: a step during iteration may add entries
+
+    def __len__(self) -> int:
+        return len(self._optimizer._state)
+
+    def __repr__(self) -> str:
+        return f"{type(self._optimizer).__name__}.state({{{', '.join(f'{p!r}: {self[p]!r}' for p in self)}}})"
+
+
+class ParamStateView(_ReadOnlyView):
+    """``opt.state[p]``: field -> value of one parameter's state, read live (see ``StateView``)."""
+
+    __slots__ = ("_optimizer", "_param")
+    _shown_as = "state[p]"
+
+    def __init__(self, optimizer: Optimizer, param: Tensor) -> None:
+        self._optimizer, self._param = optimizer, param
+
+    def _fields(self) -> dict[str, Any]:
+        state = self._optimizer._state.get(self._param)
+        return {} if state is None else self._optimizer._fields_of(state)
+
+    def __getitem__(self, field: str) -> Any:
+        return self._fields()[field]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields())
+
+    def __len__(self) -> int:
+        return len(self._fields())
+
+    def __repr__(self) -> str:
+        return repr(self._fields())
+
 
 
 class Optimizer:
@@ -258,16 +347,24 @@ class Optimizer:
             return closure()
 
     @property
-    def state(self) -> defaultdict[Tensor, dict[str, Any]]:
-        """Each updated parameter's state, as ``torch.optim.Optimizer.state``: parameter -> {field: value}.
+    def state(self) -> StateView:
+        """Each parameter's state, as ``torch.optim.Optimizer.state``: parameter -> {field: value}.
 
-        SGD with momentum: ``momentum_buffer``; Adam and AdamW: ``step`` (an int), ``exp_avg``,
-        ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``. The arrays are the optimizer's
-        own (live: editing one in place changes the next step); the dicts are built anew on
-        each read, so assigning into them changes nothing: use ``load_state_dict`` to replace
-        state. A parameter not updated yet reads as ``{}``, as PyTorch's defaultdict gives.
+        SGD with momentum: ``momentum_buffer``; Adam and AdamW: ``step`` (an int, the
+        parameter's update count), ``exp_avg``, ``exp_avg_sq`` and, with amsgrad,
+        ``max_exp_avg_sq``. A live, read-only view (see ``StateView``): the arrays are the
+        optimizer's own, so editing one in place (``opt.state[p]["exp_avg"][...] = 0``) changes
+        the next step, and assignments into the view raise instead of changing nothing.
+        Only updated parameters are listed; ``opt.state[p]`` of one not updated yet is empty,
+        as PyTorch's defaultdict gives ``{}``.
         """
-        return defaultdict(dict, {param: self._fields_of(state) for param, state in self._state.items()})
+        return StateView(self)
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        # PyTorch code resets the state with opt.state = defaultdict(dict); here that would
+        # otherwise fail as "property has no setter", without saying what to do instead.
+        raise AttributeError(f"{type(self).__name__}.state cannot be assigned; {_STATE_REPLACEMENT}")
 
     def _refuse_moved_parameters(self) -> None:
         """Raise, before ``step`` updates anything, if a parameter about to be updated no longer
@@ -637,6 +734,12 @@ class Adam(Optimizer):
     ``amsgrad=True`` (Reddi et al.) divides by the running maximum of v instead,
     v̂ = max(v̂, v), kept in the state as ``max_exp_avg_sq``. ``maximize=True`` replaces g by
     −g first, so the steps climb the objective.
+
+    ``load_state_dict`` replaces each group's hyperparameters by the saved ones, ``amsgrad``
+    included, as PyTorch does: a dict saved with amsgrad off turns it off (and one saved
+    before the flag existed loads with it off). Turned on by hand for a parameter that already
+    has state (``group["amsgrad"] = True``), the maximum starts at that step from the current
+    v, as a v̂ created then from zeros would (v >= 0); PyTorch raises a KeyError there instead.
     """
 
     _hyperparameters = {"lr": _nonnegative("lr=1e-3"), "betas": _betas,

@@ -30,7 +30,8 @@ def run_steps(opt, params, grads_per_step, on):
         opt.step()
 
 
-def hand_sgd(p, grads, lr, momentum, dampening, weight_decay, nesterov, maximize=False):
+def hand_sgd(p, grads, lr, momentum, dampening, weight_decay, nesterov, maximize=False, with_state=False):
+    """The parameter after SGD steps with `grads`; with `with_state`, also its state as torch keeps it."""
     p, buf = p.copy(), None
     for g in grads:
         d = (-g if maximize else g) + weight_decay * p
@@ -39,10 +40,14 @@ def hand_sgd(p, grads, lr, momentum, dampening, weight_decay, nesterov, maximize
             p = p - lr * d
         else:
             p = p - lr * (d + momentum * buf if nesterov else buf)
-    return p
+    state = {"momentum_buffer": buf} if momentum and grads else {}  # torch keeps no buffer without momentum
+    return (p, state) if with_state else p
 
 
-def hand_adam(p, grads, lr, betas, eps, weight_decay, decoupled=False, amsgrad=False, maximize=False):
+def hand_adam(p, grads, lr, betas, eps, weight_decay, decoupled=False, amsgrad=False, maximize=False,
+              with_state=False, amsgrad_from=1):
+    """The parameter after Adam steps with `grads`; with `with_state`, also its state as torch keeps
+    it. `amsgrad_from`: the update at which amsgrad was turned on (its maximum starts there, from 0)."""
     p, m, v, v_max = p.copy(), np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
     for t, g in enumerate(grads, start=1):
         g = -g if maximize else g
@@ -52,10 +57,15 @@ def hand_adam(p, grads, lr, betas, eps, weight_decay, decoupled=False, amsgrad=F
             g = g + weight_decay * p
         m = betas[0] * m + (1 - betas[0]) * g
         v = betas[1] * v + (1 - betas[1]) * g * g
-        v_max = np.maximum(v_max, v)  # amsgrad divides by the largest v so far
-        m_hat, v_hat = m / (1 - betas[0] ** t), (v_max if amsgrad else v) / (1 - betas[1] ** t)
+        if t >= amsgrad_from:
+            v_max = np.maximum(v_max, v)  # amsgrad divides by the largest v so far
+        use_max = amsgrad and t >= amsgrad_from
+        m_hat, v_hat = m / (1 - betas[0] ** t), (v_max if use_max else v) / (1 - betas[1] ** t)
         p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
-    return p
+    state = {"step": len(grads), "exp_avg": m, "exp_avg_sq": v} if grads else {}
+    if amsgrad and grads:
+        state["max_exp_avg_sq"] = v_max
+    return (p, state) if with_state else p
 
 
 def full_sgd(settings):
@@ -683,15 +693,28 @@ def test_opt_state_is_each_updated_parameters_live_state(on):
     assert sorted(optim.Adam([w]).state[w]) == []
 
 
+def copy_by_pickle(obj):
+    import pickle
+
+    return pickle.loads(pickle.dumps(obj))
+
+
+def copy_by_deepcopy(obj):
+    import copy
+
+    return copy.deepcopy(obj)
+
+
+@pytest.mark.parametrize("copier", [copy_by_pickle, copy_by_deepcopy])
 @pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
                                   lambda ps: optim.Adam([{"params": ps[:1]}, {"params": ps[1:], "lr": 0.01}],
                                                         lr=0.05, amsgrad=True),
                                   lambda ps: optim.AdamW(ps, lr=0.05, weight_decay=0.1, maximize=True)])
-def test_a_pickled_model_and_optimizer_carry_on_exactly_like_the_originals(rng, make):
-    import pickle
-
-    net = nn.Sequential(nn.Linear(3, 4, rng=0, dtype=np.float64, device="cpu"), nn.ReLU(),
-                        nn.Linear(4, 1, rng=1, dtype=np.float64, device="cpu"))
+def test_a_copied_model_and_optimizer_carry_on_exactly_like_the_originals(device, rng, make, copier):
+    """Pickled (or deep-copied) together, the optimizer keeps the copied model's tensors and its own
+    copy of the state: both pairs, trained on, stay equal bit for bit (shared state would not)."""
+    net = nn.Sequential(nn.Linear(3, 4, rng=0, dtype=np.float64), nn.ReLU(),
+                        nn.Linear(4, 1, rng=1, dtype=np.float64))
     opt = make(list(net.parameters()))
     data = [(rng.normal(size=(5, 3)), rng.normal(size=(5, 1))) for _ in range(6)]
 
@@ -702,11 +725,149 @@ def test_a_pickled_model_and_optimizer_carry_on_exactly_like_the_originals(rng, 
             opt.step()
 
     train(net, opt, data[:3])
-    copy_net, copy_opt = pickle.loads(pickle.dumps((net, opt)))  # together: the optimizer keeps the net's tensors
+    copy_net, copy_opt = copier((net, opt))
     assert copy_opt.params == list(copy_net.parameters())
+    assert all(p.device == device for p in copy_opt.params)
+    assert type(copy_opt) is type(opt) and [dict(g, params=None) for g in copy_opt.param_groups] == \
+        [dict(g, params=None) for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"got param_groups\[0\]\['lr'\]=-1"):  # still checked
+        copy_opt.param_groups[0]["lr"] = -1
     train(net, opt, data[3:])
     train(copy_net, copy_opt, data[3:])
     for (key, expected), got in zip(net.state_dict().items(), copy_net.state_dict().values()):
         np.testing.assert_array_equal(got, expected, err_msg=key)
+    for (key, expected), got in zip(opt.state_dict().items(), copy_opt.state_dict().values()):
+        np.testing.assert_array_equal(got, expected, err_msg=key)
     assert not np.array_equal(net.state_dict()["0.weight"], nn.Sequential(
-        nn.Linear(3, 4, rng=0, dtype=np.float64, device="cpu")).state_dict()["0.weight"])  # it did train
+        nn.Linear(3, 4, rng=0, dtype=np.float64)).state_dict()["0.weight"])  # it did train
+
+
+# --- amsgrad and maximize per parameter group; opt.state against its definition -------------
+GROUPED = {  # optimizer: (constructor settings, one group per parameter differing in amsgrad/maximize)
+    "SGD": (dict(lr=0.1), [dict(maximize=True), dict(momentum=0.9, nesterov=True),
+                           dict(momentum=0.5, dampening=0.2, weight_decay=0.1, maximize=True)]),
+    "Adam": (dict(lr=0.1, betas=(0.8, 0.7)), [dict(amsgrad=True), dict(lr=0.05, maximize=True),
+                                               dict(amsgrad=True, maximize=True, weight_decay=0.1)]),
+    "AdamW": (dict(lr=0.1, betas=(0.8, 0.7)), [dict(amsgrad=True), dict(lr=0.05, maximize=True),
+                                                dict(amsgrad=True, maximize=True, weight_decay=0.3)]),
+}
+FULL = {"SGD": (full_sgd, hand_sgd), "Adam": (full_adam, hand_adam), "AdamW": (full_adamw, hand_adam)}
+# Gradients that shrink, then grow, then shrink: v falls below its earlier maximum, so amsgrad matters.
+SCALES = (2.0, 0.5, 1.0, 0.1, 0.05)
+
+
+def grouped_run(name, rng, on):
+    """Five float64 steps of `name` over GROUPED's groups, the second parameter without a gradient
+    at first. Returns (our parameters, our optimizer, starts, gradients per step)."""
+    settings, groups = GROUPED[name]
+    params, starts = make_params(rng, on, shapes=((3, 2), (2,), (4,)))
+    grads = [[scale * rng.normal(size=s.shape) for s in starts] for scale in SCALES]
+    grads[0][1] = None
+    opt = getattr(optim, name)([dict(params=[p], **g) for p, g in zip(params, groups)], **settings)
+    run_steps(opt, params, grads, on)
+    return params, opt, starts, grads
+
+
+@pytest.mark.parametrize("name", GROUPED)
+def test_groups_with_their_own_amsgrad_and_maximize_match_the_update_written_out(on, rng, name):
+    """Each group's flags apply to its parameters only, and opt.state holds what the written-out
+    update keeps: Adam's step count, moments and running maximum; SGD's momentum buffer."""
+    params, opt, starts, grads = grouped_run(name, rng, on)
+    settings, groups = GROUPED[name]
+    full, by_hand = FULL[name]
+    for k, (p, start, group) in enumerate(zip(params, starts, groups)):
+        received = [g[k] for g in grads if g[k] is not None]
+        expected, state = by_hand(start, received, **full({**settings, **group}), with_state=True)
+        np.testing.assert_allclose(host(p.data), expected, rtol=1e-12, atol=1e-14)
+        assert list(opt.state[p]) == list(state) and (p in opt.state) == bool(state)
+        for field, value in state.items():
+            np.testing.assert_allclose(host(opt.state[p][field]), value, rtol=1e-12, atol=1e-14, err_msg=field)
+        flags = {flag: False for flag in ("amsgrad", "maximize") if group.get(flag)}
+        if flags:  # the premise: the group's flags change its parameter's path
+            assert not np.allclose(by_hand(start, received, **full({**settings, **group, **flags})), expected)
+
+
+@pytest.mark.parametrize("name", GROUPED)
+def test_groups_with_their_own_amsgrad_and_maximize_match_torch_optim(on, rng, name):
+    """The same five steps through torch.optim: parameters and each parameter's state."""
+    torch = pytest.importorskip("torch")
+    params, opt, starts, grads = grouped_run(name, rng, on)
+    settings, groups = GROUPED[name]
+    theirs = [torch.tensor(s.copy(), requires_grad=True) for s in starts]
+    topt = getattr(torch.optim, name)([dict(params=[t], **g) for t, g in zip(theirs, groups)], **settings)
+    for step in grads:
+        for t, g in zip(theirs, step):
+            t.grad = None if g is None else torch.tensor(g)
+        topt.step()
+    for p, t in zip(params, theirs):
+        np.testing.assert_allclose(host(p.data), t.detach().numpy(), rtol=1e-10, atol=1e-13)
+        assert list(opt.state[p]) == list(topt.state[t])
+        for field, value in topt.state[t].items():
+            ours = opt.state[p][field]
+            if field == "step":
+                assert ours == int(value.item())
+            else:
+                np.testing.assert_allclose(host(ours), value.numpy(), rtol=1e-10, atol=1e-13, err_msg=field)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_amsgrad_turned_on_after_some_steps_starts_its_maximum_there(on, rng, name):
+    """PyTorch raises KeyError('max_exp_avg_sq') here; we start the running maximum at the step
+    where the flag is first on, as a maximum created then from zeros would be."""
+    params, starts = make_params(rng, on, shapes=((3, 2),))
+    grads = [[scale * rng.normal(size=starts[0].shape)] for scale in SCALES]
+    settings = dict(lr=0.1, betas=(0.8, 0.7))
+    opt = getattr(optim, name)(params, **settings)
+    run_steps(opt, params, grads[:2], on)
+    assert "max_exp_avg_sq" not in opt.state[params[0]]
+    opt.param_groups[0]["amsgrad"] = True
+    run_steps(opt, params, grads[2:], on)
+    full, by_hand = FULL[name]
+    received = [g[0] for g in grads]
+    expected, state = by_hand(starts[0], received, **full(dict(settings, amsgrad=True)), with_state=True,
+                              amsgrad_from=3)
+    np.testing.assert_allclose(host(params[0].data), expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(host(opt.state[params[0]]["max_exp_avg_sq"]), state["max_exp_avg_sq"], rtol=1e-12)
+    # The premise: it is neither amsgrad never on nor amsgrad on from the first step.
+    assert not np.allclose(by_hand(starts[0], received, **full(settings)), expected)
+    assert not np.allclose(by_hand(starts[0], received, **full(dict(settings, amsgrad=True))), expected)
+
+
+def test_opt_state_is_a_live_read_only_view(on):
+    """Reads follow the optimizer through steps and loads; writes, which a copy would silently
+    drop, are refused with the ways that work."""
+    w, b = (mg.Tensor(on(np.ones(n)), requires_grad=True) for n in (2, 3))
+    opt = optim.Adam([w, b], lr=0.1)
+    state, of_w = opt.state, opt.state[w]  # taken before any step
+    assert len(state) == 0 and w not in state and state.get(w) is None and len(of_w) == 0
+    w.grad = on(np.full(2, 2.0))
+    opt.step()
+    assert list(state) == [w] and of_w["step"] == 1 and state.get(w)["step"] == 1
+    assert b not in state and dict(state[b]) == {}  # never updated: empty, as torch's defaultdict gives
+    opt.step()
+    assert of_w["step"] == 2
+    for write, kind, message in [
+        (lambda: of_w.__setitem__("step", 0), TypeError,
+         r"Adam.state\[p\] is a read-only view; expected its arrays edited in place"),
+        (lambda: of_w.pop("exp_avg"), TypeError, r"Adam.state\[p\] is a read-only view"),
+        (lambda: state.__setitem__(w, {}), TypeError, r"Adam.state is a read-only view; .*load_state_dict"),
+        (lambda: state.__delitem__(w), TypeError, r"Adam.state is a read-only view"),
+        (lambda: state.clear(), TypeError, r"Adam.state is a read-only view"),
+        (lambda: setattr(opt, "state", {}), AttributeError, r"Adam.state cannot be assigned; expected its arrays"),
+        (lambda: state[0], KeyError,
+         r"Adam.state: got the key 0; expected a parameter Tensor \(state_dict\(\) numbers.*'state.0.<field>'"),
+    ]:
+        with pytest.raises(kind, match=message):
+            write()
+    assert of_w["step"] == 2 and list(state) == [w]  # nothing changed
+    m = of_w["exp_avg"]
+    m[...] = 0.0  # in place: the optimizer's own array
+    np.testing.assert_array_equal(host(opt.state_dict()["state.0.exp_avg"]), [0.0, 0.0])
+    # The way the message gives to clear the state: load the dict without its "state." keys.
+    opt.load_state_dict({k: v for k, v in opt.state_dict().items() if not k.startswith("state.")})
+    assert len(state) == 0 and len(of_w) == 0
+    start = host(w.data).copy()
+    opt.step()  # a first update again: bias correction from t = 1
+    assert of_w["step"] == 1
+    np.testing.assert_allclose(host(w.data), hand_adam(start, [np.full(2, 2.0)], **full_adam(dict(lr=0.1))),
+                               rtol=1e-12)

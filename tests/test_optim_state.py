@@ -50,9 +50,12 @@ MAKERS.update({
     "Adam with amsgrad": lambda ps: optim.Adam(ps, lr=0.02, betas=(0.8, 0.6), weight_decay=0.1, amsgrad=True),
     "SGD maximizing": lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, maximize=True),
 })
+MAKERS["AdamW in two groups, one with amsgrad, one maximizing"] = in_two_groups(
+    optim.AdamW, dict(amsgrad=True), dict(maximize=True), lr=0.02, betas=(0.8, 0.6), weight_decay=0.1)
 FRESH.update({
     "Adam with amsgrad": lambda ps: optim.Adam(ps, lr=0.5),
     "SGD maximizing": lambda ps: optim.SGD(ps, lr=1.0, momentum=0.5),
+    "AdamW in two groups, one with amsgrad, one maximizing": in_two_groups(optim.AdamW, {}, {}, lr=0.5),
 })
 FRESH.update({
     "SGD in two groups": in_two_groups(optim.SGD, {}, {}, lr=1.0, momentum=0.5, dampening=0.5),
@@ -303,10 +306,16 @@ ADAM_DEFECTS = [
      r"Adam.load_state_dict: got param_groups.0.betas\[1\]=1.0; expected a finite number in \[0.0, 1.0\)"),
     (lambda d: d.update({"param_groups.0.betas": np.array([0.9, 0.99, 0.999])}), ValueError,
      r"Adam.load_state_dict: got param_groups.0.betas=array\(\[0.9\s*, 0.99\s*, 0.999\]\); expected a pair"),
+    (lambda d: d.update({"param_groups.0.amsgrad": np.array(1.0)}), TypeError,
+     r"Adam.load_state_dict: got param_groups.0.amsgrad=array\(1.\); expected True or False"),
+    (lambda d: d.update({"state.2.max_exp_avg_sq": np.ones(3)}), ValueError,
+     r"Adam.load_state_dict: 'state.2.max_exp_avg_sq' has shape \(3,\) but parameter 2 has shape \(2,\)"),
 ]
 SGD_DEFECTS = [
     (lambda d: d.update({"param_groups.0.nesterov": np.array(1.0)}), TypeError,
      r"SGD.load_state_dict: got param_groups.0.nesterov=array\(1.\); expected True or False"),
+    (lambda d: d.update({"param_groups.0.maximize": np.array("yes")}), TypeError,
+     r"SGD.load_state_dict: got param_groups.0.maximize=array\('yes'.*\); expected True or False"),
     (lambda d: d.update({"param_groups.0.dampening": np.array(2.0)}), ValueError,
      r"SGD.load_state_dict: got param_groups.0.dampening=array\(2.\); expected a finite number in \[0.0, 1.0\]"),
 ]
@@ -399,10 +408,13 @@ def test_resumed_trajectories_match_torch_optim(tmp_path):
     rng = np.random.default_rng(11)
     starts = [rng.normal(size=(3, 2)), rng.normal(size=(2,))]
     grads = [[rng.normal(size=(3, 2)), None if step < 2 else rng.normal(size=(2,))] for step in range(5)]
-    settings = {"SGD": dict(lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True),
-                "Adam": dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1),
-                "AdamW": dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)}
-    for name, kwargs in settings.items():
+    settings = [("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01, nesterov=True)),
+                ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.01, maximize=True)),
+                ("Adam", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)),
+                ("Adam", dict(lr=0.02, betas=(0.8, 0.6), eps=1e-6, weight_decay=0.1, amsgrad=True)),
+                ("AdamW", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)),
+                ("AdamW", dict(lr=0.02, betas=(0.8, 0.6), weight_decay=0.1, amsgrad=True, maximize=True))]
+    for name, kwargs in settings:
         ours = [mg.Tensor(s.copy(), requires_grad=True) for s in starts]
         theirs = [torch.tensor(s.copy(), requires_grad=True) for s in starts]
         opt, topt = getattr(optim, name)(ours, **kwargs), getattr(torch.optim, name)(theirs, **kwargs)
@@ -482,3 +494,63 @@ def test_a_checkpoint_from_before_amsgrad_and_maximize_loads_with_them_off(kind)
     fresh.load_state_dict(old)
     assert all(fresh.param_groups[0][name] is False for name in flags)
     assert fresh.state_dict().keys() == saved.state_dict().keys()
+
+
+# --- amsgrad off in the dict, on in the optimizer --------------------------------------------
+def amsgrad_run(kind, on, grads, split=None):
+    """`kind` without amsgrad over one parameter; at `split` its state dict is loaded into a fresh
+    optimizer built with amsgrad=True and other hyperparameters."""
+    param = mg.Tensor(on(np.linspace(-1.0, 1.0, 4)), requires_grad=True)
+    opt = kind([param], lr=0.1, betas=(0.8, 0.6))
+    for step, grad in enumerate(grads):
+        if step == split:
+            saved = opt.state_dict()
+            opt = kind([param], lr=0.5, betas=(0.8, 0.6), amsgrad=True)
+            opt.load_state_dict(saved)
+        param.grad = on(grad)
+        opt.step()
+    return host(param.data), opt
+
+
+def shrinking_grads(count=5):
+    """Gradients whose size falls and rises, so the second moment falls below its maximum and
+    amsgrad changes the path."""
+    rng = np.random.default_rng(13)
+    return [scale * rng.normal(size=4) for scale in (2.0, 0.5, 1.0, 0.1, 0.05)[:count]]
+
+
+@pytest.mark.parametrize("kind", [optim.Adam, optim.AdamW])
+def test_a_dict_saved_without_amsgrad_turns_it_off_as_in_pytorch(on, kind):
+    """load_state_dict replaces each group's hyperparameters by the saved ones, amsgrad included
+    (PyTorch's rule): the resumed run is the uninterrupted amsgrad=False run, bit for bit."""
+    grads = shrinking_grads()
+    whole, _ = amsgrad_run(kind, on, grads)
+    resumed, opt = amsgrad_run(kind, on, grads, split=2)
+    assert opt.param_groups[0]["amsgrad"] is False and opt.param_groups[0]["lr"] == 0.1
+    np.testing.assert_array_equal(resumed, whole)
+    assert not any(key.endswith("max_exp_avg_sq") for key in opt.state_dict())
+    with_amsgrad = mg.Tensor(on(np.linspace(-1.0, 1.0, 4)), requires_grad=True)  # the premise: it matters
+    train_opt = kind([with_amsgrad], lr=0.1, betas=(0.8, 0.6), amsgrad=True)
+    for grad in grads:
+        with_amsgrad.grad = on(grad)
+        train_opt.step()
+    assert not np.allclose(host(with_amsgrad.data), whole)
+
+
+def test_a_dict_saved_without_amsgrad_loads_into_torch_alike():
+    """The same load in torch.optim: its group's amsgrad becomes False too, and the paths agree."""
+    torch = pytest.importorskip("torch")
+    grads = shrinking_grads()
+    for name in ("Adam", "AdamW"):
+        ours, _ = amsgrad_run(getattr(optim, name), lambda a: a, grads, split=2)
+        param = torch.tensor(np.linspace(-1.0, 1.0, 4), requires_grad=True)
+        topt = getattr(torch.optim, name)([param], lr=0.1, betas=(0.8, 0.6))
+        for step, grad in enumerate(grads):
+            if step == 2:
+                saved = topt.state_dict()
+                topt = getattr(torch.optim, name)([param], lr=0.5, betas=(0.8, 0.6), amsgrad=True)
+                topt.load_state_dict(saved)
+                assert topt.param_groups[0]["amsgrad"] is False
+            param.grad = torch.tensor(grad)
+            topt.step()
+        np.testing.assert_allclose(ours, param.detach().numpy(), rtol=1e-12, atol=1e-14)
