@@ -1,6 +1,6 @@
 """Learning-rate schedulers, as ``torch.optim.lr_scheduler``: ``StepLR``, ``MultiStepLR``,
-``ExponentialLR``, ``CosineAnnealingLR``, ``LambdaLR``, ``LinearLR``, ``OneCycleLR``,
-``SequentialLR`` and ``ReduceLROnPlateau``.
+``ExponentialLR``, ``CosineAnnealingLR``, ``LambdaLR``, ``LinearLR``, ``OneCycleLR`` and
+``ReduceLROnPlateau``.
 
 Imported as ``minigraph.optim.lr_scheduler`` (``optim.py`` registers this module under that
 name, as ``nn.py`` does for ``minigraph.nn.utils``), so PyTorch's spellings work unchanged::
@@ -32,7 +32,6 @@ PyTorch, load the optimizer's state after building the scheduler, whose epoch 0 
 
 from __future__ import annotations
 
-import bisect
 import functools
 import math
 from collections import Counter
@@ -46,7 +45,7 @@ from .engine import Tensor
 from .optim import Optimizer
 
 __all__ = ["CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR",
-           "OneCycleLR", "ReduceLROnPlateau", "SequentialLR", "StepLR"]
+           "OneCycleLR", "ReduceLROnPlateau", "StepLR"]
 
 
 class LRScheduler:
@@ -77,24 +76,13 @@ class LRScheduler:
         self.base_lrs: list[float] = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
         self._last_lr: list[float] = []
-        self._initial_step()
-
-    def _initial_step(self) -> None:
-        """Epoch last_epoch + 1 (0 for a fresh schedule). While _initial, the recursive forms
-        that would move a resumed rate one epoch ahead of itself keep it, as PyTorch's do."""
+        # Epoch last_epoch + 1 (0 for a fresh schedule). While _initial, the recursive forms
+        # that would move a resumed rate one epoch ahead of itself keep it, as PyTorch's do.
         self._initial = True
         try:
             self.step()
         finally:
             self._initial = False
-
-    def _restart(self) -> None:
-        """Back to epoch 0 from the base rates: where SequentialLR hands over to this scheduler
-        (PyTorch's step(0), its closed form at epoch 0, which every scheduler here equals)."""
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base
-        self.last_epoch = -1
-        self.step()
 
     def __setattr__(self, name: str, value: Any) -> None:
         check = self._hyperparameters.get(name)
@@ -154,7 +142,9 @@ class LRScheduler:
         with as many parameter groups. The optimizer's rates are its own state: load them with
         ``opt.load_state_dict``. Everything is checked before anything changes."""
         owner = f"{type(self).__name__}.load_state_dict"
-        _check_mapping(owner, state_dict)
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
+                            f"arrays, e.g. nn.load('scheduler.npz') or scheduler.state_dict()")
         expected = ["last_epoch", "base_lrs", "last_lr", *self._hyperparameters]
         missing = [key for key in expected if key not in state_dict]
         unknown = [key for key in state_dict if key not in expected]
@@ -181,12 +171,6 @@ class LRScheduler:
             raise ValueError(f"{owner}: {key!r} has {len(rates)} rates but the optimizer has {groups} "
                              f"parameter groups; expected the state of a scheduler over the same groups")
         return [checks.real(owner, f"{key}[{i}]", rate, low=0.0) for i, rate in enumerate(rates)]
-
-
-def _check_mapping(owner: str, state_dict: Any) -> None:
-    if not isinstance(state_dict, Mapping):
-        raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
-                        f"arrays, e.g. nn.load('scheduler.npz') or scheduler.state_dict()")
 
 
 def _checked_optimizer(owner: str, optimizer: Any) -> Optimizer:
@@ -579,7 +563,9 @@ class ReduceLROnPlateau:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` saved; everything is checked before anything changes."""
         owner = "ReduceLROnPlateau.load_state_dict"
-        _check_mapping(owner, state_dict)
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
+                            f"arrays, e.g. scheduler.state_dict()")
         expected = [*self._COUNTS, *self._NUMBERS, "min_lrs", "last_lr", "mode_max", "threshold_abs"]
         missing = [key for key in expected if key not in state_dict]
         unknown = [key for key in state_dict if key not in expected]
@@ -601,108 +587,3 @@ class ReduceLROnPlateau:
         values["threshold_mode"] = "abs" if checks.flag(owner, "threshold_abs", state_dict["threshold_abs"]) \
             else "rel"
         self.__dict__.update(values)
-
-
-class SequentialLR:
-    """Runs ``schedulers`` one after another, switching at the epochs in ``milestones``, as
-    ``torch.optim.lr_scheduler.SequentialLR``: a warm-up, then a decay::
-
-        warmup = LinearLR(opt, start_factor=0.1, total_iters=5)
-        decay = CosineAnnealingLR(opt, T_max=95)
-        scheduler = SequentialLR(opt, [warmup, decay], milestones=[5])
-
-    At a milestone the next scheduler starts afresh at its epoch 0, from the base rates.
-    ``state_dict()`` holds ``last_epoch``, ``milestones``, ``last_lr`` and each scheduler's
-    state under ``schedulers.<i>.``; build the same schedulers to load it.
-    """
-
-    def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int],
-                 last_epoch: int = -1) -> None:
-        owner = "SequentialLR"
-        self.optimizer = _checked_optimizer(owner, optimizer)
-        if not isinstance(schedulers, (list, tuple)) or not schedulers:
-            raise ValueError(f"{owner}: got schedulers={schedulers!r}; expected a non-empty list of schedulers")
-        for i, scheduler in enumerate(schedulers):
-            if not isinstance(scheduler, LRScheduler):
-                hint = " (it needs a metric at each step, so it cannot be chained)" \
-                    if isinstance(scheduler, ReduceLROnPlateau) else ""
-                raise TypeError(f"{owner}: schedulers[{i}] is a {type(scheduler).__name__}{hint}; expected "
-                                f"schedulers such as LinearLR(opt, ...) and CosineAnnealingLR(opt, ...)")
-            if scheduler.optimizer is not optimizer:
-                raise ValueError(f"{owner}: schedulers[{i}] ({type(scheduler).__name__}) was built for another "
-                                 f"optimizer; expected every scheduler over this one")
-        milestones = [checks.integer(owner, f"milestones[{i}]", m, low=1) for i, m in enumerate(milestones)]
-        if len(milestones) != len(schedulers) - 1 or milestones != sorted(milestones):
-            raise ValueError(f"{owner}: got milestones {milestones} for {len(schedulers)} schedulers; expected "
-                             f"{len(schedulers) - 1} increasing epochs, where each next scheduler takes over")
-        self._schedulers, self.milestones = list(schedulers), milestones
-        self.last_epoch = checks.integer(owner, "last_epoch", last_epoch, low=-1) + 1
-        # Each scheduler already applied its epoch 0 when built: start over from the base rates,
-        # with only the one that runs at this epoch, as PyTorch does.
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
-        for scheduler in self._schedulers:
-            scheduler.last_epoch -= 1
-        current = self._schedulers[bisect.bisect_right(self.milestones, 0)]
-        current._initial_step()
-        self._last_lr = current.get_last_lr()
-
-    def step(self) -> None:
-        """Move to the next epoch: the current scheduler steps, or the next one starts at a milestone."""
-        self.last_epoch += 1
-        index = bisect.bisect_right(self.milestones, self.last_epoch)
-        scheduler = self._schedulers[index]
-        if index > 0 and self.milestones[index - 1] == self.last_epoch:
-            scheduler._restart()
-        else:
-            scheduler.step()
-        self._last_lr = scheduler.get_last_lr()
-
-    def get_last_lr(self) -> list[float]:
-        """The rates the last step set, one per parameter group (a new list)."""
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict[str, numpy.ndarray]:
-        """Flat: ``last_epoch``, ``milestones``, ``last_lr`` and ``schedulers.<i>.<key>``."""
-        saved = {"last_epoch": numpy.array(self.last_epoch, dtype=numpy.int64),
-                 "milestones": numpy.array(self.milestones, dtype=numpy.int64),
-                 "last_lr": numpy.array(self._last_lr, dtype=numpy.float64)}
-        for i, scheduler in enumerate(self._schedulers):
-            saved.update({f"schedulers.{i}.{key}": value for key, value in scheduler.state_dict().items()})
-        return saved
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore what ``state_dict`` saved, into the same sequence of schedulers."""
-        owner = "SequentialLR.load_state_dict"
-        _check_mapping(owner, state_dict)
-        own = {key: state_dict[key] for key in ("last_epoch", "milestones", "last_lr") if key in state_dict}
-        parts: list[dict[str, Any]] = [{} for _ in self._schedulers]
-        unknown = []
-        for key, value in state_dict.items():
-            head, _, rest = key.partition(".") if isinstance(key, str) else ("", "", "")
-            index, _, name = rest.partition(".")
-            if head == "schedulers" and index.isdigit() and int(index) < len(parts) and name:
-                parts[int(index)][name] = value
-            elif key not in own:
-                unknown.append(key)
-        missing = [key for key in ("last_epoch", "milestones", "last_lr") if key not in own]
-        if missing or unknown:
-            raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected last_epoch, "
-                             f"milestones, last_lr and schedulers.<i>.<key>, as SequentialLR.state_dict() gives")
-        milestones = own["milestones"].tolist() if getattr(own["milestones"], "ndim", None) == 1 else None
-        if milestones != self.milestones:
-            raise ValueError(f"{owner}: the state has milestones {own['milestones']!r} but this SequentialLR has "
-                             f"{self.milestones}; expected the same sequence of schedulers")
-        last_epoch = checks.integer(owner, "last_epoch", own["last_epoch"], low=0)
-        last_lr = self._schedulers[0]._rates(owner, "last_lr", own["last_lr"])
-        # Each scheduler checks its part before changing; copies of the old states let a failure
-        # further down put the ones already loaded back, so nothing changes on an error.
-        previous = [scheduler.state_dict() for scheduler in self._schedulers]
-        try:
-            for scheduler, part in zip(self._schedulers, parts):
-                scheduler.load_state_dict(part)
-        except BaseException:
-            for scheduler, state in zip(self._schedulers, previous):
-                scheduler.load_state_dict(state)
-            raise
-        self.last_epoch, self._last_lr = last_epoch, last_lr

@@ -13,7 +13,7 @@ from minigraph import nn, optim
 from minigraph.backend import to_device
 from minigraph.optim import lr_scheduler
 from minigraph.optim.lr_scheduler import (CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, MultiStepLR,
-                                          OneCycleLR, ReduceLROnPlateau, SequentialLR, StepLR)
+                                          OneCycleLR, ReduceLROnPlateau, StepLR)
 
 BASE_LRS = (0.1, 0.4)  # two parameter groups
 EPOCHS = 30
@@ -526,81 +526,3 @@ def test_reduce_on_plateau_matches_torch():
             theirs.step(metric)
             assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in torch_opt.param_groups],
                                                                           rel=1e-14)
-
-
-# --- SequentialLR ------------------------------------------------------------------------------
-def warmup_then_cosine(opt):
-    return SequentialLR(opt, [LinearLR(opt, start_factor=0.1, total_iters=4), CosineAnnealingLR(opt, T_max=10)],
-                        milestones=[4])
-
-
-def test_sequential_warms_up_then_anneals_as_written_out():
-    opt = two_groups(leaves())
-    scheduler = warmup_then_cosine(opt)
-    for epoch in range(20):
-        if epoch:
-            scheduler.step()
-        expected = [b * (0.1 + 0.9 * epoch / 4) if epoch < 4 else cosine(b, epoch - 4, 10) for b in BASE_LRS]
-        np.testing.assert_allclose(scheduler.get_last_lr(), expected, rtol=1e-12, err_msg=str(epoch))
-        assert [g["lr"] for g in opt.param_groups] == scheduler.get_last_lr()
-    assert scheduler.last_epoch == 19
-
-
-def test_sequential_state_round_trip_continues_identically(tmp_path):
-    opt = two_groups(leaves())
-    whole = warmup_then_cosine(opt)
-    rates = [whole.get_last_lr()]
-    for _ in range(15):
-        whole.step()
-        rates.append(whole.get_last_lr())
-    opt = two_groups(leaves())
-    first = warmup_then_cosine(opt)
-    for _ in range(6):
-        first.step()
-    nn.save(first.state_dict(), tmp_path / "sequential.npz")
-    nn.save(opt.state_dict(), tmp_path / "opt.npz")
-    opt = two_groups(leaves())
-    resumed = warmup_then_cosine(opt)
-    opt.load_state_dict(nn.load(tmp_path / "opt.npz"))
-    resumed.load_state_dict(nn.load(tmp_path / "sequential.npz"))
-    assert resumed.get_last_lr() == rates[6]
-    for epoch in range(7, 16):
-        resumed.step()
-        assert resumed.get_last_lr() == rates[epoch]
-    bad = dict(first.state_dict(), milestones=np.array([5]))
-    with pytest.raises(ValueError, match=r"SequentialLR.load_state_dict: the state has milestones"):
-        resumed.load_state_dict(bad)
-
-
-def test_sequential_errors():
-    opt = two_groups(leaves())
-    other = two_groups(leaves())
-    with pytest.raises(ValueError, match=r"SequentialLR: got milestones \[3, 5\] for 2 schedulers; expected 1"):
-        SequentialLR(opt, [StepLR(opt, 2), ExponentialLR(opt, 0.9)], milestones=[3, 5])
-    with pytest.raises(ValueError, match=r"SequentialLR: schedulers\[1\] \(StepLR\) was built for another optimizer"):
-        SequentialLR(opt, [ExponentialLR(opt, 0.9), StepLR(other, 2)], milestones=[3])
-    with pytest.raises(TypeError, match=r"SequentialLR: schedulers\[0\] is a ReduceLROnPlateau \(it needs a metric"):
-        SequentialLR(opt, [ReduceLROnPlateau(opt), StepLR(opt, 2)], milestones=[3])
-
-
-def test_sequential_matches_torch():
-    torch = pytest.importorskip("torch")
-    import warnings
-
-    opt = two_groups(leaves())
-    tensors = [torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)]
-    torch_opt = torch.optim.SGD([{"params": tensors[:1]}, {"params": tensors[1:], "lr": BASE_LRS[1]}],
-                                lr=BASE_LRS[0])
-    tl = torch.optim.lr_scheduler
-
-    def chain(o, lib):
-        return lib.SequentialLR(o, [lib.LinearLR(o, 0.25, total_iters=3), lib.StepLR(o, 2, 0.5),
-                                    lib.LambdaLR(o, lambda e: 1 / (e + 1))], milestones=[3, 9])
-
-    ours, theirs = chain(opt, lr_scheduler), chain(torch_opt, tl)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's note about the order of the first steps
-        for _ in range(16):
-            np.testing.assert_allclose(ours.get_last_lr(), theirs.get_last_lr(), rtol=1e-14)
-            torch_opt.step()
-            ours.step(), theirs.step()
