@@ -1,6 +1,7 @@
 """Learning-rate schedulers, as ``torch.optim.lr_scheduler``: ``StepLR``, ``MultiStepLR``,
-``ExponentialLR``, ``CosineAnnealingLR``, ``LambdaLR``, ``LinearLR``, ``OneCycleLR`` and
-``ReduceLROnPlateau``.
+``ExponentialLR``, ``CosineAnnealingLR``, ``LambdaLR``, ``LinearLR``, ``OneCycleLR``,
+``SequentialLR`` (one scheduler after another, e.g. a warm-up then a decay) and
+``ReduceLROnPlateau`` (stepped with a metric).
 
 Imported as ``minigraph.optim.lr_scheduler`` (``optim.py`` registers this module under that
 name, as ``nn.py`` does for ``minigraph.nn.utils``), so PyTorch's spellings work unchanged::
@@ -19,7 +20,8 @@ each ``step()`` moves to the next epoch. ``last_epoch=k`` (PyTorch's argument) b
 if k epochs had passed: the groups must hold ``initial_lr`` already (the base rates), and the
 constructor moves to epoch k + 1 keeping the groups' current rates, except that ``StepLR`` and
 ``MultiStepLR`` apply a decay due at that epoch and ``LambdaLR`` sets its closed form, as
-PyTorch 2's constructors do. As in PyTorch, the rates follow recursive forms that
+PyTorch 2's constructors do (``SequentialLR`` takes only -1; ``ReduceLROnPlateau``, as in
+PyTorch, takes no ``last_epoch``). As in PyTorch, the rates follow recursive forms that
 scale the group's current ``lr`` (so a change made by hand, or by a second scheduler, carries
 on), except ``LambdaLR``, which sets ``base_lr · lr_lambda(epoch)``. Left alone they equal the
 closed form given in each class's docstring.
@@ -32,6 +34,7 @@ PyTorch, load the optimizer's state after building the scheduler, whose epoch 0 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from collections import Counter
@@ -45,7 +48,7 @@ from .engine import Tensor
 from .optim import Optimizer
 
 __all__ = ["CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR",
-           "OneCycleLR", "ReduceLROnPlateau", "StepLR"]
+           "OneCycleLR", "ReduceLROnPlateau", "SequentialLR", "StepLR"]
 
 
 class LRScheduler:
@@ -59,6 +62,7 @@ class LRScheduler:
     """
 
     _hyperparameters: dict[str, Callable[[str, str, Any], Any]] = {}
+    _more_keys: tuple[str, ...] = ()  # keys a subclass's own state_dict adds and loads itself
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         owner = type(self).__name__
@@ -76,13 +80,34 @@ class LRScheduler:
         self.base_lrs: list[float] = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = last_epoch
         self._last_lr: list[float] = []
-        # Epoch last_epoch + 1 (0 for a fresh schedule). While _initial, the recursive forms
-        # that would move a resumed rate one epoch ahead of itself keep it, as PyTorch's do.
+        self._initial = False
+        self._initial_step()
+
+    def _initial_step(self) -> None:
+        """Epoch last_epoch + 1 (0 for a fresh schedule). While _initial, the recursive forms that
+        would move a resumed rate one epoch ahead of itself keep it, as PyTorch's do."""
         self._initial = True
         try:
             self.step()
         finally:
             self._initial = False
+
+    def _restart(self) -> None:
+        """Epoch 0 again, from the base rates: what ``SequentialLR`` does to the scheduler whose
+        milestone has come (PyTorch's ``_update_lr(0)``, the closed form at epoch 0). On an error
+        nothing changes."""
+        groups = self.optimizer.param_groups
+        epoch, rates = self.last_epoch, [group["lr"] for group in groups]
+        try:
+            for group, base in zip(groups, self.base_lrs):
+                group["lr"] = base
+            self.last_epoch = -1
+            self.step()
+        except BaseException:
+            for group, rate in zip(groups, rates):
+                group["lr"] = rate
+            self.last_epoch = epoch
+            raise
 
     def __setattr__(self, name: str, value: Any) -> None:
         check = self._hyperparameters.get(name)
@@ -142,15 +167,7 @@ class LRScheduler:
         with as many parameter groups. The optimizer's rates are its own state: load them with
         ``opt.load_state_dict``. Everything is checked before anything changes."""
         owner = f"{type(self).__name__}.load_state_dict"
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
-                            f"arrays, e.g. nn.load('scheduler.npz') or scheduler.state_dict()")
-        expected = ["last_epoch", "base_lrs", "last_lr", *self._hyperparameters]
-        missing = [key for key in expected if key not in state_dict]
-        unknown = [key for key in state_dict if key not in expected]
-        if missing or unknown:
-            raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
-                             f"{expected}, as {type(self).__name__}.state_dict() gives")
+        self._check_keys(owner, state_dict)
         last_epoch = checks.integer(owner, "last_epoch", state_dict["last_epoch"], low=0)
         base_lrs, last_lr = (self._rates(owner, key, state_dict[key]) for key in ("base_lrs", "last_lr"))
         settings = {name: check(owner, name, state_dict[name])
@@ -160,7 +177,19 @@ class LRScheduler:
             object.__setattr__(self, name, value)
         self.last_epoch, self.base_lrs, self._last_lr = last_epoch, base_lrs, last_lr
 
-    def _rates(self, owner: str, key: str, value: Any) -> list[float]:
+    def _check_keys(self, owner: str, state_dict: Any) -> None:
+        """A mapping with exactly the keys ``state_dict()`` gives, or a clear error."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
+                            f"arrays, e.g. nn.load('scheduler.npz') or scheduler.state_dict()")
+        expected = ["last_epoch", "base_lrs", "last_lr", *self._hyperparameters, *self._more_keys]
+        missing = [key for key in expected if key not in state_dict]
+        unknown = [key for key in state_dict if key not in expected]
+        if missing or unknown:
+            raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
+                             f"{expected}, as {type(self).__name__}.state_dict() gives")
+
+    def _rates(self, owner: str, key: str, value: Any, high: float = math.inf) -> list[float]:
         """A saved list of rates (one per group) as floats, or a clear error."""
         rates = value.tolist() if getattr(value, "ndim", None) == 1 else value
         if not isinstance(rates, (list, tuple)):
@@ -170,7 +199,7 @@ class LRScheduler:
         if len(rates) != groups:
             raise ValueError(f"{owner}: {key!r} has {len(rates)} rates but the optimizer has {groups} "
                              f"parameter groups; expected the state of a scheduler over the same groups")
-        return [checks.real(owner, f"{key}[{i}]", rate, low=0.0) for i, rate in enumerate(rates)]
+        return [checks.real(owner, f"{key}[{i}]", rate, low=0.0, high=high) for i, rate in enumerate(rates)]
 
 
 def _checked_optimizer(owner: str, optimizer: Any) -> Optimizer:
@@ -373,6 +402,16 @@ def _per_group(owner: str, name: str, value: Any, groups: int, check: Callable[.
     return [check(owner, name, value)] * groups
 
 
+def _momentum_key(owner: str, optimizer: Optimizer) -> str:
+    """The group key OneCycleLR cycles: Adam's ``betas`` (the first), else SGD's ``momentum``."""
+    for key in ("betas", "momentum"):
+        if key in optimizer._hyperparameters:
+            return key
+    raise ValueError(f"{owner}: got cycle_momentum=True for {type(optimizer).__name__}, which has "
+                     f"neither momentum nor betas; expected an optimizer with one (SGD, Adam), or "
+                     f"cycle_momentum=False")
+
+
 class OneCycleLR(LRScheduler):
     """The 1cycle policy (Smith and Topin), as ``torch.optim.lr_scheduler.OneCycleLR``: stepped
     once per batch, the rate rises from ``max_lr / div_factor`` to ``max_lr`` over the first
@@ -384,8 +423,12 @@ class OneCycleLR(LRScheduler):
 
     ``total_steps`` or both ``epochs`` and ``steps_per_epoch`` give the length; stepping past it
     raises, as in PyTorch. ``max_lr``, ``base_momentum`` and ``max_momentum`` are numbers or
-    lists of one per group. Unlike PyTorch, which keeps them in the groups' dicts, the
-    per-group ends of the phases live on the scheduler (``max_lrs``, ``min_lrs``, ...).
+    lists of one per group. Unlike PyTorch, which keeps them in the groups' dicts (so that the
+    optimizer's state dict carries them), the per-group ends of the phases live on the scheduler
+    (``max_lrs``, ``initial_lrs``, ``min_lrs``, ``max_momentums``, ``base_momentums``) and its
+    ``state_dict()`` carries them with the rest of the policy. With ``last_epoch=k`` the
+    constructor leaves the groups' ``initial_lr`` and momentum alone and takes the policy from
+    its arguments: pass the ones the schedule was built with.
     """
 
     _hyperparameters = {"total_steps": _positive_integer}
@@ -405,6 +448,7 @@ class OneCycleLR(LRScheduler):
                            * _positive_integer(owner, "steps_per_epoch", steps_per_epoch))
         self.total_steps = total_steps  # checked on assignment
         pct_start = checks.real(owner, "pct_start", pct_start, low=0.0, high=1.0, example="pct_start=0.3")
+        three_phase = checks.flag(owner, "three_phase", three_phase)
         if anneal_strategy not in ("cos", "linear"):
             raise ValueError(f"{owner}: got anneal_strategy={anneal_strategy!r}; expected 'cos' or 'linear'")
         self.anneal_strategy = anneal_strategy
@@ -415,30 +459,61 @@ class OneCycleLR(LRScheduler):
         self.initial_lrs = [lr / div_factor for lr in self.max_lrs]
         self.min_lrs = [lr / final_div_factor for lr in self.initial_lrs]
         self.cycle_momentum = checks.flag(owner, "cycle_momentum", cycle_momentum)
-        if self.cycle_momentum:
-            self._momentum_key = "betas" if "betas" in optimizer._hyperparameters else \
-                "momentum" if "momentum" in optimizer._hyperparameters else None
-            if self._momentum_key is None:
-                raise ValueError(f"{owner}: got cycle_momentum=True for {type(optimizer).__name__}, which has "
-                                 f"neither momentum nor betas; expected an optimizer with one (SGD, Adam), or "
-                                 f"cycle_momentum=False")
-            unit = functools.partial(checks.real, low=0.0, high=1.0)
-            self.max_momentums = _per_group(owner, "max_momentum", max_momentum, len(groups), unit)
-            self.base_momentums = _per_group(owner, "base_momentum", base_momentum, len(groups), unit)
-        # Each phase: its last step, and which ends it anneals between (lr, then momentum).
-        up, ends = float(pct_start * total_steps) - 1, float(total_steps - 1)
-        if checks.flag(owner, "three_phase", three_phase):
-            self._phases = [(up, "initial", "max", "max", "base"),
-                            (float(2 * pct_start * total_steps) - 2, "max", "initial", "base", "max"),
-                            (ends, "initial", "min", "max", "max")]
-        else:
-            self._phases = [(up, "initial", "max", "max", "base"), (ends, "max", "min", "base", "max")]
+        self._momentum_key = _momentum_key(owner, optimizer) if self.cycle_momentum else None
+        unit = functools.partial(checks.real, low=0.0, high=1.0)
+        self.max_momentums = _per_group(owner, "max_momentum", max_momentum, len(groups), unit)
+        self.base_momentums = _per_group(owner, "base_momentum", base_momentum, len(groups), unit)
+        self._set_phases(pct_start, three_phase)
         if checks.integer(owner, "last_epoch", last_epoch, low=-1) == -1:
             for i, group in enumerate(groups):
                 group["initial_lr"] = self.initial_lrs[i]
                 if self.cycle_momentum:
                     self._set_momentum(group, self.max_momentums[i])
         super().__init__(optimizer, last_epoch)
+
+    def _set_phases(self, pct_start: float, three_phase: bool) -> None:
+        """Each phase: its last step, and which ends it anneals between (lr, then momentum)."""
+        self.pct_start, self.three_phase = pct_start, three_phase
+        up, ends = float(pct_start * self.total_steps) - 1, float(self.total_steps - 1)
+        if three_phase:
+            self._phases = [(up, "initial", "max", "max", "base"),
+                            (float(2 * pct_start * self.total_steps) - 2, "max", "initial", "base", "max"),
+                            (ends, "initial", "min", "max", "max")]
+        else:
+            self._phases = [(up, "initial", "max", "max", "base"), (ends, "max", "min", "base", "max")]
+
+    _RATES = ("max_lrs", "initial_lrs", "min_lrs")
+    _MOMENTA = ("max_momentums", "base_momentums")
+    _FLAGS = ("three_phase", "anneal_linear", "cycle_momentum")
+    _more_keys = ("pct_start", *_FLAGS, *_RATES, *_MOMENTA)
+
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """The base keys and ``total_steps``, then the whole policy: ``pct_start``, the flags
+        ``three_phase``, ``anneal_linear``, ``cycle_momentum``, and the per-group phase ends
+        ``max_lrs``, ``initial_lrs``, ``min_lrs``, ``max_momentums``, ``base_momentums`` (shape
+        (groups,)), which PyTorch keeps in the optimizer's groups."""
+        saved = super().state_dict()
+        saved["pct_start"] = numpy.array(self.pct_start, dtype=numpy.float64)
+        saved.update(three_phase=numpy.array(self.three_phase), anneal_linear=numpy.array(
+            self.anneal_strategy == "linear"), cycle_momentum=numpy.array(self.cycle_momentum))
+        saved.update({name: numpy.array(getattr(self, name), dtype=numpy.float64)
+                      for name in (*self._RATES, *self._MOMENTA)})
+        return saved
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` saved: position and the whole policy. Everything is
+        checked before anything changes."""
+        owner = "OneCycleLR.load_state_dict"
+        self._check_keys(owner, state_dict)
+        pct_start = checks.real(owner, "pct_start", state_dict["pct_start"], low=0.0, high=1.0)
+        three_phase, linear, cycle = (checks.flag(owner, name, state_dict[name]) for name in self._FLAGS)
+        key = _momentum_key(owner, self.optimizer) if cycle else None
+        ends = {name: self._rates(owner, name, state_dict[name]) for name in self._RATES}
+        ends.update({name: self._rates(owner, name, state_dict[name], high=1.0) for name in self._MOMENTA})
+        super().load_state_dict(state_dict)  # checks the rest, then loads it
+        self.__dict__.update(ends, anneal_strategy="linear" if linear else "cos", cycle_momentum=cycle,
+                             _momentum_key=key)
+        self._set_phases(pct_start, three_phase)
 
     def _set_momentum(self, group: Any, value: float) -> None:
         if self._momentum_key == "betas":
@@ -457,7 +532,7 @@ class OneCycleLR(LRScheduler):
             raise ValueError(f"OneCycleLR: stepped {step} times, but total_steps is {self.total_steps}; "
                              f"expected at most total_steps steps (one per batch), or a longer schedule")
         ends = {"initial": self.initial_lrs, "max": self.max_lrs, "min": self.min_lrs}
-        momenta = {"max": getattr(self, "max_momentums", None), "base": getattr(self, "base_momentums", None)}
+        momenta = {"max": self.max_momentums, "base": self.base_momentums}
         lrs = []
         for i, group in enumerate(self.optimizer.param_groups):
             start = 0.0
@@ -472,6 +547,153 @@ class OneCycleLR(LRScheduler):
         return lrs
 
 
+def _sorted_epochs(owner: str, name: str, value: Any, count: int) -> list[int]:
+    """``count`` epochs (integers >= 0) in increasing order, from a list, a tuple or a 1-D array
+    (as ``nn.load`` gives back), or a clear error."""
+    entries = value.tolist() if getattr(value, "ndim", None) == 1 else value
+    if not isinstance(entries, (list, tuple)):
+        raise TypeError(f"{owner}: got {name}={value!r}; expected a list of epochs such as [5]")
+    epochs = [checks.integer(owner, f"{name}[{i}]", epoch) for i, epoch in enumerate(entries)]
+    if len(epochs) != count:
+        raise ValueError(f"{owner}: got {len(epochs)} {name} for {count + 1} schedulers; expected one fewer "
+                         f"milestone than schedulers (the epochs where each next scheduler takes over)")
+    if epochs != sorted(epochs):
+        raise ValueError(f"{owner}: got {name}={epochs}; expected them in increasing order")
+    return epochs
+
+
+class SequentialLR(LRScheduler):
+    """Runs ``schedulers`` one after another, as ``torch.optim.lr_scheduler.SequentialLR``: the
+    first until epoch ``milestones[0]``, where the second starts at its epoch 0 from the base
+    rates, and so on (e.g. ``LinearLR`` warm-up for 5 epochs, then ``CosineAnnealingLR``)::
+
+        warmup = LinearLR(opt, start_factor=0.1, total_iters=5)
+        decay = CosineAnnealingLR(opt, T_max=95)
+        scheduler = SequentialLR(opt, [warmup, decay], milestones=[5])
+
+    The schedulers must be built on ``optimizer`` just before (each set the rates once, which
+    this constructor undoes: the rates go back to ``initial_lr`` and only the scheduler of epoch
+    0 applies its epoch 0). Epoch e is scheduler k's epoch e − milestones[k−1]. Step only the
+    ``SequentialLR``. ``ReduceLROnPlateau`` (which needs a metric) and a nested ``SequentialLR``
+    are refused. ``last_epoch`` must be -1: resume with ``load_state_dict`` (PyTorch's
+    ``last_epoch`` here restarts the schedulers' rates out of step with their epochs).
+
+    ``state_dict()`` is flat: ``last_epoch``, ``last_lr``, ``milestones``, and each scheduler's
+    state under ``schedulers.<k>.<key>``.
+    """
+
+    def __init__(self, optimizer: Optimizer, schedulers: list[LRScheduler], milestones: list[int],
+                 last_epoch: int = -1) -> None:
+        owner = "SequentialLR"
+        groups = _checked_optimizer(owner, optimizer).param_groups
+        if checks.integer(owner, "last_epoch", last_epoch, low=-1) != -1:
+            raise ValueError(f"{owner}: got last_epoch={last_epoch}; expected -1 (to resume, build it as for a "
+                             f"fresh run, then call load_state_dict with the saved state_dict())")
+        if not isinstance(schedulers, (list, tuple)) or not schedulers:
+            raise TypeError(f"{owner}: got schedulers={schedulers!r}; expected a non-empty list of schedulers "
+                            f"built on the optimizer, e.g. [LinearLR(opt), ExponentialLR(opt, 0.9)]")
+        for k, scheduler in enumerate(schedulers):
+            kind = type(scheduler).__name__
+            if isinstance(scheduler, (ReduceLROnPlateau, SequentialLR)):
+                raise ValueError(f"{owner}: schedulers[{k}] is a {kind}; expected a scheduler stepped without "
+                                 f"arguments and not itself a SequentialLR (StepLR, LinearLR, ...)")
+            if not isinstance(scheduler, LRScheduler):
+                raise TypeError(f"{owner}: schedulers[{k}] is a {kind}; expected a learning-rate scheduler "
+                                f"such as LinearLR(opt)")
+            if scheduler.optimizer is not optimizer:
+                raise ValueError(f"{owner}: schedulers[{k}] ({kind}) was built on another optimizer; expected "
+                                 f"every scheduler built on the optimizer given to SequentialLR")
+            if any(scheduler is other for other in schedulers[:k]):
+                raise ValueError(f"{owner}: schedulers[{k}] ({kind}) is listed twice; expected each once")
+            if len(scheduler.base_lrs) != len(groups):
+                raise ValueError(f"{owner}: schedulers[{k}] ({kind}) was built for {len(scheduler.base_lrs)} "
+                                 f"parameter groups but the optimizer has {len(groups)}; expected schedulers "
+                                 f"built after the last add_param_group")
+        self._milestones = _sorted_epochs(owner, "milestones", milestones, len(schedulers) - 1)
+        self.optimizer = optimizer
+        self._schedulers = list(schedulers)
+        self.last_epoch = 0
+        # Each scheduler's constructor applied its epoch 0: undo them all, then apply the first one's.
+        rates = [group["lr"] for group in groups]
+        epochs = [scheduler.last_epoch for scheduler in self._schedulers]
+        first = self._schedulers[bisect.bisect_right(self._milestones, 0)]
+        try:
+            for group in groups:
+                group["lr"] = group["initial_lr"]
+            for scheduler in self._schedulers:
+                scheduler.last_epoch -= 1
+            first._initial_step()
+        except BaseException:
+            for group, rate in zip(groups, rates):
+                group["lr"] = rate
+            for scheduler, epoch in zip(self._schedulers, epochs):
+                scheduler.last_epoch = epoch
+            raise
+        self._last_lr = first.get_last_lr()
+
+    def step(self) -> None:
+        """Move to the next epoch: the scheduler whose milestone this is starts at its epoch 0,
+        otherwise the running one steps. On an error nothing changes."""
+        epoch = self.last_epoch + 1
+        k = bisect.bisect_right(self._milestones, epoch)
+        scheduler = self._schedulers[k]
+        if k > 0 and self._milestones[k - 1] == epoch:
+            scheduler._restart()
+        else:
+            scheduler.step()
+        self.last_epoch = epoch
+        self._last_lr = scheduler.get_last_lr()
+
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """``last_epoch``, ``last_lr`` (shape (groups,)), ``milestones`` and each scheduler's
+        ``state_dict()`` under ``schedulers.<k>.``, as host NumPy arrays in a flat dict."""
+        saved = {"last_epoch": numpy.array(self.last_epoch, dtype=numpy.int64),
+                 "last_lr": numpy.array(self._last_lr, dtype=numpy.float64),
+                 "milestones": numpy.array(self._milestones, dtype=numpy.int64)}
+        for k, scheduler in enumerate(self._schedulers):
+            saved.update({f"schedulers.{k}.{key}": value for key, value in scheduler.state_dict().items()})
+        return saved
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` saved, from a ``SequentialLR`` over as many schedulers of the
+        same classes. Everything is checked before anything changes."""
+        owner = "SequentialLR.load_state_dict"
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
+                            f"arrays, e.g. nn.load('scheduler.npz') or scheduler.state_dict()")
+        own: dict[str, Any] = {}
+        parts: list[dict[str, Any]] = [{} for _ in self._schedulers]
+        for key, value in state_dict.items():
+            head, k, rest = (key.split(".", 2) + ["", ""])[:3] if isinstance(key, str) else ("", "", "")
+            if head == "schedulers" and k.isdigit() and int(k) < len(parts) and rest:
+                parts[int(k)][rest] = value
+            else:
+                own[key] = value
+        expected = ["last_epoch", "last_lr", "milestones"]
+        missing = [key for key in expected if key not in own]
+        unknown = [key for key in own if key not in expected]
+        if missing or unknown:
+            raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
+                             f"{expected} and schedulers.<k>.<key> for k < {len(parts)}, as "
+                             f"SequentialLR.state_dict() gives")
+        last_epoch = checks.integer(owner, "last_epoch", own["last_epoch"])
+        last_lr = self._rates(owner, "last_lr", own["last_lr"])
+        milestones = _sorted_epochs(owner, "milestones", own["milestones"], len(self._schedulers) - 1)
+        # Each scheduler checks its part before changing; if a later one refuses, the earlier
+        # ones get their states back.
+        before = [scheduler.state_dict() for scheduler in self._schedulers]
+        loaded = 0
+        try:
+            for scheduler, part in zip(self._schedulers, parts):
+                scheduler.load_state_dict(part)
+                loaded += 1
+        except BaseException:
+            for scheduler, state in zip(self._schedulers[:loaded], before):
+                scheduler.load_state_dict(state)
+            raise
+        self.last_epoch, self._last_lr, self._milestones = last_epoch, last_lr, milestones
+
+
 class ReduceLROnPlateau:
     """Multiplies each group's rate by ``factor`` once a metric has stopped improving for more than
     ``patience`` epochs, as ``torch.optim.lr_scheduler.ReduceLROnPlateau``: ``step(metric)`` once
@@ -480,14 +702,19 @@ class ReduceLROnPlateau:
     An epoch improves when the metric beats the best so far by ``threshold``: relatively
     (``threshold_mode="rel"``: below best·(1 − threshold), or above best·(1 + threshold) in max
     mode) or absolutely (``"abs"``: below best − threshold). After a reduction, ``cooldown``
-    epochs pass before bad epochs count again. A rate never goes below ``min_lr`` (a number or
-    one per group), and a reduction smaller than ``eps`` is skipped. A NaN metric is a bad
-    epoch, as in PyTorch. The metric may be a number, a 0-d array or a 0-d Tensor; on a GPU,
-    reading it makes the host wait for the device, as PyTorch's ``float(metric)`` does.
+    epochs pass before bad epochs count again. A rate never goes below ``min_lr`` (a number, which
+    also holds for groups added later, or a list of one per group, which then must be extended
+    by hand as in PyTorch), and a reduction smaller than ``eps`` is skipped. A NaN metric is a
+    bad epoch (it never beats the best), as in PyTorch: no error. The metric may be a number, a
+    0-d array or a 0-d Tensor; a GPU array or tensor is read to the host there, so the host
+    waits for the device once per call, as PyTorch's ``float(metric)`` (``.item()``) does.
+    Unlike PyTorch's, this class is not an ``LRScheduler`` and takes no ``last_epoch``
+    (PyTorch's takes none either); resume with ``load_state_dict``.
 
     ``state_dict()`` is flat (``nn.save`` writes it): the running state ``best``,
     ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``, ``last_lr``, and the numeric
-    settings; ``mode`` and ``threshold_mode`` are saved as ``mode_max`` and ``threshold_abs`` flags.
+    settings; ``mode``, ``threshold_mode`` and a per-group ``min_lr`` are saved as the flags
+    ``mode_max``, ``threshold_abs`` and ``min_lr_per_group``.
     """
 
     def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,
@@ -506,6 +733,8 @@ class ReduceLROnPlateau:
         self.cooldown = checks.integer(owner, "cooldown", cooldown)
         self.min_lrs = _per_group(owner, "min_lr", min_lr, len(optimizer.param_groups),
                                   functools.partial(checks.real, low=0.0))
+        # One min_lr for all also covers groups added later, as in PyTorch; one per group cannot.
+        self.min_lr_per_group = isinstance(min_lr, (list, tuple))
         self.eps = checks.real(owner, "eps", eps, low=0.0)
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
@@ -526,6 +755,13 @@ class ReduceLROnPlateau:
             raise TypeError(f"ReduceLROnPlateau.step: got metrics={metrics!r}; expected one number (the "
                             f"epoch's validation loss, say), a 0-d array or a 0-d Tensor")
         current = float(value)  # a GPU array is read here: the one wait per epoch
+        groups = len(self.optimizer.param_groups)
+        if groups != len(self.min_lrs):
+            if self.min_lr_per_group:
+                raise ValueError(f"ReduceLROnPlateau.step: the optimizer has {groups} parameter groups but "
+                                 f"min_lr gives {len(self.min_lrs)}; expected one per group (set "
+                                 f"scheduler.min_lrs to a list of {groups} after add_param_group)")
+            self.min_lrs = [self.min_lrs[0]] * groups
         self.last_epoch += 1
         if self._improves(current):
             self.best, self.num_bad_epochs = current, 0
@@ -558,6 +794,7 @@ class ReduceLROnPlateau:
         saved["last_lr"] = numpy.array(self._last_lr, dtype=numpy.float64)
         saved["mode_max"] = numpy.array(self.mode == "max")
         saved["threshold_abs"] = numpy.array(self.threshold_mode == "abs")
+        saved["min_lr_per_group"] = numpy.array(self.min_lr_per_group)
         return saved
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -566,7 +803,8 @@ class ReduceLROnPlateau:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
                             f"arrays, e.g. scheduler.state_dict()")
-        expected = [*self._COUNTS, *self._NUMBERS, "min_lrs", "last_lr", "mode_max", "threshold_abs"]
+        expected = [*self._COUNTS, *self._NUMBERS, "min_lrs", "last_lr", "mode_max", "threshold_abs",
+                    "min_lr_per_group"]
         missing = [key for key in expected if key not in state_dict]
         unknown = [key for key in state_dict if key not in expected]
         if missing or unknown:
@@ -586,4 +824,5 @@ class ReduceLROnPlateau:
         values["mode"] = "max" if checks.flag(owner, "mode_max", state_dict["mode_max"]) else "min"
         values["threshold_mode"] = "abs" if checks.flag(owner, "threshold_abs", state_dict["threshold_abs"]) \
             else "rel"
+        values["min_lr_per_group"] = checks.flag(owner, "min_lr_per_group", state_dict["min_lr_per_group"])
         self.__dict__.update(values)

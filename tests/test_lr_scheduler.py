@@ -3,6 +3,7 @@ torch.optim.lr_scheduler when torch is present), the optimizer stepping with the
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from minigraph import nn, optim
 from minigraph.backend import to_device
 from minigraph.optim import lr_scheduler
 from minigraph.optim.lr_scheduler import (CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, MultiStepLR,
-                                          OneCycleLR, ReduceLROnPlateau, StepLR)
+                                          OneCycleLR, ReduceLROnPlateau, SequentialLR, StepLR)
 
 BASE_LRS = (0.1, 0.4)  # two parameter groups
 EPOCHS = 30
@@ -152,20 +153,37 @@ def model(seed):
                          nn.Linear(3, 2, rng=seed + 1, dtype=np.float64))
 
 
-@pytest.mark.parametrize("name", SCHEDULES)
+def warmup_then(opt, T_max=6, milestone=4, m=lr_scheduler):
+    """A linear warm-up, then cosine annealing, with the scheduler classes of module `m` (ours or torch's)."""
+    return m.SequentialLR(opt, [m.LinearLR(opt, start_factor=0.2, total_iters=milestone),
+                                m.CosineAnnealingLR(opt, T_max=T_max, eta_min=0.01)], milestones=[milestone])
+
+
+# name: (build on an optimizer, build with other settings, which load_state_dict must overwrite)
+RESUMABLE = {name: (functools.partial(kind, **arguments), functools.partial(kind, **(other or arguments)))
+             for name, (kind, arguments, _, other) in SCHEDULES.items()}
+RESUMABLE.update({
+    "OneCycleLR": (functools.partial(OneCycleLR, max_lr=[0.5, 0.2], total_steps=12),
+                   functools.partial(OneCycleLR, max_lr=0.9, total_steps=40, pct_start=0.5, anneal_strategy="linear",
+                                     three_phase=True, cycle_momentum=False, base_momentum=0.5, div_factor=3.0)),
+    "SequentialLR": (warmup_then, functools.partial(warmup_then, T_max=20, milestone=2)),
+})
+
+
+@pytest.mark.parametrize("name", RESUMABLE)
 def test_a_run_resumed_with_the_scheduler_state_equals_the_uninterrupted_run_bitwise(tmp_path, name):
     """An epoch per batch; checkpoint after 5, then a fresh optimizer (other rates) and a fresh
     scheduler (other settings, except LambdaLR's functions, which are not saved) load the state."""
-    kind, arguments, _, other_arguments = SCHEDULES[name]
+    build, build_other = RESUMABLE[name]
     rng = np.random.default_rng(0)
     data = [(rng.normal(size=(6, 4)), rng.normal(size=(6, 2))) for _ in range(12)]
     whole, whole_rates = model(0), []
     opt = two_groups(list(whole.parameters()), momentum=0.9)
-    train(whole, opt, kind(opt, **arguments), data, whole_rates)
+    train(whole, opt, build(opt), data, whole_rates)
 
     net, rates = model(0), []
     opt = two_groups(list(net.parameters()), momentum=0.9)
-    scheduler = kind(opt, **arguments)
+    scheduler = build(opt)
     train(net, opt, scheduler, data[:5], rates)
     nn.save(net, tmp_path / "model.npz")
     nn.save(opt.state_dict(), tmp_path / "opt.npz")
@@ -174,7 +192,7 @@ def test_a_run_resumed_with_the_scheduler_state_equals_the_uninterrupted_run_bit
     resumed.load_state_dict(nn.load(tmp_path / "model.npz"))
     params = list(resumed.parameters())
     opt = optim.SGD([{"params": params[:1], "lr": 1.0}, {"params": params[1:]}], lr=2.0, momentum=0.5)
-    scheduler = kind(opt, **(other_arguments or arguments))
+    scheduler = build_other(opt)
     opt.load_state_dict(nn.load(tmp_path / "opt.npz"))  # after building the scheduler, as in PyTorch
     scheduler.load_state_dict(nn.load(tmp_path / "scheduler.npz"))
     assert scheduler.get_last_lr() == rates[-1] and scheduler.last_epoch == 5
@@ -405,6 +423,14 @@ def test_one_cycle_follows_the_policy_written_out(settings, adam):
     assert done.last_epoch == 19
 
 
+class Plain(optim.Optimizer):
+    """An optimizer with neither momentum nor betas."""
+    _hyperparameters = {"lr": optim.SGD._hyperparameters["lr"]}
+
+    def __init__(self, params):
+        super().__init__(params, dict(lr=0.1))
+
+
 def test_one_cycle_per_group_settings_and_its_errors():
     opt = two_groups(leaves(), momentum=0.9)
     scheduler = OneCycleLR(opt, max_lr=[1.0, 0.5], epochs=2, steps_per_epoch=5, cycle_momentum=False)
@@ -416,12 +442,6 @@ def test_one_cycle_per_group_settings_and_its_errors():
         OneCycleLR(two_groups(leaves()), max_lr=[1.0, 2.0, 3.0], total_steps=5)
     with pytest.raises(ValueError, match=r"OneCycleLR: got anneal_strategy='cosine'; expected 'cos' or 'linear'"):
         OneCycleLR(two_groups(leaves()), max_lr=1.0, total_steps=5, anneal_strategy="cosine")
-
-    class Plain(optim.Optimizer):  # an optimizer with neither momentum nor betas
-        _hyperparameters = {"lr": optim.SGD._hyperparameters["lr"]}
-
-        def __init__(self, params):
-            super().__init__(params, dict(lr=0.1))
 
     with pytest.raises(ValueError, match=r"OneCycleLR: got cycle_momentum=True for Plain, which has neither"):
         OneCycleLR(Plain(leaves()), max_lr=1.0, total_steps=5)
@@ -526,3 +546,237 @@ def test_reduce_on_plateau_matches_torch():
             theirs.step(metric)
             assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in torch_opt.param_groups],
                                                                           rel=1e-14)
+
+
+def test_one_cycle_state_dict_carries_the_whole_policy():
+    opt = two_groups(leaves(), momentum=0.9)
+    scheduler = OneCycleLR(opt, max_lr=[0.5, 0.2], total_steps=10, three_phase=True, base_momentum=[0.8, 0.7])
+    saved = scheduler.state_dict()
+    assert all(type(value) is np.ndarray for value in saved.values())
+    np.testing.assert_allclose(saved["max_lrs"], [0.5, 0.2])
+    np.testing.assert_allclose(saved["min_lrs"], [0.5 / 25 / 1e4, 0.2 / 25 / 1e4])
+    np.testing.assert_allclose(saved["base_momentums"], [0.8, 0.7])
+    assert saved["three_phase"] and not saved["anneal_linear"] and saved["cycle_momentum"]
+    bad = dict(saved, base_momentums=np.array([0.8, 1.5]))
+    with pytest.raises(ValueError, match=r"OneCycleLR.load_state_dict: got base_momentums\[1\]=1.5"):
+        scheduler.load_state_dict(bad)
+    assert scheduler.state_dict()["base_momentums"].tolist() == [0.8, 0.7]  # nothing loaded
+    plain = OneCycleLR(Plain(leaves()), max_lr=0.1, total_steps=10, cycle_momentum=False)
+    one_group = {key: value[:1] if value.ndim else value for key, value in saved.items()}
+    with pytest.raises(ValueError, match=r"OneCycleLR.load_state_dict: got cycle_momentum=True for Plain"):
+        plain.load_state_dict(one_group)  # an optimizer without momentum cannot take a cycling policy
+    assert not plain.cycle_momentum
+    plain.load_state_dict(dict(one_group, cycle_momentum=np.array(False)))
+    assert plain.three_phase and plain.max_lrs == [0.5] and plain.total_steps == 10
+
+
+@pytest.mark.parametrize("kind,arguments", [(MultiStepLR, dict(milestones=[2, 5, 5])), (LambdaLR, dict(lr_lambda=
+                                            lambda e: 0.9 ** e)), (OneCycleLR, dict(max_lr=[0.5, 0.3], total_steps=12)),
+                                            (OneCycleLR, dict(max_lr=0.5, total_steps=12, three_phase=True))])
+def test_last_epoch_of_the_other_schedulers_matches_torch(kind, arguments):
+    """As test_last_epoch_matches_torch; the sibling without torch is the one-cycle test below."""
+    test_last_epoch_matches_torch(kind, arguments)
+
+
+def test_one_cycle_resumed_by_last_epoch_continues_the_policy_written_out():
+    opt = optim.SGD(leaves(), lr=1.0, momentum=0.5)
+    first = OneCycleLR(opt, max_lr=0.8, total_steps=20)
+    for _ in range(6):
+        first.step()
+    opt.param_groups[0]["momentum"] = 0.3  # left alone by the resuming constructor until its step
+    resumed = OneCycleLR(opt, max_lr=0.8, total_steps=20, last_epoch=6)
+    expected = one_cycle_by_hand(0.8, 20)
+    assert opt.param_groups[0]["initial_lr"] == pytest.approx(0.8 / 25, rel=1e-15)
+    for step in range(7, 20):
+        assert resumed.last_epoch == step
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected[step][0], rel=1e-12)
+        assert opt.param_groups[0]["momentum"] == pytest.approx(expected[step][1], rel=1e-12)
+        resumed.step()
+    with pytest.raises(KeyError, match=r"OneCycleLR: got last_epoch=6 but param_groups\[0\] has no 'initial_lr'"):
+        OneCycleLR(optim.SGD(leaves(), lr=1.0, momentum=0.5), max_lr=0.8, total_steps=20, last_epoch=6)
+
+
+# --- SequentialLR ------------------------------------------------------------------------------
+def linear_factor(e, start, total, end=1.0):
+    return start + (end - start) * min(e, total) / total
+
+
+SEQUENCES = {  # name: (build(m, opt) with the classes of module m, closed form of (base lr, epoch))
+    "warm-up, then cosine": (lambda m, opt: warmup_then(opt, m=m),
+                             lambda base, e: base * linear_factor(e, 0.2, 4) if e < 4 else cosine(base, e - 4, 6, 0.01)),
+    "four, one from epoch 0": (
+        lambda m, opt: m.SequentialLR(opt, [m.StepLR(opt, 2, 0.5), m.ExponentialLR(opt, 0.9),
+                                            m.LinearLR(opt, 0.25, total_iters=2), m.MultiStepLR(opt, [0, 2, 2], 0.5)],
+                                      milestones=[0, 3, 6]),
+        lambda base, e: base * (0.9 ** e if e < 3 else linear_factor(e - 3, 0.25, 2) if e < 6 else
+                                0.5 ** (3 if e - 6 >= 2 else 1))),
+    "lambda, then one cycle": (  # OneCycleLR sets initial_lr: the rates LambdaLR took at its construction stay its base
+        lambda m, opt: m.SequentialLR(opt, [m.LambdaLR(opt, lambda e: 1 / (e + 1)),
+                                            m.OneCycleLR(opt, max_lr=1.0, total_steps=40, cycle_momentum=False)], [5]),
+        lambda base, e: base / (e + 1) if e < 5 else one_cycle_by_hand(1.0, 40)[e - 5][0]),
+}
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_sequential_runs_each_scheduler_from_its_epoch_0_at_its_milestone(name):
+    build, closed_form = SEQUENCES[name]
+    opt = two_groups(leaves())
+    scheduler = build(lr_scheduler, opt)
+    for epoch in range(EPOCHS + 1):
+        if epoch:
+            opt.step()
+            scheduler.step()
+        expected = [closed_form(base, epoch) for base in BASE_LRS]
+        assert scheduler.last_epoch == epoch
+        np.testing.assert_allclose(scheduler.get_last_lr(), expected, rtol=1e-12, atol=1e-15, err_msg=str(epoch))
+        assert [group["lr"] for group in opt.param_groups] == scheduler.get_last_lr()
+
+
+@pytest.mark.parametrize("name", SEQUENCES)
+def test_sequential_matches_torch(name):
+    torch = pytest.importorskip("torch")
+    build, _ = SEQUENCES[name]
+    opt = two_groups(leaves())
+    tensors = [torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    torch_opt = torch.optim.SGD([{"params": tensors[:1]}, {"params": tensors[1:], "lr": BASE_LRS[1]}],
+                                lr=BASE_LRS[0])
+    ours, theirs = build(lr_scheduler, opt), build(torch.optim.lr_scheduler, torch_opt)
+    for _ in range(EPOCHS):
+        np.testing.assert_allclose(ours.get_last_lr(), theirs.get_last_lr(), rtol=1e-14, atol=1e-17)
+        opt.step(), torch_opt.step()
+        ours.step(), theirs.step()
+    np.testing.assert_allclose(ours.get_last_lr(), theirs.get_last_lr(), rtol=1e-14, atol=1e-17)
+
+
+def test_sequential_state_dict_round_trip_and_refusals():
+    opt = two_groups(leaves())
+    scheduler = warmup_then(opt)
+    for _ in range(6):
+        scheduler.step()
+    saved = scheduler.state_dict()
+    assert list(saved)[:3] == ["last_epoch", "last_lr", "milestones"]
+    assert saved["schedulers.1.T_max"] == 6 and saved["schedulers.0.last_epoch"] == 3
+    assert all(type(value) is np.ndarray for value in saved.values())
+    target = warmup_then(two_groups(leaves()), T_max=9, milestone=2)
+    before = target.state_dict()
+    # the second scheduler's part is bad: the first one's, already loaded, is put back
+    with pytest.raises(ValueError, match=r"CosineAnnealingLR.load_state_dict: got T_max=array\(0\)"):
+        target.load_state_dict(dict(saved, **{"schedulers.1.T_max": np.array(0)}))
+    with pytest.raises(ValueError, match=r"SequentialLR.load_state_dict: missing keys \[\], unexpected keys "
+                                         r"\['schedulers.2.T_max'\]"):
+        target.load_state_dict(dict(saved, **{"schedulers.2.T_max": np.array(3)}))
+    with pytest.raises(ValueError, match=r"SequentialLR.load_state_dict: got 2 milestones for 2 schedulers"):
+        target.load_state_dict(dict(saved, milestones=np.array([5, 2])))
+    after = target.state_dict()
+    assert list(after) == list(before)
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    target.load_state_dict(saved)
+    assert target.last_epoch == 6 and target._schedulers[1].T_max == 6
+
+
+def test_sequential_refuses_bad_arguments_by_name():
+    opt = two_groups(leaves())
+    other = two_groups(leaves())
+    linear, exponential = LinearLR(opt), ExponentialLR(opt, 0.9)
+    nested, plateau, stepped = SequentialLR(opt, [StepLR(opt, 3)], []), ReduceLROnPlateau(opt), StepLR(opt, 2)
+    foreign = StepLR(other, 2)
+    cases = [
+        (lambda: SequentialLR(opt, [], []), TypeError, r"SequentialLR: got schedulers=\[\]; expected a non-empty list"),
+        (lambda: SequentialLR(opt, [linear, plateau], [2]), ValueError,
+         r"SequentialLR: schedulers\[1\] is a ReduceLROnPlateau; expected a scheduler stepped without arguments"),
+        (lambda: SequentialLR(opt, [linear, nested], [2]), ValueError,
+         r"schedulers\[1\] is a SequentialLR"),
+        (lambda: SequentialLR(opt, [linear, "cosine"], [2]), TypeError,
+         r"SequentialLR: schedulers\[1\] is a str; expected a learning-rate scheduler"),
+        (lambda: SequentialLR(opt, [linear, foreign], [2]), ValueError,
+         r"SequentialLR: schedulers\[1\] \(StepLR\) was built on another optimizer"),
+        (lambda: SequentialLR(opt, [linear, linear], [2]), ValueError, r"schedulers\[1\] \(LinearLR\) is listed twice"),
+        (lambda: SequentialLR(opt, [linear, exponential], [2, 4]), ValueError,
+         r"SequentialLR: got 2 milestones for 2 schedulers; expected one fewer milestone than schedulers"),
+        (lambda: SequentialLR(opt, [linear, exponential, stepped], [4, 2]), ValueError,
+         r"SequentialLR: got milestones=\[4, 2\]; expected them in increasing order"),
+        (lambda: SequentialLR(opt, [linear, exponential], [-1]), ValueError, r"got milestones\[0\]=-1"),
+        (lambda: SequentialLR(opt, [linear, exponential], 3), TypeError, r"got milestones=3; expected a list"),
+        (lambda: SequentialLR(opt, [linear, exponential], [3], last_epoch=4), ValueError,
+         r"SequentialLR: got last_epoch=4; expected -1 \(to resume, .*load_state_dict"),
+        (lambda: SequentialLR([opt], [linear], []), TypeError, r"SequentialLR: got a list; expected an optimizer"),
+    ]
+    for make, error, message in cases:
+        rates, epochs = [g["lr"] for g in opt.param_groups], [linear.last_epoch, exponential.last_epoch]
+        with pytest.raises(error, match=message):
+            make()
+        assert [g["lr"] for g in opt.param_groups] == rates and [linear.last_epoch, exponential.last_epoch] == epochs
+    opt.add_param_group({"params": [mg.Tensor(np.zeros(1), requires_grad=True)]})
+    with pytest.raises(ValueError, match=r"SequentialLR: schedulers\[0\] \(LinearLR\) was built for 2 parameter "
+                                         r"groups but the optimizer has 3"):
+        SequentialLR(opt, [linear, exponential], [3])
+
+
+def test_sequential_step_that_fails_changes_nothing():
+    opt = two_groups(leaves())
+    calls = []  # a factor that is fine at construction (called once per group) and negative at the milestone
+    refusing = LambdaLR(opt, lambda e: calls.append(e) or (1.0 if len(calls) <= 2 else -1.0))
+    scheduler = SequentialLR(opt, [ExponentialLR(opt, 0.5), refusing], milestones=[2])
+    scheduler.step()
+    rates = [g["lr"] for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"LambdaLR.step \(epoch 0\): got lr_lambda\(0\)=-1.0"):
+        scheduler.step()  # the milestone: LambdaLR's epoch 0 gives a negative factor
+    assert scheduler.last_epoch == 1 and scheduler._schedulers[1].last_epoch == -1
+    assert [g["lr"] for g in opt.param_groups] == rates == scheduler.get_last_lr()
+
+
+# --- ReduceLROnPlateau: groups added later, metrics on the device --------------------------------
+def test_reduce_on_plateau_covers_groups_added_later_with_one_min_lr():
+    """As PyTorch: one min_lr number also holds for a group added after the scheduler; one per
+    group must be extended by hand, else the step is refused before anything changes."""
+    opt = two_groups(leaves())
+    scheduler = ReduceLROnPlateau(opt, patience=0, min_lr=0.03)
+    scheduler.step(1.0)
+    opt.add_param_group({"params": [mg.Tensor(np.zeros(1), requires_grad=True)], "lr": 0.2})
+    scheduler.step(2.0)  # a bad epoch, patience 0: every group reduced, the new one too
+    assert scheduler.get_last_lr() == pytest.approx([0.03, 0.04, 0.03], rel=1e-15)
+    per_group = ReduceLROnPlateau(two_groups(leaves()), patience=0, min_lr=[0.0, 0.01])
+    per_group.optimizer.add_param_group({"params": [mg.Tensor(np.zeros(1), requires_grad=True)]})
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau.step: the optimizer has 3 parameter groups but "
+                                         r"min_lr gives 2; expected one per group \(set scheduler.min_lrs"):
+        per_group.step(1.0)
+    assert per_group.last_epoch == 0 and per_group.best == math.inf
+    per_group.min_lrs.append(0.0)
+    per_group.step(1.0)
+    assert per_group.best == 1.0
+    saved = per_group.state_dict()
+    assert saved["min_lr_per_group"] and not scheduler.state_dict()["min_lr_per_group"]
+
+
+def test_reduce_on_plateau_with_groups_added_later_matches_torch():
+    torch = pytest.importorskip("torch")
+    opt = two_groups(leaves())
+    torch_opt = torch.optim.SGD([{"params": [torch.zeros(3, requires_grad=True)]},
+                                 {"params": [torch.zeros(2, requires_grad=True)], "lr": BASE_LRS[1]}], lr=BASE_LRS[0])
+    ours, theirs = ReduceLROnPlateau(opt, patience=1, min_lr=0.01), \
+        torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, patience=1, min_lr=0.01)
+    for epoch, metric in enumerate([1.0, 1.1, 1.2, 0.5, float("nan"), 0.6, float("inf"), 0.4, 0.45, 0.47]):
+        if epoch == 3:
+            opt.add_param_group({"params": [mg.Tensor(np.zeros(1), requires_grad=True)], "lr": 0.3})
+            torch_opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], "lr": 0.3})
+        ours.step(metric)
+        theirs.step(torch.tensor(metric, dtype=torch.float64))
+        assert ours.get_last_lr() == pytest.approx(theirs.get_last_lr(), rel=1e-15)
+        assert ours.best == theirs.best and ours.num_bad_epochs == theirs.num_bad_epochs
+
+
+def test_reduce_on_plateau_takes_metrics_on_the_device(on, device):
+    """A 0-d array or a 0-d Tensor (a loss) on the test's device is read to the host, as
+    PyTorch's float(metric); values checked against a run on Python floats."""
+    losses = [1.0, 0.8, 0.85, 0.9, np.nan, 0.95, 0.7]
+    opt, reference = two_groups(leaves(on)), ReduceLROnPlateau(two_groups(leaves()), patience=1)
+    scheduler = ReduceLROnPlateau(opt, patience=1)
+    for k, loss in enumerate(losses):
+        metric = on(np.array(loss)) if k % 2 else (mg.Tensor(on(np.array([loss, 0.0])), requires_grad=True)[0] * 1.0)
+        scheduler.step(metric)
+        reference.step(loss)
+        assert scheduler.get_last_lr() == reference.get_last_lr() and type(scheduler.best) is float
+    assert scheduler.get_last_lr() != list(BASE_LRS)  # it did reduce
+    with pytest.raises(TypeError, match=r"ReduceLROnPlateau.step: got metrics=.*; expected one number"):
+        scheduler.step(mg.Tensor(on(np.array([0.5, 0.5]))))
