@@ -527,6 +527,8 @@ def _broadcast_state(world: _World, module: nn.Module) -> None:
                 offset += array.size
     for param in params:
         param._version[0] += 1  # graphs built before the broadcast can no longer backward
+    for layer in module.modules():
+        layer._state_overwritten()  # e.g. BatchNorm1d's host copy of its count: process 0's now
 
 
 def _holds_trainable_tensor(value: Any) -> bool:

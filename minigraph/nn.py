@@ -319,8 +319,9 @@ class Module:
 
         Values may be NumPy or CuPy arrays or Tensors; each is copied into the
         existing array, keeping the module's device and dtype. A checkpoint written before
-        BatchNorm1d counted its batches has no ``num_batches_tracked``: the count is left as it
-        is, as PyTorch does for its older checkpoints. With ``strict``
+        BatchNorm1d counted its batches has no ``num_batches_tracked``: it loads even with
+        ``strict``, and the count is left as it is (0 in a new layer), as PyTorch does for
+        its older checkpoints. With ``strict``
         (the default) missing or unexpected keys are a ValueError, and so is a
         shape mismatch, always. Nothing is copied unless every check passes.
         Returns ``(missing_keys, unexpected_keys)``.
@@ -334,7 +335,8 @@ class Module:
         missing = [key for key in targets if key not in state_dict and key not in optional]
         unexpected = [key for key in state_dict if key not in targets]
         if any(type(v).__module__.startswith("torch") for v in state_dict.values()):
-            raise TypeError(f"load_state_dict: this looks like a PyTorch state dict. {_TORCH_LAYOUT}")
+            raise TypeError(f"load_state_dict: this looks like a PyTorch state dict (it holds torch "
+                            f"tensors). {_TORCH_LAYOUT}")
         if strict and (missing or unexpected):
             raise ValueError(
                 f"load_state_dict for {type(self).__name__}: missing keys {missing}, unexpected "
@@ -358,7 +360,14 @@ class Module:
             targets[key][...] = value
         for param in self.parameters():
             param._version[0] += 1  # graphs built before the load can no longer backward
+        for module in self.modules():
+            module._state_overwritten()
         return IncompatibleKeys(missing, unexpected)
+
+    def _state_overwritten(self) -> None:
+        """Called on every module after its arrays were written in place from outside (by
+        ``load_state_dict``, or by DDP's broadcast); a layer that keeps a host copy of a buffer
+        (BatchNorm1d's count) forgets it here."""
 
     # --- calling and printing --------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -384,8 +393,8 @@ class Module:
 _TORCH_LAYOUT = ("minigraph's Linear.weight is (in_features, out_features), the transpose of "
                  "PyTorch's (out, in), so a PyTorch weight would load transposed, and silently so "
                  "when it is square. Convert first: {k: (v.T if k.endswith('weight') and v.ndim == 2 "
-                 "else v).numpy() for k, v in torch_state.items()} (BatchNorm1d's running statistics, "
-                 "weight and num_batches_tracked need no change).")
+                 "else v).numpy() for k, v in torch_state.items()}, which loads as it is (BatchNorm1d's "
+                 "running statistics, weight, bias and num_batches_tracked need no change).")
 
 
 def _loadable(key: str, value: Any, target: Any) -> Any:
@@ -494,10 +503,13 @@ class BatchNorm1d(Module):
     ``running = (1 − momentum)·running + momentum·batch``, the batch variance
     unbiased (PyTorch's convention). The buffer ``num_batches_tracked`` (an int64 0-d
     array) counts those updates; with ``momentum=None`` the running statistics are the
-    cumulative average of every batch's, momentum being 1/num_batches_tracked (reading the
-    count makes a GPU wait, once per training forward, as in PyTorch; a number does not).
-    Evaluation mode (``eval()``) normalises with the running statistics and leaves them
-    alone. ``ddof`` changes only the
+    cumulative average of every batch's, momentum being 1/num_batches_tracked.
+    ``reset_running_stats()`` starts them, and the count, afresh. The layer keeps the count on the
+    host as well, so that 1/n costs no GPU wait: it reads the buffer only after the buffer was
+    replaced (``to``, assignment) or written by ``load_state_dict`` (or DDP's first broadcast).
+    Write the count only in those ways, not in place (``bn.num_batches_tracked[...] = 0`` goes
+    unseen by the host's count). Evaluation mode (``eval()``) normalises with the running
+    statistics and leaves them and the count alone. ``ddof`` changes only the
     variance used to normalise in training (``ddof=1`` with ``eps=0`` is R's
     ``scale()``). ``weight`` (gamma, ones) and ``bias`` (beta, zeros) are
     parameters unless ``affine=False``. With ``track_running_stats=False`` there
@@ -538,8 +550,12 @@ class BatchNorm1d(Module):
             self.bias = None
         self.register_buffer("running_mean", filled(0.0) if self.track_running_stats else None)
         self.register_buffer("running_var", filled(1.0) if self.track_running_stats else None)
-        self.register_buffer("num_batches_tracked", backend.to_device(numpy.zeros((), dtype=numpy.int64), device)
-                             if self.track_running_stats else None)
+        count = backend.to_device(numpy.zeros((), dtype=numpy.int64), device) if self.track_running_stats else None
+        self.register_buffer("num_batches_tracked", count)
+        # [the buffer array it counts, its value]: the host's copy of the count, trusted only while
+        # the buffer is still that array. One list, updated in place: a layer converted to
+        # SyncBatchNorm shares it with the buffer, and copy/pickle keep the two together.
+        self._host_count: list[Any] = [count, 0]
 
     _optional_buffers = ("num_batches_tracked",)
 
@@ -558,9 +574,25 @@ class BatchNorm1d(Module):
         if not self.training or count is None:
             return 0.0 if self.momentum is None else self.momentum  # the running statistics stay
         count += 1  # in place, on the buffer's device: no wait for a GPU
-        if self.momentum is None:
-            return 1.0 / float(count)  # the cumulative average: the count is read (a GPU waits)
-        return self.momentum
+        known = self._host_count
+        if known[0] is count:
+            known[1] += 1
+        elif self.momentum is None:  # replaced or loaded since last counted: read it, once
+            known[:] = [count, int(backend.to_device(count, "cpu"))]
+        # else: not needed for a number; read at the first momentum=None forward, if any
+        return self.momentum if self.momentum is not None else 1.0 / known[1]
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1 and ``num_batches_tracked`` 0, in place (as
+        PyTorch's): with ``momentum=None`` the cumulative average starts again at the next batch."""
+        if self.num_batches_tracked is not None:
+            self.running_mean[...] = 0.0
+            self.running_var[...] = 1.0
+            self.num_batches_tracked[...] = 0
+            self._host_count[:] = [self.num_batches_tracked, 0]
+
+    def _state_overwritten(self) -> None:
+        self._host_count[0] = None  # the count may have changed under us: read it when next needed
 
     def extra_repr(self) -> str:
         ddof = f", ddof={self.ddof}" if self.ddof else ""

@@ -42,6 +42,17 @@ def build_model() -> nn.Module:
                          nn.Linear(HIDDEN, OUTPUTS, dtype=np.float64, rng=2))
 
 
+def resumed_model(rank: int) -> nn.Module:
+    """build_model() that, on process 0 only, resumed from a checkpoint 3 batches in: DDP's
+    broadcast must give every process that count, and each process's host copy of it too."""
+    model = build_model()
+    if rank == 0:
+        state = model.state_dict()
+        state["1.num_batches_tracked"], state["1.running_mean"] = np.array(3), np.full(HIDDEN, 0.5)
+        model.load_state_dict(state)
+    return model
+
+
 def batch(step: int) -> tuple[np.ndarray, np.ndarray]:
     """The whole batch of a step: x: (24, FEATURES), y: (24, OUTPUTS)."""
     rng = np.random.default_rng(100 + step)
@@ -146,6 +157,8 @@ def scenario_train(outdir: Path) -> None:
     rows = SPLITS[size][-1]
     state = train_accumulating(dist.DistributedDataParallel(build_model()), rows, rank)
     np.savez(outdir / f"accumulate-{'-'.join(map(str, rows))}.rank{rank}.npz", **state)
+    state = train(dist.DistributedDataParallel(resumed_model(rank)), rows, rank)
+    np.savez(outdir / f"resumed-{'-'.join(map(str, rows))}.rank{rank}.npz", **state)
     grads = gradients_after_a_failed_backward(dist.DistributedDataParallel(build_model()), rows, rank)
     np.savez(outdir / f"after-failure-{'-'.join(map(str, rows))}.rank{rank}.npz", **grads)
     rows = LARGE_MEAN_ROWS[:size]

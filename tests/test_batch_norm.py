@@ -164,3 +164,149 @@ def test_running_statistics_and_counter_match_torch(rng, momentum):
         if key in ("weight", "bias"):
             continue
         np.testing.assert_allclose(ours.state_dict()[key], value.numpy(), rtol=1e-12, err_msg=key)
+
+
+# --- the host's copy of the count: 1/n without reading the device on every step --------------
+class CountReads:
+    """Counts the reads of an int64 0-d array back to the host (the batch counter: on a GPU,
+    each one is a wait for the device)."""
+
+    def __init__(self, monkeypatch):
+        self.reads, self.watching, to_device = 0, False, mg.backend.to_device
+
+        def spy(array, device):
+            if self.watching and device == "cpu" and getattr(array, "dtype", None) == np.int64 and array.ndim == 0:
+                self.reads += 1
+            return to_device(array, device)
+
+        monkeypatch.setattr(mg.backend, "to_device", spy)
+
+
+def cumulative(mean, count, x):
+    """Our semantics by hand: the batch is counted first, then weighs 1/count."""
+    count += 1
+    return mean + (x.mean(0) - mean) / count, count
+
+
+def test_the_count_stays_right_through_loads_assignments_moves_and_failures_reading_it_rarely(
+        device, on, rng, monkeypatch):
+    bn = mg.nn.BatchNorm1d(3, momentum=None, dtype=np.float64, device=device)
+    spy = CountReads(monkeypatch)
+    mean, count = np.zeros(3), 0
+
+    def step(times=1):
+        nonlocal mean, count
+        for _ in range(times):
+            x = rng.normal(size=(5, 3)) + rng.normal()
+            spy.watching = True  # reads by the forward only (state_dict copies to the host)
+            bn(mg.Tensor(on(x)))
+            spy.watching = False
+            mean, count = cumulative(mean, count, x)
+
+    step(3)
+    assert spy.reads == 0  # a new layer knows its count is 0
+    state = bn.state_dict()
+    state["num_batches_tracked"], state["running_mean"] = np.array(10), np.full(3, 0.5)
+    bn.load_state_dict(state)
+    mean, count = np.full(3, 0.5), 10
+    step(3)
+    assert spy.reads == 1  # once after the load, not on every step
+    bn.num_batches_tracked = on(np.array(20))  # a new array: read again, once
+    count = 20
+    step(2)
+    assert spy.reads == 2
+    bn.momentum = 0.5  # a number needs no count: bumped on the device, not read
+    bn.load_state_dict(bn.state_dict())
+    for _ in range(2):
+        x = rng.normal(size=(5, 3))
+        spy.watching = True
+        bn(mg.Tensor(on(x)))
+        spy.watching = False
+        mean, count = 0.5 * mean + 0.5 * x.mean(0), count + 1
+    assert spy.reads == 2
+    bn.momentum = None
+    step()
+    assert spy.reads == 3  # the count unknown since the load: read at the first 1/n
+    with pytest.raises(ValueError, match="more than 1 value"):
+        bn(mg.Tensor(on(rng.normal(size=(1, 3)))))
+    count += 1  # PyTorch counts the forward before the op refuses the batch; so do we
+    bn.to("cpu").to(device)  # on a GPU: new arrays, so one read more
+    step(2)
+    assert spy.reads == 3 + (device == "gpu")
+    assert int(host(bn.num_batches_tracked)) == count
+    np.testing.assert_allclose(host(bn.running_mean), mean, rtol=1e-12)
+    bn.eval()
+    bn(mg.Tensor(on(rng.normal(size=(4, 3)))))  # evaluation counts nothing
+    assert int(host(bn.num_batches_tracked)) == count
+
+
+def test_reset_running_stats_restarts_the_cumulative_average(device, on, rng):
+    bn = mg.nn.BatchNorm1d(2, momentum=None, dtype=np.float64, device=device)
+    for _ in range(3):
+        bn(mg.Tensor(on(rng.normal(size=(4, 2)) + 5)))
+    bn.reset_running_stats()
+    assert int(host(bn.num_batches_tracked)) == 0
+    np.testing.assert_array_equal(host(bn.running_var), 1.0)
+    batches = [rng.normal(size=(n, 2)) for n in (4, 6)]
+    for x in batches:
+        bn(mg.Tensor(on(x)))
+    np.testing.assert_allclose(host(bn.running_mean), np.mean([x.mean(0) for x in batches], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(host(bn.running_var), np.mean([x.var(0, ddof=1) for x in batches], axis=0),
+                               rtol=1e-12)
+    mg.nn.BatchNorm1d(2, track_running_stats=False).reset_running_stats()  # nothing to reset
+
+
+def test_copies_and_a_conversion_to_sync_batch_norm_carry_the_count_on(device, on, rng):
+    import copy
+    import pickle
+
+    batches = [rng.normal(size=(5, 2)) + k for k in range(4)]
+    whole = layer_run(device, batches, None, ["train"] * 4)
+    for carry_on in (copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m)),
+                     mg.nn.SyncBatchNorm.convert_sync_batchnorm):
+        half = layer_run(device, batches[:2], None, ["train"] * 2)
+        other = carry_on(half)
+        for x in batches[2:]:
+            other(mg.Tensor(on(x)))
+        for key, expected in whole.state_dict().items():
+            np.testing.assert_allclose(other.state_dict()[key], expected, rtol=1e-12, err_msg=key)
+        if other.running_mean is not half.running_mean:  # a copy: the original did not move on
+            assert int(host(half.num_batches_tracked)) == 2
+
+
+def test_cumulative_average_reset_failure_and_checkpoints_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    ours = mg.nn.BatchNorm1d(3, momentum=None, dtype=np.float64, device="cpu")
+    theirs = torch.nn.BatchNorm1d(3, momentum=None).double()
+
+    def both(do_ours, do_theirs):
+        do_ours(ours)
+        do_theirs(theirs)
+        for key, value in theirs.state_dict().items():
+            if key not in ("weight", "bias"):
+                np.testing.assert_allclose(ours.state_dict()[key], value.numpy(), rtol=1e-12, err_msg=key)
+
+    def feed(x):
+        return (lambda m: m(mg.Tensor(x))), (lambda m: m(torch.from_numpy(x)))
+
+    for _ in range(3):
+        both(*feed(rng.normal(size=(4, 3)) * 2 + 1))
+    one_row = rng.normal(size=(1, 3))
+    for module, call in zip((ours, theirs), feed(one_row)):
+        with pytest.raises(ValueError):
+            call(module)
+    both(*feed(rng.normal(size=(5, 3))))  # the failed forward was counted by both
+    both(lambda m: m.reset_running_stats(), lambda m: m.reset_running_stats())
+    both(*feed(rng.normal(size=(6, 3)) - 2))
+    # A converted PyTorch state dict, counter included, loads as it is; training goes on alike.
+    source = torch.nn.BatchNorm1d(3, momentum=None).double()
+    for _ in range(4):
+        source(torch.randn(5, 3, dtype=torch.float64))
+    state = {k: v.numpy() for k, v in source.state_dict().items()}
+    both(lambda m: m.load_state_dict(state), lambda m: m.load_state_dict(source.state_dict()))
+    both(*feed(rng.normal(size=(4, 3))))
+    # An old checkpoint, without the counter, loads strictly in both and leaves the count alone.
+    old = {k: v for k, v in state.items() if k != "num_batches_tracked"}
+    both(lambda m: m.load_state_dict(old), lambda m: m.load_state_dict({k: torch.from_numpy(v) for k, v in old.items()}))
+    assert int(ours.num_batches_tracked) == 5
+    both(*feed(rng.normal(size=(4, 3))))

@@ -179,8 +179,14 @@ def test_load_of_a_missing_file_is_the_systems_error(tmp_path):
 
 def test_a_pytorch_state_dict_is_refused_with_the_layout_and_how_to_convert():
     torch = pytest.importorskip("torch")
-    theirs = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 3))
-    ours = nn.Sequential(nn.Linear(3, 3, rng=0), nn.ReLU(), nn.Linear(3, 3, rng=0))
+    theirs = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU(),
+                                 torch.nn.Linear(3, 3))
+    ours = nn.Sequential(nn.Linear(3, 3, rng=0), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 3, rng=0))
+    with torch.no_grad():  # two batches into the running statistics and the counter
+        for _ in range(2):
+            theirs(torch.randn(5, 3))
+    theirs.eval()
+    ours.eval()
     before = [p.numpy() for p in ours.parameters()]
     with pytest.raises(TypeError, match=r"looks like a PyTorch state dict.*\(in_features, out_features\)"
                                         r".*v\.T if k\.endswith\('weight'\)"):
@@ -188,7 +194,8 @@ def test_a_pytorch_state_dict_is_refused_with_the_layout_and_how_to_convert():
     assert all(np.array_equal(a, p.numpy()) for a, p in zip(before, ours.parameters()))
     converted = {k: (v.T if k.endswith("weight") and v.ndim == 2 else v).numpy()
                  for k, v in theirs.state_dict().items()}
-    ours.load_state_dict(converted)  # the advertised conversion works
+    assert ours.load_state_dict(converted) == ([], [])  # the advertised conversion works, as it is
+    assert int(ours[1].num_batches_tracked) == 2
     x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     np.testing.assert_allclose(ours(x).numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
 

@@ -329,6 +329,9 @@ def test_training_on_n_processes_matches_one_process_on_the_whole_batch(size, de
     # Gradients accumulated over two backward passes, with a penalty term the same everywhere.
     cases.append(("accumulate-" + "-".join(map(str, worker.SPLITS[size][-1])),
                   worker.train_accumulating(worker.build_model(), [24], 0)))
+    # Process 0 alone resumed from a checkpoint: the broadcast count drives momentum=None.
+    cases.append(("resumed-" + "-".join(map(str, worker.SPLITS[size][-1])),
+                  worker.train(worker.resumed_model(0), [24], 0)))
     # The first step's gradients again, from an output made before a backward that failed.
     cases.append(("after-failure-" + "-".join(map(str, worker.SPLITS[size][-1])),
                   {k: v for k, v in want.items() if k.startswith("grad.")}))
