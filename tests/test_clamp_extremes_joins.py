@@ -107,6 +107,20 @@ def test_abs_clamp_and_sqrt_at_their_kinks(on):
         assert grad_of(mg.sqrt, on, [0.0])[0] == np.inf  # d√x/dx at 0, as PyTorch gives
 
 
+def test_abs_gives_nan_a_zero_gradient_as_pytorchs_sign_does(on):
+    # 0, not NaN: where the NaN output is dropped downstream (dY = 0), no NaN may leak back
+    np.testing.assert_array_equal(grad_of(mg.abs, on, [np.nan, -2.0]), [0.0, -1.0])
+    np.testing.assert_array_equal(grad_of(lambda x: mg.clamp(mg.abs(x), max=1.0), on, [np.nan, -0.5]), [0.0, -1.0])
+
+
+def test_abs_at_nan_against_torch():
+    torch = pytest.importorskip("torch")
+    x = np.array([np.nan, -2.0, 0.0, 3.0])
+    tx = torch.tensor(x, requires_grad=True)
+    torch.clamp(torch.abs(tx), max=1.0).sum().backward()
+    np.testing.assert_array_equal(grad_of(lambda t: mg.clamp(mg.abs(t), max=1.0), lambda a: a, x), tx.grad.numpy())
+
+
 def test_maximum_and_minimum_split_ties_and_pass_nan_to_both(on):
     a, b = [1.0, 2.0, 3.0, np.nan], [2.0, 2.0, 1.0, 0.0]
     ta, tb = param(on, a), param(on, b)

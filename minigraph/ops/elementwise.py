@@ -245,14 +245,16 @@ class Sqrt(FromOutput):
 
 @verified
 class Abs(Function):
-    """x: any shape -> y = |x|.  dX = dY ⊙ sign(X)  (0 at x = 0, as in PyTorch)."""
+    """x: any shape -> y = |x|.  dX = dY ⊙ sign(X)  (0 at x = 0 and at x = NaN, as in PyTorch)."""
 
     __slots__ = ()
     op = "abs"
 
     def forward(self, x: Any) -> Any:
         xp = get_array_module(x)
-        self.saved = (xp.sign(x),)
+        # PyTorch's sign of NaN is 0, NumPy's NaN: without the 0, a NaN entry whose output is
+        # dropped downstream (dY = 0 there) would still get 0 · NaN = NaN as its gradient.
+        self.saved = (xp.nan_to_num(xp.sign(x), nan=0.0),)
         return xp.abs(x)
 
     def backward(self, grad_output: Any) -> tuple:
