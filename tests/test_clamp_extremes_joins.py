@@ -156,6 +156,15 @@ def test_amax_shares_ties_equally_and_max_along_an_axis_picks_the_first(on):
     assert mg.max(param(on, [1.0, 4.0]), param(on, [3.0, 2.0])).numpy().tolist() == [3.0, 4.0]  # max(a, b)
 
 
+def test_editing_the_returned_indices_leaves_the_gradient_where_the_extremes_were(on):
+    for keepdim in (False, True):
+        x = param(on, [[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]])
+        values, indices = mg.max(x, 1, keepdim=keepdim)
+        indices[...] = 0  # the caller's array to edit: the graph must not see it
+        values.sum().backward()
+        np.testing.assert_array_equal(host(x.grad), [[0, 1, 0], [0, 0, 1]])
+
+
 def test_casts_round_trip_and_carry_the_gradient_back_in_the_source_dtype(on, rng):
     x32 = mg.Tensor(on(rng.normal(size=(3, 2)).astype(np.float32)), requires_grad=True)
     x64 = x32.double()
@@ -222,6 +231,8 @@ def test_against_torch_at_ties_and_kinks(rng):
     (lambda x: mg.max(x, (0, 1)), TypeError, r"max: got dim=\(0, 1\); expected one integer axis"),
     (lambda x: mg.amax(x[:0], 0), ValueError, r"amax: cannot reduce over an axis of size 0"),
     (lambda x: mg.min(x[:, :0], 1), IndexError, r"min: the axis 1 has size 0"),
+    (lambda x: mg.max(x[:0]), ValueError, r"max: got an empty tensor \(shape \(0, 3\)\)"),
+    (lambda x: x[:0].min(), ValueError, r"min: got an empty tensor"),
     (lambda x: x.to("float16"), ValueError, r"device must be one of 'cpu', 'gpu', 'auto'; got 'float16'"),
     (lambda x: x.to(np.float16), TypeError, r"cast: got dtype=<class 'numpy.float16'>; expected numpy.float32"),
     (lambda x: mg.cast(x, None), TypeError, r"cast: got dtype=None"),

@@ -203,9 +203,12 @@ def _extreme(pick: str, x: Tensor, dim: Any, keepdim: bool) -> Any:
             raise TypeError(f"{pick}: got a Tensor and keepdim; expected {pick}(x), {pick}(x, dim, "
                             f"keepdim) or {pick}(a, b)")
         return (maximum if pick == "max" else minimum)(x, dim)
-    if dim is None:
-        return _reduction(Amax if pick == "max" else Amin, pick, x, None, keepdim)
     x = as_tensor(pick, "x", x)
+    if dim is None:
+        if x.data.size == 0:  # checked here, where the name the caller used is known
+            raise ValueError(f"{pick}: got an empty tensor (shape {x.data.shape}); expected at least one "
+                             f"element to pick from")
+        return _reduction(Amax if pick == "max" else Amin, pick, x, None, keepdim)
     keepdim = checks.flag(pick, "keepdim", keepdim)
     if isinstance(dim, (tuple, list)):
         raise TypeError(f"{pick}: got dim={dim!r}; expected one integer axis (for several, use "
@@ -215,8 +218,10 @@ def _extreme(pick: str, x: Tensor, dim: Any, keepdim: bool) -> Any:
         raise IndexError(f"{pick}: the axis {dim} has size 0; expected at least one element to pick from")
     fn = (MaxAlong if pick == "max" else MinAlong)(axis, keepdim, x.data.shape[axis])
     values = apply(fn, x)
+    # The caller gets a copy: backward reads fn.indices, and an edit of the caller's array in
+    # place (idx += 1) must not move the gradient (PyTorch refuses such an edit at backward).
     indices = fn.indices if keepdim else fn.indices.squeeze(axis)
-    return ExtremeResult(values, indices.astype("int64", copy=False))
+    return ExtremeResult(values, indices.astype("int64", copy=True))
 
 
 def max(x: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001 (torch.max's name)
