@@ -121,6 +121,14 @@ def test_abs_at_nan_against_torch():
     np.testing.assert_array_equal(grad_of(lambda t: mg.clamp(mg.abs(t), max=1.0), lambda a: a, x), tx.grad.numpy())
 
 
+def test_clamp_takes_a_0d_tensor_bound_that_wants_no_gradient(on):
+    bound = mg.Tensor(on(np.array(0.5)))
+    np.testing.assert_array_equal(host(mg.clamp(param(on, [0.0, 1.0]), min=bound).data), [0.5, 1.0])
+    learned = param(on, 0.5)
+    with mg.no_grad():  # no graph: nothing is lost by reading it as a number
+        np.testing.assert_array_equal(host(mg.clamp(param(on, [0.0, 1.0]), max=learned).data), [0.0, 0.5])
+
+
 def test_maximum_and_minimum_split_ties_and_pass_nan_to_both(on):
     a, b = [1.0, 2.0, 3.0, np.nan], [2.0, 2.0, 1.0, 0.0]
     ta, tb = param(on, a), param(on, b)
@@ -217,6 +225,8 @@ def test_against_torch_at_ties_and_kinks(rng):
 @pytest.mark.parametrize("call,error,message", [
     (lambda x: mg.clamp(x), ValueError, r"clamp: got min=None and max=None; expected at least one bound"),
     (lambda x: mg.clamp(x, min="0"), ValueError, r"clamp: got min='0'; expected a number"),
+    (lambda x: mg.clamp(x, max=x.sum()), TypeError, r"clamp: got max= a Tensor that requires grad; expected a "
+     r"number, as clamp passes no gradient to its bounds"),
     (lambda x: mg.cat(x), TypeError, r"cat: got Tensor; expected a list or tuple of Tensors"),
     (lambda x: mg.cat([]), ValueError, r"cat: got an empty sequence; expected at least one Tensor"),
     (lambda x: mg.cat([x, x.T]), ValueError,

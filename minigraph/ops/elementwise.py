@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import checks
 from ..backend import get_array_module
-from ..engine import Function, Tensor, apply, as_tensor, verified, verified_variants
+from ..engine import Function, Tensor, apply, as_tensor, is_grad_enabled, verified, verified_variants
 from .add import Broadcasting, broadcasting, sum_to_shape
 
 
@@ -389,6 +389,12 @@ def clamp(x: Tensor, min: float | None = None, max: float | None = None) -> Tens
     if min is None and max is None:
         raise ValueError("clamp: got min=None and max=None; expected at least one bound, "
                          "e.g. clamp(x, min=0.0)")
+    for name, bound in (("min", min), ("max", max)):
+        # A bound is read as a number, so a 0-d Tensor that wants a gradient would silently get none.
+        if isinstance(bound, Tensor) and bound.requires_grad and is_grad_enabled():
+            raise TypeError(f"clamp: got {name}= a Tensor that requires grad; expected a number, as clamp "
+                            f"passes no gradient to its bounds. For a learned bound use "
+                            f"{'maximum' if name == 'min' else 'minimum'}(x, {name}), or pass {name}.detach()")
     bounds = [None if bound is None else checks.real("clamp", name, bound, infinite=True)
               for name, bound in (("min", min), ("max", max))]
     return apply(Clamp(*bounds), x)
