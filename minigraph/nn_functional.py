@@ -8,7 +8,11 @@ does ``minigraph.nn.utils``), so code written against PyTorch reads unchanged::
     loss = F.mse_loss(h @ V, y)
 
 Each function is the op of the same name (``minigraph.relu``, ``minigraph.batch_norm``, ...)
-with PyTorch's signature; the math, the checks and the errors are the op's. One difference,
+with PyTorch's signature: the same parameter names (``input``, ``target``, ...), so keyword calls
+such as ``F.cross_entropy(logits, target=labels)`` read unchanged, and the options PyTorch places
+after ``target`` (``reduction``) taken by keyword, as PyTorch code passes them; a third positional
+argument, which PyTorch reads as ``weight`` or the deprecated ``size_average``, is refused rather
+than read as ``reduction``. The math, the checks and the errors are the op's. One difference,
 by design, as everywhere in minigraph: ``linear``'s weight is (in_features, out_features).
 """
 
@@ -16,14 +20,51 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import checks
 from .engine import Tensor
 from .ops import batch_norm as _batch_norm, dropout as _dropout, linear as _linear
-from .ops.cross_entropy import cross_entropy
-from .ops.elementwise import sigmoid, tanh
-from .ops.mse_loss import mse_loss
-from .ops.relu import relu
+from .ops.cross_entropy import cross_entropy as _cross_entropy
+from .ops.elementwise import sigmoid as _sigmoid, tanh as _tanh
+from .ops.mse_loss import mse_loss as _mse_loss
+from .ops.relu import relu as _relu
 
 __all__ = ["batch_norm", "cross_entropy", "dropout", "linear", "mse_loss", "relu", "sigmoid", "tanh"]
+
+
+def _not_in_place(owner: str, inplace: Any) -> None:
+    """Refuse ``inplace=True``: minigraph's ops return new tensors (backward needs the inputs
+    it saved), so overwriting the input is not offered; False, PyTorch's default, is accepted."""
+    if checks.flag(owner, "inplace", inplace):
+        raise ValueError(f"{owner}: got inplace=True; minigraph's ops always return a new tensor. "
+                         f"Expected inplace=False (the default): write x = {owner.split('.')[-1]}(x, ...)")
+
+
+def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002 (torch's name)
+    """max(input, 0) elementwise: input: any shape -> same shape. ``inplace`` must be False."""
+    _not_in_place("F.relu", inplace)
+    return _relu(input)
+
+
+def tanh(input: Tensor) -> Tensor:  # noqa: A002 (torch's name)
+    """tanh(input) elementwise: any shape -> same shape."""
+    return _tanh(input)
+
+
+def sigmoid(input: Tensor) -> Tensor:  # noqa: A002 (torch's name)
+    """1 / (1 + exp(−input)) elementwise: any shape -> same shape."""
+    return _sigmoid(input)
+
+
+def mse_loss(input: Tensor, target: Tensor, *, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """Squared error of input against target, both (N, ...) of one shape: the mean ("mean"), the
+    sum ("sum") or each element ("none", input's shape)."""
+    return _mse_loss(input, target, reduction)
+
+
+def cross_entropy(input: Tensor, target: Any, *, reduction: str = "mean") -> Tensor:  # noqa: A002
+    """Softmax cross-entropy: input (N, C) class scores, target (N,) integer labels in [0, C) (a
+    NumPy or CuPy array) -> the mean over rows ("mean"), the sum ("sum") or (N,) ("none")."""
+    return _cross_entropy(input, target, reduction)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002 (torch's name)
@@ -42,8 +83,11 @@ def batch_norm(input: Tensor, running_mean: Any, running_var: Any,  # noqa: A002
                                      momentum=momentum, eps=eps)
 
 
-def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:  # noqa: A002 (torch's name)
+def dropout(input: Tensor, p: float = 0.5, training: bool = True,  # noqa: A002 (torch's name)
+            inplace: bool = False) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by 1/(1 − p) when ``training``
     (PyTorch's default here is True, unlike ``nn.Dropout``, which follows ``train()``/``eval()``).
-    Masks come from the device's default generator (``minigraph.manual_seed`` seeds it)."""
+    Masks come from the device's default generator (``minigraph.manual_seed`` seeds it).
+    ``inplace`` must be False. input: any shape -> same shape."""
+    _not_in_place("F.dropout", inplace)
     return _dropout.dropout(input, p, training)

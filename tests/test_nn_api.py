@@ -226,3 +226,48 @@ def test_functional_matches_torch_nn_functional(rng):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours_mean, theirs_mean.numpy(), rtol=1e-12)
     np.testing.assert_allclose(ours_var, theirs_var.numpy(), rtol=1e-12)
+
+
+def test_functional_takes_torchs_keyword_names_and_refuses_what_it_reads_otherwise(on, rng):
+    # PyTorch code passes input=/target= and inplace=False by name; a third positional argument is
+    # weight (cross_entropy) or the deprecated size_average (mse_loss) there, never reduction.
+    x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    labels = np.array([2, 0, 1, 1])
+    t = mg.Tensor(on(x))
+    np.testing.assert_allclose(host(F.relu(input=t, inplace=False).data), np.maximum(x, 0))
+    np.testing.assert_allclose(host(F.tanh(input=t).data), np.tanh(x), rtol=1e-12)
+    np.testing.assert_allclose(host(F.sigmoid(input=t).data), 1 / (1 + np.exp(-x)), rtol=1e-12)
+    assert F.mse_loss(input=t, target=mg.Tensor(on(y)), reduction="sum").item() == pytest.approx(
+        np.sum((x - y) ** 2), rel=1e-12)
+    log_p = x - np.log(np.exp(x).sum(1, keepdims=True))
+    np.testing.assert_allclose(host(F.cross_entropy(input=t, target=on(labels), reduction="none").data),
+                               -log_p[np.arange(4), labels], rtol=1e-12)
+    assert F.dropout(input=t, p=0.5, training=False, inplace=False) is t
+    for call in (lambda: F.relu(t, inplace=True), lambda: F.dropout(t, 0.5, True, True)):
+        with pytest.raises(ValueError, match="inplace=True"):
+            call()
+    with pytest.raises(TypeError, match="inplace"):
+        F.relu(t, inplace="no")
+    with pytest.raises(TypeError, match="positional"):
+        F.mse_loss(t, mg.Tensor(on(y)), "sum")
+    with pytest.raises(TypeError, match="positional"):
+        F.cross_entropy(t, on(labels), "none")
+
+
+def test_functional_keyword_calls_match_torch_nn_functional(rng):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    x, y = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    labels = np.array([0, 3, 1, 2, 0])
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    pairs = [
+        (F.relu(input=mg.Tensor(x), inplace=False), tf.relu(input=tx, inplace=False)),
+        (F.mse_loss(input=mg.Tensor(x), target=mg.Tensor(y), reduction="sum"),
+         tf.mse_loss(input=tx, target=ty, reduction="sum")),
+        (F.cross_entropy(input=mg.Tensor(x), target=labels, reduction="none"),
+         tf.cross_entropy(input=tx, target=torch.from_numpy(labels), reduction="none")),
+        (F.dropout(input=mg.Tensor(x), p=0.3, training=False, inplace=False),
+         tf.dropout(input=tx, p=0.3, training=False, inplace=False)),
+    ]
+    for ours, theirs in pairs:
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
