@@ -901,8 +901,10 @@ class _ModuleSequence(Module):
 
     def __setitem__(self, index: int, module: Module) -> None:
         """Replace the module at ``index`` (negative counts from the end), as on a list."""
+        # The index first: seq[1:3] = [a, b] is refused for its slice, not for the list it assigns.
+        position = self._position(index, slices=False)
         (module,) = self._checked(f"{type(self).__name__}.__setitem__", [module], "module")
-        setattr(self, str(self._position(index, slices=False)), module)
+        setattr(self, str(position), module)
 
     def __delitem__(self, index: int | slice) -> None:
         """Remove the module(s) at ``index`` (an integer or a slice); the rest are renumbered from

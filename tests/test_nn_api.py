@@ -149,6 +149,17 @@ def test_setitem_delitem_and_pop_edit_in_place_and_renumber(kind):
     assert list(seq) == [d]
 
 
+@pytest.mark.parametrize("kind", [nn.Sequential, nn.ModuleList])
+def test_slice_assignment_is_refused_for_its_slice(kind):
+    # As in PyTorch, setitem takes one integer; a slice with a list of modules is refused for the
+    # slice, not for the list.
+    a, b, c = layers(3)
+    seq = kind(a, b) if kind is nn.Sequential else kind([a, b])
+    with pytest.raises(TypeError, match=rf"{kind.__name__}: got index slice\(0, 1, None\); expected an integer$"):
+        seq[0:1] = [c]
+    assert list(seq) == [a, b]
+
+
 def test_plus_joins_containers_of_the_same_modules():
     a, b, c = layers(3)
     joined = nn.Sequential(a, b) + nn.Sequential(c)
