@@ -700,7 +700,7 @@ class Flatten(Module):
     def forward(self, x: Tensor) -> Tensor:
         x = as_tensor("Flatten", "x", x)
         ndim = max(x.ndim, 1)  # a 0-d tensor flattens to shape (1,), as in PyTorch
-        start, end = (_in_range("Flatten", name, dim, ndim)
+        start, end = (_in_range("Flatten", name, dim, ndim, x.shape)
                       for name, dim in (("start_dim", self.start_dim), ("end_dim", self.end_dim)))
         if start > end:
             raise ValueError(f"Flatten: start_dim={self.start_dim} comes after end_dim={self.end_dim} for "
@@ -724,10 +724,11 @@ def _dimension_argument(owner: str, name: str, value: Any) -> int:
                         f"(negative counts from the end)") from None
 
 
-def _in_range(owner: str, name: str, dim: int, ndim: int) -> int:
-    """``dim`` made non-negative for a tensor of ``ndim`` dimensions, or an IndexError."""
+def _in_range(owner: str, name: str, dim: int, ndim: int, shape: tuple) -> int:
+    """``dim`` made non-negative for a tensor of ``ndim`` dimensions, or an IndexError naming the
+    input's ``shape`` (not ``ndim``, which is 1 for a 0-d input)."""
     if not -ndim <= dim < ndim:
-        raise IndexError(f"{owner}: {name}={dim} is out of range for an input of {ndim} dimensions; "
+        raise IndexError(f"{owner}: {name}={dim} is out of range for an input of shape {shape}; "
                          f"expected one in [{-ndim}, {ndim - 1}]")
     return dim % ndim
 

@@ -112,9 +112,13 @@ def test_flatten_refuses_bad_dimensions_by_name():
         nn.Flatten(1.5)
     with pytest.raises(TypeError, match=r"Flatten: got end_dim=True; expected an integer dimension"):
         nn.Flatten(0, True)
-    with pytest.raises(IndexError, match=r"Flatten: start_dim=3 is out of range for an input of 2 dimensions; "
+    with pytest.raises(IndexError, match=r"Flatten: start_dim=3 is out of range for an input of shape \(2, 2\); "
                                          r"expected one in \[-2, 1\]"):
         nn.Flatten(3)(mg.Tensor(np.ones((2, 2))))
+    # A 0-d input flattens as one of shape (1,), as in PyTorch; the error names its own shape.
+    with pytest.raises(IndexError, match=r"Flatten: start_dim=1 is out of range for an input of shape \(\); "
+                                         r"expected one in \[-1, 0\]"):
+        nn.Flatten()(mg.Tensor(np.array(3.0)))
     with pytest.raises(ValueError, match=r"Flatten: start_dim=2 comes after end_dim=1"):
         nn.Flatten(2, 1)(mg.Tensor(np.ones((2, 2, 2))))
 
