@@ -307,6 +307,7 @@ def test_cumulative_average_reset_failure_and_checkpoints_match_torch(rng):
     both(*feed(rng.normal(size=(4, 3))))
     # An old checkpoint, without the counter, loads strictly in both and leaves the count alone.
     old = {k: v for k, v in state.items() if k != "num_batches_tracked"}
-    both(lambda m: m.load_state_dict(old), lambda m: m.load_state_dict({k: torch.from_numpy(v) for k, v in old.items()}))
+    both(lambda m: m.load_state_dict(old),
+         lambda m: m.load_state_dict({k: torch.from_numpy(v) for k, v in old.items()}))
     assert int(ours.num_batches_tracked) == 5
     both(*feed(rng.normal(size=(4, 3))))

@@ -603,7 +603,8 @@ def linear_factor(e, start, total, end=1.0):
 
 SEQUENCES = {  # name: (build(m, opt) with the classes of module m, closed form of (base lr, epoch))
     "warm-up, then cosine": (lambda m, opt: warmup_then(opt, m=m),
-                             lambda base, e: base * linear_factor(e, 0.2, 4) if e < 4 else cosine(base, e - 4, 6, 0.01)),
+                             lambda base, e: (base * linear_factor(e, 0.2, 4) if e < 4
+                                              else cosine(base, e - 4, 6, 0.01))),
     "four, one from epoch 0": (
         lambda m, opt: m.SequentialLR(opt, [m.StepLR(opt, 2, 0.5), m.ExponentialLR(opt, 0.9),
                                             m.LinearLR(opt, 0.25, total_iters=2), m.MultiStepLR(opt, [0, 2, 2], 0.5)],
