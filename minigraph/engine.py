@@ -92,13 +92,28 @@ class set_grad_enabled:
     """Turn recording on or off, as ``torch.set_grad_enabled(mode)``: at once when called,
     until ``set_grad_enabled(...)`` is called again, or only for a ``with`` block.
 
-    ``with set_grad_enabled(is_training): ...`` restores the previous mode on leaving.
+    ``with set_grad_enabled(is_training): ...`` restores the previous mode on leaving, and
+    ``@set_grad_enabled(mode)`` on a function sets the mode for each of its calls only.
     """
 
     def __init__(self, mode: bool) -> None:
         mode = checks.flag("set_grad_enabled", "mode", mode)
         self._previous = _grad_enabled.get()
-        _grad_enabled.set(bool(mode))
+        self._mode = bool(mode)
+        _grad_enabled.set(self._mode)
+
+    def __call__(self, func: Callable) -> Callable:
+        # As a decorator the mode is for the function's calls: the switch the constructor made
+        # when the decorator line ran is undone, as PyTorch's does.
+        _grad_enabled.set(self._previous)
+        mode = self._mode
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with set_grad_enabled(mode):
+                return func(*args, **kwargs)
+
+        return wrapper
 
     def __enter__(self) -> None:
         pass

@@ -168,7 +168,9 @@ class LRScheduler:
         ``opt.load_state_dict``. Everything is checked before anything changes."""
         owner = f"{type(self).__name__}.load_state_dict"
         self._check_keys(owner, state_dict)
-        last_epoch = checks.integer(owner, "last_epoch", state_dict["last_epoch"], low=0)
+        # -1: a scheduler inside a SequentialLR whose milestone has not come yet (its constructor's
+        # step undone) saves that, so it must load.
+        last_epoch = checks.integer(owner, "last_epoch", state_dict["last_epoch"], low=-1)
         base_lrs, last_lr = (self._rates(owner, key, state_dict[key]) for key in ("base_lrs", "last_lr"))
         settings = {name: check(owner, name, state_dict[name])
                     for name, check in self._hyperparameters.items()}

@@ -760,3 +760,26 @@ def test_enable_grad_records_inside_no_grad_and_set_grad_enabled_switches(rng):
     with pytest.raises(TypeError, match=r"set_grad_enabled: got mode='yes'; expected True or False"):
         mg.set_grad_enabled("yes")
     assert mg.is_grad_enabled()
+
+
+def test_set_grad_enabled_as_a_decorator_sets_the_mode_for_the_calls_only(rng):
+    x = mg.Tensor(rng.normal(size=3), requires_grad=True)
+
+    @mg.set_grad_enabled(False)
+    def frozen(t):
+        return t * 2, mg.is_grad_enabled()
+
+    assert mg.is_grad_enabled()  # decorating switched nothing for the code around it
+    y, inside = frozen(x)
+    assert inside is False and y.requires_grad is False
+    assert mg.is_grad_enabled() and (x * 2).requires_grad
+
+    @mg.set_grad_enabled(True)
+    def recorded(t):
+        return t * 2
+
+    with mg.no_grad():
+        z = recorded(x)
+        assert not mg.is_grad_enabled()
+    z.sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full(3, 2.0))

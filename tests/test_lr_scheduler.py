@@ -237,8 +237,8 @@ def fresh_and_trained():
      r"StepLR.load_state_dict: 'base_lrs' has 3 rates but the optimizer has 2 parameter groups"),
     (lambda d: d.update(last_lr=np.array(0.1)), TypeError, r"'last_lr' is array\(0.1\); expected a 1-D array"),
     (lambda d: d.update(base_lrs=np.array([0.1, -0.2])), ValueError, r"got base_lrs\[1\]=-0.2"),
-    (lambda d: d.update(last_epoch=np.array(-1)), ValueError,
-     r"StepLR.load_state_dict: got last_epoch=array\(-1\); expected an integer >= 0"),
+    (lambda d: d.update(last_epoch=np.array(-2)), ValueError,
+     r"StepLR.load_state_dict: got last_epoch=array\(-2\); expected an integer >= -1"),
     (lambda d: d.update(step_size=np.array(0)), ValueError, r"got step_size=array\(0\); expected an integer >= 1"),
     (lambda d: d.update(gamma=np.array(np.nan)), ValueError, r"got gamma=array\(nan\); expected a finite number"),
 ])
@@ -674,6 +674,28 @@ def test_sequential_state_dict_round_trip_and_refusals():
         np.testing.assert_array_equal(after[key], before[key], err_msg=key)
     target.load_state_dict(saved)
     assert target.last_epoch == 6 and target._schedulers[1].T_max == 6
+
+
+def test_sequential_resumes_from_a_checkpoint_taken_before_a_milestone(tmp_path):
+    # The schedulers still waiting for their milestone save last_epoch=-1; the checkpoint must
+    # load and continue exactly as the run that was not interrupted (closed form as the oracle).
+    build, closed_form = SEQUENCES["four, one from epoch 0"]
+    opt = two_groups(leaves())
+    scheduler = build(lr_scheduler, opt)
+    for _ in range(2):
+        opt.step()
+        scheduler.step()
+    assert scheduler.state_dict()["schedulers.3.last_epoch"] == -1
+    nn.save(scheduler.state_dict(), tmp_path / "scheduler.npz")
+    resumed_opt = two_groups(leaves())
+    resumed_opt.load_state_dict(opt.state_dict())
+    resumed = build(lr_scheduler, resumed_opt)
+    resumed.load_state_dict(nn.load(tmp_path / "scheduler.npz"))
+    for epoch in range(3, EPOCHS + 1):
+        resumed_opt.step()
+        resumed.step()
+        expected = [closed_form(base, epoch) for base in BASE_LRS]
+        np.testing.assert_allclose(resumed.get_last_lr(), expected, rtol=1e-12, atol=1e-15, err_msg=str(epoch))
 
 
 def test_sequential_refuses_bad_arguments_by_name():
