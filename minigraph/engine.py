@@ -47,7 +47,19 @@ class _GradMode:
 
     _enabled: bool
 
-    def __init__(self) -> None:
+    def __new__(cls, func: Callable | None = None) -> Any:
+        # `@no_grad` without parentheses, as PyTorch 2 allows: the class is called with the
+        # function, so the decorated function comes back instead of an instance.
+        instance = super().__new__(cls)
+        if func is None:
+            return instance
+        if not callable(func):
+            raise TypeError(f"{cls.__name__}: got {func!r}; expected no argument, or a function to "
+                            f"decorate (@{cls.__name__} or @{cls.__name__}())")
+        instance.__init__()
+        return instance(func)
+
+    def __init__(self, func: Callable | None = None) -> None:
         self._tokens = threading.local()  # a stack of ContextVar tokens per thread
 
     def __enter__(self) -> None:

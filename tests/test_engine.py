@@ -783,3 +783,22 @@ def test_set_grad_enabled_as_a_decorator_sets_the_mode_for_the_calls_only(rng):
         assert not mg.is_grad_enabled()
     z.sum().backward()
     np.testing.assert_array_equal(x.grad, np.full(3, 2.0))
+
+
+def test_no_grad_and_enable_grad_decorate_without_parentheses_too(rng):
+    x = mg.Tensor(rng.normal(size=3), requires_grad=True)
+
+    @mg.no_grad
+    def quiet(t):
+        return t * 2
+
+    @mg.enable_grad
+    def recorded(t):
+        return t * 2
+
+    assert quiet(x).requires_grad is False and mg.is_grad_enabled()
+    with mg.no_grad():
+        assert recorded(x).requires_grad is True
+    assert quiet.__name__ == "quiet"
+    with pytest.raises(TypeError, match=r"no_grad: got 3; expected no argument, or a function"):
+        mg.no_grad(3)
