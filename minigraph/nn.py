@@ -762,12 +762,36 @@ class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy of class scores against integer labels (``minigraph.cross_entropy``).
 
     ``reduction``: "mean" (over the rows), "sum" or "none" (one loss per row).
-    ``loss_fn(logits, labels)``: logits (N, C), labels (N,) integers in [0, C) (a NumPy or
-    CuPy array, not a Tensor) -> a scalar, or (N,) for "none".
+    ``loss_fn(logits, labels)``: logits (N, C), labels (N,) integers in [0, C) or equal to
+    ``ignore_index`` (a NumPy or CuPy array, not a Tensor) -> a scalar, or (N,) for "none".
+    ``weight``: (C,) class weights, kept as a buffer (saved by ``state_dict``, moved by ``to``),
+    as PyTorch's; ``label_smoothing`` ε in [0, 1]. See ``minigraph.cross_entropy``.
     """
 
+    def __init__(self, reduction: str = "mean", *, weight: Any = None, ignore_index: int = -100,
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__(reduction)
+        owner = type(self).__name__
+        self.ignore_index = checks.integer(owner, "ignore_index", ignore_index, low=-(2 ** 63))
+        self.label_smoothing = checks.real(owner, "label_smoothing", label_smoothing, low=0.0, high=1.0)
+        if isinstance(weight, Tensor):
+            weight = weight.data
+        elif weight is not None and not _is_array(weight):
+            weight = numpy.asarray(weight, dtype=numpy.float64)
+        if weight is not None and (weight.ndim != 1 or weight.dtype.kind not in "iuf"):
+            raise ValueError(f"{owner}: got weight of shape {weight.shape} and dtype {weight.dtype}; expected "
+                             f"one real weight per class, shape (C,)")
+        self.register_buffer("weight", weight)
+
     def forward(self, logits: Tensor, labels: Any) -> Tensor:
-        return cross_entropy(logits, labels, self.reduction)
+        return cross_entropy(logits, labels, self.reduction, weight=self.weight, ignore_index=self.ignore_index,
+                             label_smoothing=self.label_smoothing)
+
+    def extra_repr(self) -> str:
+        shown = [super().extra_repr()] if super().extra_repr() else []
+        shown += [f"ignore_index={self.ignore_index}"] if self.ignore_index != -100 else []
+        shown += [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else []
+        return ", ".join(shown)
 
 
 class Dropout(Module):

@@ -198,3 +198,79 @@ def test_a_generator_of_one_device_is_refused_for_a_tensor_on_the_other(gpu):
         mg.dropout(x, 0.5, generator=np.random.default_rng(0))
     with pytest.raises(TypeError, match="draws on 'cpu' but x is on 'gpu'"):
         nn.Dropout(0.5, rng=np.random.default_rng(0))(x)
+
+
+# --- class weights, ignore_index, label smoothing ------------------------------------------------
+def numpy_cross_entropy(z, y, reduction, weight=None, ignore_index=-100, eps=0.0):
+    """PyTorch's definition written out: per-row (1 − ε)·w[y]·(−log p_y) + (ε/C)·Σ_c w_c·(−log p_c),
+    ignored rows 0; the mean divides by the kept rows' label weights."""
+    n, classes = z.shape
+    log_p = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
+    w = np.ones(classes) if weight is None else weight
+    kept = y != ignore_index
+    safe = np.where(kept, y, 0)
+    a = w[safe] * kept
+    losses = (1 - eps) * a * -log_p[np.arange(n), safe] + (eps / classes) * kept * -(log_p * w).sum(1)
+    return {"none": losses, "sum": losses.sum(), "mean": losses.sum() / a.sum()}[reduction]
+
+
+CE_CASES = [dict(), dict(weight=[0.5, 2.0, 1.0, 3.0]), dict(ignore_index=2), dict(label_smoothing=0.3),
+            dict(weight=[0.5, 2.0, 1.0, 3.0], ignore_index=-1, label_smoothing=0.1)]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", CE_CASES, ids=str)
+def test_weighted_ignoring_smoothed_cross_entropy_matches_its_definition(on, rng, reduction, options):
+    z = rng.normal(size=(9, 4))
+    y = rng.integers(0, 4, size=9)
+    y[[1, 6]] = options.get("ignore_index", -100)
+    weight = None if "weight" not in options else np.array(options["weight"])
+    kwargs = dict(options, weight=None if weight is None else on(weight))
+    t = mg.Tensor(on(z), requires_grad=True)
+    expected = numpy_cross_entropy(z, y, reduction, weight, options.get("ignore_index", -100),
+                                   options.get("label_smoothing", 0.0))
+    np.testing.assert_allclose(host(mg.cross_entropy(t, on(y), reduction, **kwargs).data), expected, rtol=1e-12)
+    assert mg.gradcheck(lambda x: mg.cross_entropy(x, on(y), reduction, **kwargs), [t], **TIGHT)
+
+
+def test_cross_entropy_options_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    z, y, w = rng.normal(size=(7, 4)), rng.integers(0, 4, size=7), rng.uniform(0.5, 2, size=4)
+    y[[2, 5]] = -100
+    for reduction in ("mean", "sum", "none"):
+        for weight in (None, w):
+            for eps in (0.0, 0.2):
+                t = mg.Tensor(z, requires_grad=True)
+                ours = mg.cross_entropy(t, y, reduction, weight=weight, label_smoothing=eps)
+                upstream = np.asarray(rng.normal(size=ours.shape))
+                ours.backward(upstream)
+                tz = torch.tensor(z, requires_grad=True)
+                theirs = torch.nn.functional.cross_entropy(
+                    tz, torch.tensor(y), weight=None if weight is None else torch.tensor(weight),
+                    reduction=reduction, label_smoothing=eps)
+                theirs.backward(torch.tensor(upstream))
+                np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-12, atol=1e-15)
+                np.testing.assert_allclose(t.grad, tz.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_cross_entropy_loss_keeps_its_class_weights_as_a_buffer(device, rng):
+    loss_fn = mg.nn.CrossEntropyLoss(weight=[1.0, 3.0], ignore_index=0, label_smoothing=0.1)
+    assert list(loss_fn.state_dict()) == ["weight"] and "ignore_index=0, label_smoothing=0.1" in repr(loss_fn)
+    loss_fn.to(device)
+    z, y = rng.normal(size=(5, 2)), np.array([1, 0, 1, 1, 0])
+    got = loss_fn(mg.Tensor(z), y).item()
+    assert got == pytest.approx(numpy_cross_entropy(z, y, "mean", np.array([1.0, 3.0]), 0, 0.1), rel=1e-12)
+    with np.errstate(invalid="ignore"):  # the 0/0 is the point
+        all_ignored = mg.cross_entropy(mg.Tensor(z), np.zeros(5, dtype=int), ignore_index=0)
+    assert np.isnan(all_ignored.item())  # 0/0, as PyTorch gives
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(weight=[1.0, 2.0]), ValueError, r"cross_entropy: got weight of shape \(2,\) .*expected \(3,\)"),
+    (dict(label_smoothing=1.5), ValueError, r"cross_entropy: got label_smoothing=1.5; expected a finite number"),
+    (dict(ignore_index=1.5), ValueError, r"cross_entropy: got ignore_index=1.5; expected an integer"),
+    (dict(weight=mg.Tensor(np.ones(3), requires_grad=True)), TypeError, r"weight Tensor that requires grad"),
+])
+def test_cross_entropy_options_are_checked_by_name(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        mg.cross_entropy(mg.Tensor(np.ones((2, 3))), np.array([0, 2]), **kwargs)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend import get_array_module
-from ..engine import Function, Tensor, apply, as_tensor, verified
+import numpy
+
+from .. import checks
+from ..backend import get_array_module, is_gpu_array, join_device
+from ..engine import Function, Tensor, apply, as_tensor, is_grad_enabled, verified
 from .mse_loss import REDUCTIONS
 from .shape import check_range, data_array
 
@@ -14,56 +17,100 @@ from .shape import check_range, data_array
 class CrossEntropy(Function):
     """logits Z: (N, C), labels y: (N,) integers in [0, C) -> a scalar (mean, sum) or (N,) (none).
 
-    ℓᵢ = log Σⱼ exp(Zᵢⱼ − mᵢ) − (Zᵢ,yᵢ − mᵢ), with mᵢ the row max, so that exp never overflows.
-      mean: L = Σᵢ ℓᵢ / N     sum: L = Σᵢ ℓᵢ     none: Lᵢ = ℓᵢ
-    With P = softmax(Z) row by row and w = dL / N (mean), dL (sum) or dLᵢ per row (none):
-      dZ = (P − onehot(y)) ⊙ w,
-    formed as w·P with w subtracted at [arange(N), y], on the logits' device: no one-hot array.
+    With the row max mᵢ (so that exp never overflows), Lᵢ = mᵢ + log Σⱼ exp(Zᵢⱼ − mᵢ) and
+    log-probabilities log Pᵢⱼ = Zᵢⱼ − Lᵢ. Each row has a weight aᵢ = w[yᵢ] (class weights w: (C,),
+    else 1) and a mask rᵢ (0 where yᵢ = ignore_index, else 1; aᵢ is 0 there too). With label
+    smoothing ε and W = Σ_c w_c (C without weights):
+      ℓᵢ = (1 − ε)·aᵢ·(−log Pᵢ,yᵢ) + (ε / C)·rᵢ·Σ_c w_c (−log Pᵢc)
+      mean: L = Σᵢ ℓᵢ / Σᵢ aᵢ     sum: L = Σᵢ ℓᵢ     none: Lᵢ = ℓᵢ
+    (PyTorch's normalisation: with weights, the mean divides by the labels' total weight.)
+    With P = softmax(Z) row by row and gᵢ = dL / Σa (mean), dL (sum) or dLᵢ (none):
+      dZᵢ = gᵢ·[((1 − ε)·aᵢ + (ε / C)·rᵢ·W)·Pᵢ − (1 − ε)·aᵢ·onehot(yᵢ) − (ε / C)·rᵢ·w]
+    formed on the logits' device, the one-hot as a subtraction at [arange(N), y]: no one-hot array.
+    Without weights, ignored labels or smoothing this is (P − onehot(y))·g.
     """
 
-    __slots__ = ("labels", "reduction")
+    __slots__ = ("labels", "reduction", "weight", "kept", "smoothing", "row_weight", "denominator")
     op = "cross_entropy"
 
-    def __init__(self, labels: Any, reduction: str) -> None:
-        self.labels = labels  # data, not an input: no gradient flows to it
+    def __init__(self, labels: Any, reduction: str, weight: Any = None, kept: Any = None,
+                 smoothing: float = 0.0) -> None:
+        self.labels = labels  # data, not an input: no gradient flows to it (ignored rows: 0)
         self.reduction = reduction
+        self.weight = weight  # (C,) class weights, or None
+        self.kept = kept  # (N,) 1 where the label is not ignore_index, 0 where it is; None: all kept
+        self.smoothing = smoothing
 
     def forward(self, logits: Any) -> Any:
         xp = get_array_module(logits)
-        n = logits.shape[0]
+        n, classes = logits.shape
+        rows = xp.arange(n)
         shifted = logits - logits.max(axis=1, keepdims=True)
         exps = xp.exp(shifted)
         sums = exps.sum(axis=1)
-        losses = xp.log(sums) - shifted[xp.arange(n), self.labels]
+        log_sums = xp.log(sums)
+        losses = log_sums - shifted[rows, self.labels]  # −log P at each row's label
+        # aᵢ: the label's class weight, 0 for an ignored row; None when every aᵢ is 1.
+        row_weight = None if self.weight is None else self.weight[self.labels]
+        if self.kept is not None:
+            row_weight = self.kept if row_weight is None else row_weight * self.kept
+        if row_weight is not None:
+            losses = losses * row_weight
+        eps = self.smoothing
+        if eps:
+            # Σ_c w_c (−log Pᵢc) = W·log Σexp − Σ_c w_c·shiftedᵢc
+            if self.weight is None:
+                smooth = classes * log_sums - shifted.sum(axis=1)
+            else:
+                smooth = self.weight.sum() * log_sums - shifted @ self.weight
+            if self.kept is not None:
+                smooth = smooth * self.kept
+            losses = (1.0 - eps) * losses + (eps / classes) * smooth
+        self.row_weight = row_weight
+        self.denominator = n if row_weight is None else row_weight.sum()  # no host read: stays on device
         if self.needs_grad[0]:
             exps /= sums[:, None]  # in place: exps becomes the softmax P, all backward needs
             self.saved = (exps,)
         if self.reduction == "none":
             return losses
         total = losses.sum()
-        return total / n if self.reduction == "mean" else total
+        return total / self.denominator if self.reduction == "mean" else total
 
     def backward(self, grad_output: Any) -> tuple:
         (probs,) = self.saved
-        n = probs.shape[0]
+        xp = get_array_module(probs)
+        n, classes = probs.shape
+        eps, a, kept, weight = self.smoothing, self.row_weight, self.kept, self.weight
         if self.reduction == "none":
-            weight = grad_output
-            grad = probs * weight[:, None]
+            g = grad_output
         else:
-            weight = grad_output / n if self.reduction == "mean" else grad_output
-            grad = probs * weight
-        grad[get_array_module(probs).arange(n), self.labels] -= weight
+            scale = grad_output / self.denominator if self.reduction == "mean" else grad_output
+            g = xp.broadcast_to(scale, (n,))
+        label_part = g if a is None else g * a  # gᵢ·aᵢ
+        if eps:
+            label_part = (1.0 - eps) * label_part
+            spread = g * (eps / classes) if kept is None else g * kept * (eps / classes)  # gᵢ·rᵢ·ε/C
+            total_weight = classes if weight is None else weight.sum()
+            grad = probs * (label_part + spread * total_weight)[:, None]
+            grad -= spread[:, None] if weight is None else spread[:, None] * weight
+        else:
+            grad = probs * label_part[:, None]
+        grad[xp.arange(n), self.labels] -= label_part
         return (grad,)
 
 
-def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tensor:
+def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", *, weight: Any = None,
+                  ignore_index: int = -100, label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross-entropy, as ``torch.nn.functional.cross_entropy`` with class-index targets.
 
-    logits: (N, C) class scores (not probabilities); labels: (N,) integers in [0, C), a NumPy or
-    CuPy array or a list: data, not a Tensor (host labels join the logits' device; checking
-    their range costs one sync on the GPU). reduction: "mean" (over the N rows), "sum" or
-    "none" (one loss per row, (N,)). Not supported: class weights, ignore_index, label
-    smoothing, probability targets.
+    logits: (N, C) class scores (not probabilities); labels: (N,) integers in [0, C) or equal to
+    ``ignore_index`` (such rows add nothing and, for "mean", do not count), a NumPy or CuPy
+    array or a list: data, not a Tensor (host labels join the logits' device; checking their
+    range costs one sync on the GPU). reduction: "mean" (over the rows, weighted by their
+    labels' class weights), "sum" or "none" (one loss per row, (N,)). ``weight``: (C,) class
+    weights (an array or a Tensor that needs no gradient), as PyTorch's. ``label_smoothing`` ε
+    in [0, 1]: the target is (1 − ε)·onehot + ε/C. A "mean" over rows that are all ignored is
+    NaN (0/0), as in PyTorch. Not supported: probability targets.
     """
     logits = as_tensor("cross_entropy", "logits", logits)
     if reduction not in REDUCTIONS:
@@ -79,5 +126,41 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tenso
     if labels.shape != shape[:1]:
         raise ValueError(f"cross_entropy: labels have shape {labels.shape}; expected ({shape[0]},), "
                          f"one class index per row of logits {shape}")
-    check_range("cross_entropy", "labels", labels, 0, shape[1])
-    return apply(CrossEntropy(labels, reduction), logits)
+    ignore_index = checks.integer("cross_entropy", "ignore_index", ignore_index, low=-(2 ** 63))
+    smoothing = checks.real("cross_entropy", "label_smoothing", label_smoothing, low=0.0, high=1.0,
+                            example="label_smoothing=0.1")
+    xp = get_array_module(labels)
+    ignored = labels == ignore_index
+    outside = ((labels < 0) | (labels >= shape[1])) & ~ignored
+    # One host read for both questions (CuPy does not check indices, so the range must be):
+    # any label out of range, and any row to ignore.
+    any_outside, any_ignored = (bool(flag) for flag in xp.stack([outside.any(), ignored.any()]).tolist())
+    if any_outside:
+        check_range("cross_entropy", "labels", labels[~ignored], 0, shape[1])  # raises, naming their span
+    kept = None
+    if any_ignored:
+        kept = (~ignored).astype(logits.dtype)
+        labels = xp.where(ignored, 0, labels)  # any valid index: its row's weight is 0
+    if weight is not None:
+        weight = _class_weights(weight, logits)
+    return apply(CrossEntropy(labels, reduction, weight, kept, smoothing), logits)
+
+
+def _class_weights(weight: Any, logits: Tensor) -> Any:
+    """``weight`` as a (C,) array of the logits' dtype on their device, or a clear error."""
+    if isinstance(weight, Tensor):
+        if weight.requires_grad and is_grad_enabled():
+            raise TypeError("cross_entropy: got a weight Tensor that requires grad; class weights get no "
+                            "gradient here (nor in PyTorch's backward to the input): pass weight.detach()")
+        weight = weight.data
+    elif not (isinstance(weight, numpy.ndarray) or is_gpu_array(weight)):
+        try:
+            weight = numpy.asarray(weight, dtype=logits.dtype)
+        except (TypeError, ValueError):  # NumPy's message names neither the op nor the argument
+            raise TypeError(f"cross_entropy: got weight={weight!r}; expected (C,) class weights, an array or "
+                            f"a list of numbers (the reduction goes by keyword: reduction='mean')") from None
+    classes = logits.data.shape[1]
+    if weight.shape != (classes,) or weight.dtype.kind not in "iuf":
+        raise ValueError(f"cross_entropy: got weight of shape {weight.shape} and dtype {weight.dtype}; "
+                         f"expected ({classes},) real numbers, one weight per class")
+    return join_device("cross_entropy", "weight", weight, logits.device).astype(logits.dtype, copy=False)
