@@ -328,8 +328,31 @@ class Optimizer:
         _clear_grads(self.params, checks.flag(f"{type(self).__name__}.zero_grad", "set_to_none", set_to_none))
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Update the parameters; subclasses implement it, starting with ``self._evaluate(closure)``."""
-        raise NotImplementedError(f"{type(self).__name__} has no step(); define it in the subclass")
+        """Update every parameter that has a gradient, in place; returns ``closure()``'s loss, if given.
+
+        The closure runs first, then the check that no parameter moved, then ``_update_group``
+        for each group (a subclass implements that, or overrides ``step`` whole).
+        """
+        loss = self._evaluate(closure)
+        self._refuse_moved_parameters()
+        for group in self.param_groups:
+            self._update_group(group)
+        return loss
+
+    def _update_group(self, group: ParamGroup) -> None:
+        """Update ``group``'s parameters with its hyperparameters, in place."""
+        raise NotImplementedError(f"{type(self).__name__} has no step(); define step() or "
+                                  f"_update_group(group) in the subclass")
+
+    @staticmethod
+    def _gradients(group: ParamGroup) -> Iterator[tuple[Tensor, Any]]:
+        """Each parameter of ``group`` that has a gradient, with that gradient: negated with
+        ``maximize`` (a fresh array then), else the caller's ``.grad``, read and never written."""
+        maximize = group["maximize"]
+        for param in group["params"]:
+            grad = param.grad
+            if grad is not None:
+                yield param, (-grad if maximize else grad)
 
     def _evaluate(self, closure: Callable[[], Any] | None) -> Any:
         """``closure()`` with gradients recorded (even under ``no_grad``), or None without one.
@@ -657,48 +680,38 @@ class SGD(Optimizer):
     def _state_array(state: Any) -> Any:
         return state
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Update every parameter that has a gradient, in place; returns ``closure()``'s loss, if given."""
-        loss = self._evaluate(closure)
-        self._refuse_moved_parameters()
+    def _update_group(self, group: ParamGroup) -> None:
         buffers = self._state
-        for group in self.param_groups:
-            lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
-            dampening, nesterov, maximize = group["dampening"], group["nesterov"], group["maximize"]
-            for param in group["params"]:
-                grad = param.grad
-                if grad is None:
-                    continue
-                if maximize:
-                    grad = -grad  # a fresh array: the caller's .grad is never written
-                weights = param.data
-                if weight_decay:
-                    direction = weights * weight_decay  # a fresh array, ours to overwrite
-                    direction += grad
+        lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+        dampening, nesterov = group["dampening"], group["nesterov"]
+        for param, grad in self._gradients(group):
+            weights = param.data
+            if weight_decay:
+                direction = weights * weight_decay  # a fresh array, ours to overwrite
+                direction += grad
+            else:
+                direction = grad  # possibly the caller's .grad: read, never written
+            if momentum:
+                buf = buffers.get(param)
+                if buf is None:
+                    buf = direction.copy() if direction is grad else direction
+                    buffers[param] = buf
                 else:
-                    direction = grad  # the caller's .grad: read, never written
-                if momentum:
-                    buf = buffers.get(param)
-                    if buf is None:
-                        buf = direction.copy() if direction is grad else direction
-                        buffers[param] = buf
-                    else:
-                        buf *= momentum
-                        buf += direction if not dampening else (1.0 - dampening) * direction
-                    if nesterov:
-                        update = buf * momentum
-                        update += direction
-                        update *= lr
-                        weights -= update
-                    else:
-                        weights -= lr * buf
-                elif direction is not grad:
-                    direction *= lr  # scale the temporary in place instead of making another
-                    weights -= direction
+                    buf *= momentum
+                    buf += direction if not dampening else (1.0 - dampening) * direction
+                if nesterov:
+                    update = buf * momentum
+                    update += direction
+                    update *= lr
+                    weights -= update
                 else:
-                    weights -= lr * grad
-                param._version[0] += 1  # graphs built before this step can no longer backward
-        return loss
+                    weights -= lr * buf
+            elif direction is not grad:
+                direction *= lr  # scale the temporary in place instead of making another
+                weights -= direction
+            else:
+                weights -= lr * grad
+            param._version[0] += 1  # graphs built before this step can no longer backward
 
 
 class _AdamState:
@@ -771,63 +784,53 @@ class Adam(Optimizer):
     def _state_array(state: Any) -> Any:
         return state.exp_avg
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Update every parameter that has a gradient, in place; returns ``closure()``'s loss, if given."""
-        loss = self._evaluate(closure)
-        self._refuse_moved_parameters()
+    def _update_group(self, group: ParamGroup) -> None:
         states = self._state
-        for group in self.param_groups:
-            lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
-            amsgrad, maximize = group["amsgrad"], group["maximize"]
-            for param in group["params"]:
-                grad = param.grad
-                if grad is None:
-                    continue
-                if maximize:
-                    grad = -grad  # a fresh array: the caller's .grad is never written
-                weights = param.data
-                state = states.get(param)
-                if state is None:
-                    state = states[param] = _AdamState(weights)
-                state.step += 1
-                xp = backend.get_array_module(weights)
-                m, v, scratch = state.exp_avg, state.exp_avg_sq, state.scratch
-                if weight_decay and self.decoupled_weight_decay:
-                    weights *= 1.0 - lr * weight_decay  # AdamW: the decay leaves the moments alone
-                elif weight_decay:
-                    decayed = weights * weight_decay
-                    decayed += grad
-                    grad = decayed
-                # m = β1·m + (1 − β1)·g
-                xp.multiply(grad, 1.0 - beta1, out=scratch)
-                m *= beta1
-                m += scratch
-                # v = β2·v + (1 − β2)·g²
-                xp.multiply(grad, grad, out=scratch)
-                scratch *= 1.0 - beta2
-                v *= beta2
-                v += scratch
-                # p -= step_size · m / (√v / √bias2 + eps), the denominator built in scratch
-                bias1 = 1.0 - beta1 ** state.step
-                bias2 = 1.0 - beta2 ** state.step
-                if amsgrad:
-                    # Turned on after some steps (a loaded state of amsgrad=False, or a group
-                    # changed by hand), the maximum starts from the current v.
-                    if state.max_exp_avg_sq is None:
-                        state.max_exp_avg_sq = v.copy()
-                    else:
-                        xp.maximum(state.max_exp_avg_sq, v, out=state.max_exp_avg_sq)
-                    xp.sqrt(state.max_exp_avg_sq, out=scratch)
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        amsgrad = group["amsgrad"]
+        for param, grad in self._gradients(group):
+            weights = param.data
+            state = states.get(param)
+            if state is None:
+                state = states[param] = _AdamState(weights)
+            state.step += 1
+            xp = backend.get_array_module(weights)
+            m, v, scratch = state.exp_avg, state.exp_avg_sq, state.scratch
+            if weight_decay and self.decoupled_weight_decay:
+                weights *= 1.0 - lr * weight_decay  # AdamW: the decay leaves the moments alone
+            elif weight_decay:
+                decayed = weights * weight_decay
+                decayed += grad
+                grad = decayed
+            # m = β1·m + (1 − β1)·g
+            xp.multiply(grad, 1.0 - beta1, out=scratch)
+            m *= beta1
+            m += scratch
+            # v = β2·v + (1 − β2)·g²
+            xp.multiply(grad, grad, out=scratch)
+            scratch *= 1.0 - beta2
+            v *= beta2
+            v += scratch
+            # p -= step_size · m / (√v / √bias2 + eps), the denominator built in scratch
+            bias1 = 1.0 - beta1 ** state.step
+            bias2 = 1.0 - beta2 ** state.step
+            if amsgrad:
+                # Turned on after some steps (a loaded state of amsgrad=False, or a group
+                # changed by hand), the maximum starts from the current v.
+                if state.max_exp_avg_sq is None:
+                    state.max_exp_avg_sq = v.copy()
                 else:
-                    xp.sqrt(v, out=scratch)
-                scratch *= 1.0 / math.sqrt(bias2)
-                scratch += eps
-                xp.divide(m, scratch, out=scratch)
-                scratch *= lr / bias1
-                weights -= scratch
-                param._version[0] += 1  # graphs built before this step can no longer backward
-        return loss
+                    xp.maximum(state.max_exp_avg_sq, v, out=state.max_exp_avg_sq)
+                xp.sqrt(state.max_exp_avg_sq, out=scratch)
+            else:
+                xp.sqrt(v, out=scratch)
+            scratch *= 1.0 / math.sqrt(bias2)
+            scratch += eps
+            xp.divide(m, scratch, out=scratch)
+            scratch *= lr / bias1
+            weights -= scratch
+            param._version[0] += 1  # graphs built before this step can no longer backward
 
 
 class AdamW(Adam):
