@@ -181,9 +181,7 @@ class LRScheduler:
 
     def _check_keys(self, owner: str, state_dict: Any) -> None:
         """A mapping with exactly the keys ``state_dict()`` gives, or a clear error."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
-                            f"arrays, e.g. nn.load('scheduler.npz') or scheduler.state_dict()")
+        _check_mapping(owner, state_dict)
         expected = ["last_epoch", "base_lrs", "last_lr", *self._hyperparameters, *self._more_keys]
         missing = [key for key in expected if key not in state_dict]
         unknown = [key for key in state_dict if key not in expected]
@@ -202,6 +200,13 @@ class LRScheduler:
             raise ValueError(f"{owner}: {key!r} has {len(rates)} rates but the optimizer has {groups} "
                              f"parameter groups; expected the state of a scheduler over the same groups")
         return [checks.real(owner, f"{key}[{i}]", rate, low=0.0, high=high) for i, rate in enumerate(rates)]
+
+
+def _check_mapping(owner: str, state_dict: Any) -> None:
+    """A TypeError naming ``owner`` unless ``state_dict`` is a mapping (what every loader takes)."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
+                        f"arrays, e.g. nn.load('scheduler.npz') or scheduler.state_dict()")
 
 
 def _checked_optimizer(owner: str, optimizer: Any) -> Optimizer:
@@ -660,9 +665,7 @@ class SequentialLR(LRScheduler):
         """Restore what ``state_dict`` saved, from a ``SequentialLR`` over as many schedulers of the
         same classes. Everything is checked before anything changes."""
         owner = "SequentialLR.load_state_dict"
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
-                            f"arrays, e.g. nn.load('scheduler.npz') or scheduler.state_dict()")
+        _check_mapping(owner, state_dict)
         own: dict[str, Any] = {}
         parts: list[dict[str, Any]] = [{} for _ in self._schedulers]
         for key, value in state_dict.items():
@@ -802,9 +805,7 @@ class ReduceLROnPlateau:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` saved; everything is checked before anything changes."""
         owner = "ReduceLROnPlateau.load_state_dict"
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{owner}: got a {type(state_dict).__name__}; expected a mapping of names to "
-                            f"arrays, e.g. scheduler.state_dict()")
+        _check_mapping(owner, state_dict)
         expected = [*self._COUNTS, *self._NUMBERS, "min_lrs", "last_lr", "mode_max", "threshold_abs",
                     "min_lr_per_group"]
         missing = [key for key in expected if key not in state_dict]
