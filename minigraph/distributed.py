@@ -58,7 +58,7 @@ import numpy
 from . import backend, checks, engine, nn
 from .backend import column_dot, column_sums, get_array_module
 from .engine import Tensor, apply, verified
-from .ops.batch_norm import BatchNorm, checked_operands
+from .ops.batch_norm import BatchNorm, checked_operands, over_channels
 
 __all__ = [
     "DistributedDataParallel", "all_reduce", "barrier", "broadcast", "get_rank", "get_world_size",
@@ -390,7 +390,8 @@ def sync_batch_norm(
     all_reduce: AllReduce,
 ) -> Tensor:
     """Training-mode ``batch_norm`` of this process's rows x: (n_r, p) with the whole batch's
-    statistics; ``all_reduce(array) -> array`` sums an array over the processes.
+    statistics; ``all_reduce(array) -> array`` sums an array over the processes. A batch of
+    sequences x: (n_r, p, L) counts as its n_r·L rows of p channels, as in ``batch_norm``.
 
     Each process calls it with its own rows (any n_r >= 0) and the same gamma, beta: (p,) and
     arguments; each gets its rows of the output of ``batch_norm`` on the concatenated batch, and
@@ -404,8 +405,8 @@ def sync_batch_norm(
     eps = checks.real("sync_batch_norm", "eps", eps, low=0.0)
     ddof = checks.integer("sync_batch_norm", "ddof", ddof, low=0)
     momentum = checks.real("sync_batch_norm", "momentum", momentum, low=0.0, high=1.0)
-    return apply(SyncBatchNormFunction(all_reduce, eps, ddof, momentum, running_mean, running_var),
-                 x, gamma, beta)
+    return over_channels(x, lambda rows: apply(
+        SyncBatchNormFunction(all_reduce, eps, ddof, momentum, running_mean, running_var), rows, gamma, beta))
 
 
 # --- DistributedDataParallel ---------------------------------------------------------------

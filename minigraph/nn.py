@@ -496,7 +496,8 @@ class Linear(Module):
 
 
 class BatchNorm1d(Module):
-    """Batch normalization of x: (N, num_features), one mean and variance per column.
+    """Batch normalization of x: (N, num_features), one mean and variance per column; or of a
+    batch of sequences x: (N, num_features, L), one mean and variance per channel over N·L values.
 
     Training mode normalises with the batch's statistics and updates the
     buffers ``running_mean`` (zeros) and ``running_var`` (ones) in place:
@@ -560,7 +561,7 @@ class BatchNorm1d(Module):
     _optional_buffers = ("num_batches_tracked",)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (N, num_features) -> same shape. Training needs N >= 2."""
+        """x: (N, num_features) or (N, num_features, L) -> same shape. Training needs N·L >= 2."""
         use_batch_statistics = self.training or self.running_mean is None
         return batch_norm(
             x, self.weight, self.bias, self.running_mean, self.running_var,
@@ -621,7 +622,7 @@ class SyncBatchNorm(BatchNorm1d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (N_rank, num_features) -> same shape."""
+        """x: (N_rank, num_features) or (N_rank, num_features, L) -> same shape."""
         if self.training and synchronized_batch_norm is not None:
             return synchronized_batch_norm(x, self.weight, self.bias, self.running_mean,
                                            self.running_var, momentum=self._batch_weight(),

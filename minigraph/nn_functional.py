@@ -80,7 +80,7 @@ def batch_norm(input: Tensor, running_mean: Any, running_var: Any,  # noqa: A002
                weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """``torch.nn.functional.batch_norm``'s order and defaults (evaluation unless ``training``):
-    input: (N, p); running statistics: (p,) arrays or Tensors, or None with ``training=True``;
+    input: (N, p) or (N, p, L); running statistics: (p,) arrays or Tensors, or None with ``training=True``;
     weight (gamma), bias (beta): (p,) or None. ``minigraph.batch_norm`` with ``ddof=0``."""
     return _batch_norm.batch_norm(input, weight, bias, running_mean, running_var, training=training,
                                      momentum=momentum, eps=eps)

@@ -311,3 +311,77 @@ def test_cumulative_average_reset_failure_and_checkpoints_match_torch(rng):
          lambda m: m.load_state_dict({k: torch.from_numpy(v) for k, v in old.items()}))
     assert int(ours.num_batches_tracked) == 5
     both(*feed(rng.normal(size=(4, 3))))
+
+
+# --- Sequences: x of shape (N, C, L), one mean and variance per channel over N·L values ------
+def per_channel(x, ddof):
+    """Mean and variance of each channel of x: (N, C, L), over the samples and positions."""
+    return x.mean(axis=(0, 2)), x.var(axis=(0, 2), ddof=ddof)
+
+
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_a_batch_of_sequences_is_normalised_per_channel_over_samples_and_positions(on, rng, ddof):
+    x = rng.normal(size=(4, 3, 5)) * np.array([1.0, 5.0, 0.1])[:, None] + np.array([0.0, -3.0, 7.0])[:, None]
+    gamma, beta = rng.normal(size=3), rng.normal(size=3)
+    running_mean, running_var = on(np.full(3, 0.5)), on(np.full(3, 2.0))
+    out = mg.batch_norm(mg.Tensor(on(x)), mg.Tensor(on(gamma)), mg.Tensor(on(beta)), running_mean,
+                        running_var, momentum=0.2, ddof=ddof)
+    mean, var = per_channel(x, ddof)
+    expected = (x - mean[:, None]) / np.sqrt(var[:, None] + 1e-5) * gamma[:, None] + beta[:, None]
+    assert out.shape == x.shape
+    np.testing.assert_allclose(host(out.data), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(host(running_mean), 0.8 * 0.5 + 0.2 * mean, rtol=1e-12)
+    np.testing.assert_allclose(host(running_var), 0.8 * 2.0 + 0.2 * per_channel(x, 1)[1], rtol=1e-12)  # N·L − 1
+
+    frozen_mean, frozen_var = host(running_mean).copy(), host(running_var).copy()
+    out = mg.batch_norm(mg.Tensor(on(x)), mg.Tensor(on(gamma)), None, running_mean, running_var, training=False)
+    expected = (x - frozen_mean[:, None]) / np.sqrt(frozen_var[:, None] + 1e-5) * gamma[:, None]
+    np.testing.assert_allclose(host(out.data), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(host(running_mean), frozen_mean)
+    functional = mg.nn.functional.batch_norm(mg.Tensor(on(x)), running_mean, running_var, mg.Tensor(on(gamma)))
+    np.testing.assert_allclose(host(functional.data), expected, rtol=1e-12, atol=1e-12)  # evaluates by default
+
+
+def test_batch_norm1d_takes_sequences_and_refuses_other_ranks_naming_what_it_takes(device, rng):
+    bn = mg.nn.BatchNorm1d(2, momentum=None, dtype=np.float64)
+    batches = [rng.normal(size=(3, 2, 4)) + k for k in range(3)]
+    for x in batches:
+        assert bn(mg.Tensor(x)).shape == (3, 2, 4)
+    np.testing.assert_allclose(host(bn.running_mean), np.mean([per_channel(x, 1)[0] for x in batches], axis=0),
+                               rtol=1e-12)
+    np.testing.assert_allclose(host(bn.running_var), np.mean([per_channel(x, 1)[1] for x in batches], axis=0),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match=r"batch_norm: expected more than 1 value per feature when training, "
+                                         r"got input of shape \(1, 2, 1\)"):
+        bn(mg.Tensor(np.ones((1, 2, 1))))
+    # One sample of several positions is enough values per channel, as in PyTorch.
+    assert bn(mg.Tensor(rng.normal(size=(1, 2, 3)))).shape == (1, 2, 3)
+    for shape in [(2,), (2, 2, 2, 2)]:
+        with pytest.raises(ValueError, match=r"batch_norm: x has shape .*; expected a 2-D \(N, p\) batch or a "
+                                             r"3-D \(N, p, L\) batch of sequences"):
+            bn(mg.Tensor(np.ones(shape)))
+    with pytest.raises(ValueError, match=r"batch_norm: gamma has shape \(2,\); expected \(3,\) for input of "
+                                         r"shape \(4, 3, 5\)"):
+        bn(mg.Tensor(np.ones((4, 3, 5))))
+
+
+@pytest.mark.parametrize("momentum", [None, 0.1])
+def test_sequences_through_the_layer_match_torch(rng, momentum):
+    torch = pytest.importorskip("torch")
+    ours = mg.nn.BatchNorm1d(3, momentum=momentum, dtype=np.float64)
+    theirs = torch.nn.BatchNorm1d(3, momentum=momentum).double()
+    for mode, x in [("train", rng.normal(size=(4, 3, 6)) * 2 + 1), ("train", rng.normal(size=(2, 3, 3))),
+                    ("eval", rng.normal(size=(5, 3, 2)))]:
+        getattr(ours, mode)(), getattr(theirs, mode)()
+        grad = rng.normal(size=x.shape)
+        mine, their_x = mg.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        y, their_y = ours(mine), theirs(their_x)
+        (y * mg.Tensor(grad)).sum().backward()
+        (their_y * torch.from_numpy(grad)).sum().backward()
+        np.testing.assert_allclose(y.numpy(), their_y.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(mine.grad, their_x.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ours.bias.grad, theirs.bias.grad.numpy(), rtol=1e-10, atol=1e-12)
+        ours.zero_grad(), theirs.zero_grad()
+    for key, value in theirs.state_dict().items():
+        np.testing.assert_allclose(ours.state_dict()[key], value.numpy(), rtol=1e-12, err_msg=key)

@@ -94,10 +94,12 @@ SPLITS = [[24], [12, 12], [2, 22], [1, 8, 15], [0, 4, 8, 12]]
 
 @pytest.mark.parametrize("rows", SPLITS, ids=lambda rows: "-".join(map(str, rows)))
 @pytest.mark.parametrize("ddof", [0, 1])
-def test_sync_batch_norm_is_batch_norm_of_the_concatenated_batch(rows, ddof, on, rng):
+@pytest.mark.parametrize("sequence", [(), (3,)], ids=["rows", "sequences"])
+def test_sync_batch_norm_is_batch_norm_of_the_concatenated_batch(rows, ddof, sequence, on, rng):
+    """x: (N, p), or (N, p, L) split by samples, each channel then over all N·L values."""
     n, p = sum(rows), 4
-    x = rng.normal(size=(n, p)) * 3 + 5
-    grad_y = rng.normal(size=(n, p))
+    x = rng.normal(size=(n, p, *sequence)) * 3 + 5
+    grad_y = rng.normal(size=x.shape)
     gamma, beta = rng.normal(size=p), rng.normal(size=p)
     stats = (rng.normal(size=p), rng.uniform(1, 2, size=p))
 

@@ -115,6 +115,21 @@ def test_batch_norm_without_affine_parameters(on, rng, batch_norm_path):
     assert mg.gradcheck(lambda x: mg.batch_norm(x, None, None), [param(on, rng, 6, 3)], **TIGHT)
 
 
+@pytest.mark.parametrize("shape", [(1, 2, 2), (2, 3, 1), (3, 2, 4)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_gradients_for_sequences_of_channels(on, rng, shape, training, batch_norm_path):
+    """x: (N, C, L), normalised per channel over N·L values, through a transpose and reshape."""
+    n, c, length = shape
+    x = mg.Tensor(on(rng.normal(size=shape) * 3 + 2), requires_grad=True)
+    gamma, beta = param(on, rng, c), param(on, rng, c)
+    running_mean, running_var = on(rng.normal(size=c)), on(rng.uniform(0.5, 2.0, size=c))
+
+    def normalised(x, g, b):
+        return mg.batch_norm(x, g, b, running_mean, running_var, training=training, ddof=int(training))
+
+    assert mg.gradcheck(normalised, [x, gamma, beta], **TIGHT)
+
+
 @pytest.mark.parametrize("n,p1,p2", [(2, 1, 1), (10, 7, 4), (9, 3, 5)])
 @pytest.mark.parametrize("ddof,eps", [(0, 1e-5), (1, 0.0)])
 def test_question_net_as_one_graph(on, rng, n, p1, p2, ddof, eps):

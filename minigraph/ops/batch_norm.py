@@ -1,5 +1,8 @@
 """Batch normalization over the rows of x: (N, p), one mean and variance per column.
 
+A sequence batch x: (N, C, L) is normalised per channel over its N·L rows of C channels
+(``over_channels``), as ``torch.nn.BatchNorm1d`` does; the Functions below see only 2-D x.
+
 Notation (docs/batchnorm.md derives every line):
     μ = 1ᵀX / N                    column means, (p,)
     Xc = X − 1μ                    centred data, (N, p)
@@ -13,12 +16,13 @@ as γ ⊗ 1_N.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from .. import checks, kernels
 from ..backend import (can_update_in_place, column_dot, column_sums, device_of, get_array_module,
                        is_gpu_array)
 from ..engine import Function, Tensor, apply, as_tensor, verified
+from .shape import reshape, transpose
 
 
 @verified
@@ -207,15 +211,31 @@ def _affine(op: str, name: str, value: Any, x: Tensor, fill: float) -> Tensor:
 
 def checked_operands(op: str, x: Any, gamma: Any, beta: Any, running_mean: Any, running_var: Any,
                      training: bool) -> tuple:
-    """x as a 2-D Tensor, gamma and beta as (p,) Tensors, the running statistics as (p,) arrays
-    (or None), all on x's device and dtype; a ValueError or TypeError naming ``op`` otherwise."""
+    """x as a (N, p) or (N, p, L) Tensor, gamma and beta as (p,) Tensors, the running statistics as
+    (p,) arrays (or None), all on x's device and dtype; a ValueError or TypeError naming ``op``
+    otherwise."""
     # A raw array x goes to the device of whichever of gamma, beta is a Tensor.
     x = as_tensor(op, "x", x, like=next((v for v in (gamma, beta) if isinstance(v, Tensor)), None))
-    if x.data.ndim != 2:
-        raise ValueError(f"{op}: x has shape {x.data.shape}; expected a 2-D (N, p) batch")
+    if x.data.ndim not in (2, 3):
+        raise ValueError(f"{op}: x has shape {x.data.shape}; expected a 2-D (N, p) batch or a 3-D "
+                         f"(N, p, L) batch of sequences (p features or channels)")
     return (x, _affine(op, "gamma", gamma, x, 1.0), _affine(op, "beta", beta, x, 0.0),
             _statistic(op, "running_mean", running_mean, x, updated=training),
             _statistic(op, "running_var", running_var, x, updated=training))
+
+
+def over_channels(x: Tensor, normalise: Callable[[Tensor], Tensor]) -> Tensor:
+    """``normalise`` (a batch norm of (rows, p) input) applied to x: (N, p) as it is, or to
+    x: (N, p, L) through its N·L rows of p channels: X (N, p, L) -> Xᵀ (N, L, p) -> (N·L, p).
+
+    So each channel's statistics are over the N samples and L positions together, and the
+    gradients come back through the same reshape and transpose (two copies of x's size).
+    """
+    if x.data.ndim == 2:
+        return normalise(x)
+    n, p, length = x.data.shape
+    rows = reshape(transpose(x, (0, 2, 1)), (n * length, p))
+    return transpose(reshape(normalise(rows), (n, length, p)), (0, 2, 1))
 
 
 def batch_norm(
@@ -231,6 +251,8 @@ def batch_norm(
 ) -> Tensor:
     """Batch norm of x: (N, p) with scale gamma: (p,) and shift beta: (p,).
 
+    x may also be (N, p, L), p channels of length L: each channel is normalised over all N·L
+    of its values (N below is then N·L), as ``torch.nn.BatchNorm1d`` does.
     Training normalises each column by its batch mean and its variance
     Σ(x − μ)²/(N − ddof); ``ddof=1`` reproduces R's ``scale()``. If running
     statistics (arrays or tensors of shape (p,)) are given they are updated in
@@ -241,16 +263,18 @@ def batch_norm(
     training = checks.flag("batch_norm", "training", training)  # "False" would mean training
     x, gamma, beta, running_mean, running_var = checked_operands(
         "batch_norm", x, gamma, beta, running_mean, running_var, training)
-    n = x.data.shape[0]
+    n = x.data.shape[0] * (x.data.shape[2] if x.data.ndim == 3 else 1)  # rows: N, or N·L
     eps = checks.real("batch_norm", "eps", eps, low=0.0)
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: training=False normalises with running statistics; "
                              "expected running_mean and running_var, got None")
-        return apply(BatchNormEval(eps, running_mean, running_var), x, gamma, beta)
+        return over_channels(x, lambda rows: apply(BatchNormEval(eps, running_mean, running_var),
+                                                   rows, gamma, beta))
     if n < 2:
         raise ValueError(f"batch_norm: expected more than 1 value per feature when training, "
                          f"got input of shape {x.data.shape}")
     ddof = checks.integer("batch_norm", "ddof", ddof, low=0, high=n)
     momentum = checks.real("batch_norm", "momentum", momentum, low=0.0, high=1.0)
-    return apply(BatchNorm(eps, ddof, momentum, running_mean, running_var), x, gamma, beta)
+    return over_channels(x, lambda rows: apply(BatchNorm(eps, ddof, momentum, running_mean, running_var),
+                                               rows, gamma, beta))
