@@ -18,7 +18,7 @@ from .ops.elementwise import (  # noqa: F401 (abs, pow: see __all__)
 from .ops.linear import linear
 from .ops.matmul import matmul
 from .ops.mse_loss import mse_loss
-from .ops.reduce import amax, amin, max, mean, min, sum  # noqa: F401 (sum, max, min: see __all__)
+from .ops.reduce import amax, amin, argmax, argmin, max, mean, min, sum  # noqa: F401 (sum, max, min: see __all__)
 from .ops.relu import relu
 from .ops.shape import cat, reshape, stack, transpose
 from . import nn, optim, viz  # noqa: E402  (they build on the names above)
@@ -28,9 +28,9 @@ __version__ = "0.1.0"
 # minigraph.sum, pow, abs, max and min are left out of __all__: `from minigraph import *` would
 # otherwise replace the builtins of those names in the importing module.
 __all__ = [
-    "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "backend", "batch_norm", "cast",
-    "cat", "clamp", "clip", "cross_entropy", "div", "dropout", "enable_grad", "exp", "gradcheck",
-    "is_grad_enabled", "linear", "log", "manual_seed", "matmul", "maximum", "mean", "minimum", "mse_loss",
-    "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "set_grad_enabled", "sigmoid", "sqrt", "stack",
-    "sub", "tanh", "transpose", "viz",
+    "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "argmax", "argmin", "backend",
+    "batch_norm", "cast", "cat", "clamp", "clip", "cross_entropy", "div", "dropout", "enable_grad", "exp",
+    "gradcheck", "is_grad_enabled", "linear", "log", "manual_seed", "matmul", "maximum", "mean", "minimum",
+    "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "set_grad_enabled", "sigmoid", "sqrt",
+    "stack", "sub", "tanh", "transpose", "viz",
 ]

@@ -164,6 +164,36 @@ def test_amax_shares_ties_equally_and_max_along_an_axis_picks_the_first(on):
     assert mg.max(param(on, [1.0, 4.0]), param(on, [3.0, 2.0])).numpy().tolist() == [3.0, 4.0]  # max(a, b)
 
 
+@pytest.mark.parametrize("op", ["argmax", "argmin"])
+def test_argmax_and_argmin_are_the_indices_of_max_and_min(on, rng, op):
+    x = rng.normal(size=(3, 4, 5))
+    x[1, 2, :] = x[1, 2, 0]  # ties: the first index, as NumPy and torch
+    t = mg.Tensor(on(x))
+    along, numpy_pick = ("max", np.argmax) if op == "argmax" else ("min", np.argmin)
+    for dim in (0, 1, -1):
+        for keepdim in (False, True):
+            index = getattr(mg, op)(t, dim, keepdim=keepdim)
+            assert host(index).dtype == np.int64
+            np.testing.assert_array_equal(host(index), numpy_pick(x, axis=dim, keepdims=keepdim))
+            np.testing.assert_array_equal(host(index), host(getattr(mg, along)(t, dim, keepdim).indices))
+    flat = getattr(t, op)()
+    assert flat.shape == () and int(host(flat)) == numpy_pick(x.reshape(-1))
+    assert getattr(t, op)(keepdim=True).shape == (1, 1, 1)
+    assert int(host(getattr(mg, op)(mg.Tensor(on(np.array([1.0, np.nan, -1.0])))))) == 1  # NaN is both extremes
+    assert int(host(getattr(mg, op)(mg.Tensor(on(np.array(2.0))), dim=0))) == 0  # a 0-d x: index 0, as torch
+
+
+def test_argmax_and_argmin_match_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = np.round(rng.normal(size=(4, 6)), 0)  # many ties
+    x[2, 3] = np.nan
+    for op in ("argmax", "argmin"):
+        for kwargs in ({}, {"keepdim": True}, {"dim": 0}, {"dim": 1, "keepdim": True}, {"dim": -2}):
+            ours = host(getattr(mg, op)(mg.Tensor(x), **kwargs))
+            theirs = getattr(torch, op)(torch.from_numpy(x), **kwargs).numpy()
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{op} {kwargs}")
+
+
 def test_editing_the_returned_indices_leaves_the_gradient_where_the_extremes_were(on):
     for keepdim in (False, True):
         x = param(on, [[1.0, 5.0, 3.0], [4.0, 2.0, 6.0]])
@@ -243,6 +273,11 @@ def test_against_torch_at_ties_and_kinks(rng):
     (lambda x: mg.min(x[:, :0], 1), IndexError, r"min: the axis 1 has size 0"),
     (lambda x: mg.max(x[:0]), ValueError, r"max: got an empty tensor \(shape \(0, 3\)\)"),
     (lambda x: x[:0].min(), ValueError, r"min: got an empty tensor"),
+    (lambda x: mg.argmax(x, (0, 1)), TypeError, r"argmax: got dim=\(0, 1\); expected one integer axis or None"),
+    (lambda x: mg.argmin(x, 2), ValueError, r"argmin: got dim=2; expected integers in \[-2, 2\)"),
+    (lambda x: x[:0].argmax(), ValueError, r"argmax: got an empty tensor \(shape \(0, 3\)\) and dim=None"),
+    (lambda x: x[:, :0].argmin(1), IndexError, r"argmin: the axis 1 has size 0"),
+    (lambda x: x.argmax(keepdim="yes"), TypeError, r"argmax: got keepdim='yes'"),
     (lambda x: x.to("float16"), ValueError, r"device must be one of 'cpu', 'gpu', 'auto'; got 'float16'"),
     (lambda x: x.to(np.float16), TypeError, r"cast: got dtype=<class 'numpy.float16'>; expected numpy.float32"),
     (lambda x: mg.cast(x, None), TypeError, r"cast: got dtype=None"),

@@ -234,3 +234,39 @@ def max(x: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001
 def min(x: Tensor, dim: Any = None, keepdim: bool = False) -> Any:  # noqa: A001 (torch.min's name)
     """As ``torch.min``: the smallest, like ``max``."""
     return _extreme("min", x, dim, keepdim)
+
+
+def _arg_extreme(op: str, x: Tensor, dim: int | None, keepdim: bool) -> Any:
+    """The index of the largest (``op`` "argmax") or smallest element, as ``torch.argmax``."""
+    x = as_tensor(op, "x", x)
+    keepdim = checks.flag(op, "keepdim", keepdim)
+    data = x.data
+    xp = get_array_module(data)
+    pick = xp.argmax if op == "argmax" else xp.argmin
+    if dim is None:  # the index into the flattened x
+        if data.size == 0:
+            raise ValueError(f"{op}: got an empty tensor (shape {data.shape}) and dim=None; expected "
+                             f"at least one element, or a dim to reduce")
+        index = pick(data.reshape(-1))
+        return index.reshape((1,) * data.ndim if keepdim else ()).astype("int64", copy=False)
+    if isinstance(dim, (tuple, list)):
+        raise TypeError(f"{op}: got dim={dim!r}; expected one integer axis or None")
+    (axis,) = checks.axes(op, dim, data.ndim or 1, name="dim")  # a 0-d x has an axis 0, as in torch
+    if data.ndim == 0:
+        return xp.zeros((), dtype="int64")
+    if data.shape[axis] == 0:
+        raise IndexError(f"{op}: the axis {dim} has size 0; expected at least one element to pick from")
+    return pick(data, axis=axis, keepdims=keepdim).astype("int64", copy=False)
+
+
+def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
+    """The index of the largest element, as ``torch.argmax``: over all of x (an index into
+    x flattened, 0-d) or along ``dim`` (x: shape S -> S without dim, or with it as 1 with
+    ``keepdim``). The first index among ties; a NaN counts as the largest. Indices are data,
+    not part of the graph: an int64 NumPy/CuPy array on x's device, like ``max(x, dim).indices``."""
+    return _arg_extreme("argmax", x, dim, keepdim)
+
+
+def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
+    """The index of the smallest element, as ``torch.argmin``; see ``argmax``."""
+    return _arg_extreme("argmin", x, dim, keepdim)
