@@ -724,6 +724,17 @@ class Tensor:
             f"device) or float(t) for one element"
         )
 
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        # NumPy's functions would otherwise call methods of the same name with NumPy's
+        # arguments (numpy.sum(t) failed inside t.sum on ``out=``) or convert element by element.
+        import minigraph  # (the ops are built on this module: imported here, on the error path)
+
+        name = {"concatenate": "cat"}.get(func.__name__, func.__name__)
+        ours = (f"minigraph.{name}(...), which records the graph, or " if callable(getattr(minigraph, name, None))
+                else "a minigraph op, which records the graph, or ")
+        raise TypeError(f"{getattr(func, '__module__', 'numpy')}.{func.__name__}(Tensor ...): NumPy functions do "
+                        f"not take Tensors; expected {ours}t.numpy() for a host copy of the values")
+
     def __repr__(self) -> str:
         grad = f", grad_fn={self._creator.name}" if self._creator is not None else (
             ", requires_grad=True" if self.requires_grad else "")

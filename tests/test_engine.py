@@ -693,6 +693,19 @@ def test_numpy_conversion_of_a_tensor_is_refused_instead_of_an_object_array_of_t
     assert (np.ones(2) + mg.Tensor(np.ones(2))).device == device  # NumPy operands still defer to Tensor
 
 
+def test_numpy_functions_refuse_tensors_naming_minigraphs_op(device):
+    """numpy.sum(t) called t.sum with NumPy's ``out=`` and failed inside it; numpy.concatenate
+    and friends would have converted element by element. Each names the way that works."""
+    t = mg.Tensor(np.arange(6.0).reshape(3, 2), requires_grad=True)
+    for call, ours in [(lambda: np.sum(t), "minigraph.sum"), (lambda: np.mean(t, axis=0), "minigraph.mean"),
+                       (lambda: np.concatenate([t, t]), "minigraph.cat"),
+                       (lambda: np.linalg.norm(t), "a minigraph op")]:
+        with pytest.raises(TypeError, match=r"numpy(\.linalg)?\.\w+\(Tensor \.\.\.\): NumPy functions do not take "
+                                            rf"Tensors; expected {ours}.*, or t.numpy\(\)"):
+            call()
+    assert float(mg.sum(t)) == 15.0 and np.sum(t.numpy()) == 15.0  # the two ways that work
+
+
 def test_an_augmented_assignment_to_a_parameter_raises_instead_of_leaving_it_unchanged(rng):
     # PyTorch's hand-written SGD step, `with no_grad(): p -= lr * p.grad`, updates p in place.
     # Without in-place operators Python runs `p = p - lr * p.grad`: the loop variable is rebound
