@@ -19,7 +19,8 @@ from .ops.linear import linear
 from .ops.matmul import matmul
 from .ops.mse_loss import mse_loss
 from .ops.reduce import amax, amin, argmax, argmin, max, mean, min, sum  # noqa: F401 (sum, max, min: see __all__)
-from .ops.relu import relu
+from .ops.relu import leaky_relu, relu
+from .ops.softmax import log_softmax, softmax
 from .ops.shape import cat, reshape, stack, transpose
 from . import nn, optim, viz  # noqa: E402  (they build on the names above)
 
@@ -30,7 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "argmax", "argmin", "backend",
     "batch_norm", "cast", "cat", "clamp", "clip", "cross_entropy", "div", "dropout", "enable_grad", "exp",
-    "gradcheck", "is_grad_enabled", "linear", "log", "manual_seed", "matmul", "maximum", "mean", "minimum",
-    "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape", "set_grad_enabled", "sigmoid", "sqrt",
-    "stack", "sub", "tanh", "transpose", "viz",
+    "gradcheck", "is_grad_enabled", "leaky_relu", "linear", "log", "log_softmax", "manual_seed", "matmul",
+    "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape",
+    "set_grad_enabled", "sigmoid", "softmax", "sqrt", "stack", "sub", "tanh", "transpose", "viz",
 ]

@@ -40,7 +40,8 @@ from .ops.dropout import dropout
 from .ops.linear import linear
 from .ops.mse_loss import mse_loss
 from .ops.elementwise import sigmoid, tanh
-from .ops.relu import relu
+from .ops.relu import leaky_relu, relu
+from .ops.softmax import log_softmax, softmax
 from .ops.shape import reshape
 from .ops.mse_loss import REDUCTIONS
 
@@ -662,6 +663,43 @@ class ReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return relu(x)
+
+
+class LeakyReLU(Module):
+    """x where x > 0, ``negative_slope``·x elsewhere. x: any shape -> same shape."""
+
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
+        super().__init__()
+        self.negative_slope = checks.real("LeakyReLU", "negative_slope", negative_slope)
+        functional._not_in_place("LeakyReLU", inplace)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Softmax(Module):
+    """Softmax along ``dim``: x: any shape -> same shape, each slice along dim summing to 1.
+    For a classifier's loss use ``CrossEntropyLoss`` on the scores instead (one fused node)."""
+
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim  # checked against each input's dimensions; None is refused there
+
+    def forward(self, x: Tensor) -> Tensor:
+        return softmax(x, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    """log(softmax(x)) along ``dim``, computed stably. x: any shape -> same shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return log_softmax(x, self.dim)
 
 
 class Tanh(Module):

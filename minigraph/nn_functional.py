@@ -26,9 +26,11 @@ from .ops import batch_norm as _batch_norm, dropout as _dropout, linear as _line
 from .ops.cross_entropy import cross_entropy as _cross_entropy
 from .ops.elementwise import sigmoid as _sigmoid, tanh as _tanh
 from .ops.mse_loss import mse_loss as _mse_loss
-from .ops.relu import relu as _relu
+from .ops.relu import leaky_relu as _leaky_relu, relu as _relu
+from .ops.softmax import log_softmax as _log_softmax, softmax as _softmax
 
-__all__ = ["batch_norm", "cross_entropy", "dropout", "linear", "mse_loss", "relu", "sigmoid", "tanh"]
+__all__ = ["batch_norm", "cross_entropy", "dropout", "leaky_relu", "linear", "log_softmax", "mse_loss", "relu",
+           "sigmoid", "softmax", "tanh"]
 
 
 def _not_in_place(owner: str, inplace: Any) -> None:
@@ -43,6 +45,22 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002 (torch's
     """max(input, 0) elementwise: input: any shape -> same shape. ``inplace`` must be False."""
     _not_in_place("F.relu", inplace)
     return _relu(input)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:  # noqa: A002
+    """input where input > 0, ``negative_slope``·input elsewhere: any shape -> same shape."""
+    _not_in_place("F.leaky_relu", inplace)
+    return _leaky_relu(input, negative_slope)
+
+
+def softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002 (torch's name)
+    """e^input normalised along ``dim`` (required: PyTorch's implicit choice is deprecated)."""
+    return _softmax(input, dim)
+
+
+def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002 (torch's name)
+    """log(softmax(input, dim)), computed stably; ``dim`` required as for ``softmax``."""
+    return _log_softmax(input, dim)
 
 
 def tanh(input: Tensor) -> Tensor:  # noqa: A002 (torch's name)

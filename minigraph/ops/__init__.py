@@ -11,10 +11,10 @@ from typing import Any
 
 from ..engine import Tensor
 from . import (add, batch_norm, cross_entropy, device, dropout, elementwise, linear, matmul,
-               mse_loss, reduce, relu, shape)
+               mse_loss, reduce, relu, shape, softmax)
 
 __all__ = ["add", "batch_norm", "cross_entropy", "device", "dropout", "elementwise", "linear",
-           "matmul", "mse_loss", "reduce", "relu", "shape"]
+           "matmul", "mse_loss", "reduce", "relu", "shape", "softmax"]
 
 
 def _reflected(op):  # other <op> tensor, for the forms where the left operand is not a Tensor
@@ -60,6 +60,8 @@ Tensor.log = elementwise.log
 Tensor.tanh = elementwise.tanh
 Tensor.sigmoid = elementwise.sigmoid
 Tensor.relu = relu.relu
+Tensor.softmax = softmax.softmax
+Tensor.log_softmax = softmax.log_softmax
 Tensor.pow = elementwise.pow
 Tensor.sum = reduce.sum
 Tensor.mean = reduce.mean

@@ -1,0 +1,103 @@
+"""Softmax and log-softmax along one axis, each one node with its closed-form backward.
+
+Along the axis k, with m = max_k X (subtracted so that no exponent overflows) and
+Σ the sum along k, broadcast back over it:
+    softmax:      Y = e^(X − m) / Σ e^(X − m)
+    log_softmax:  Y = X − m − log Σ e^(X − m)
+
+For a classifier's loss use ``cross_entropy``, which fuses log-softmax with the loss in one node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import checks
+from ..backend import get_array_module
+from ..engine import Function, Tensor, apply, as_tensor, verified
+
+
+class _AlongAxis(Function):
+    """x: shape S -> y: shape S, normalised along ``axis`` (None for a 0-d x: its one element)."""
+
+    __slots__ = ("axis",)
+
+    def __init__(self, axis: int | None) -> None:
+        self.axis = axis
+
+    def shifted_exp(self, x: Any) -> tuple[Any, Any]:
+        """(X − m, Σ e^(X − m)) along the axis, the sum kept as size 1 to broadcast."""
+        xp = get_array_module(x)
+        # An empty x has nothing to shift (and NumPy's max refuses an empty axis).
+        shifted = x - xp.max(x, axis=self.axis, keepdims=True) if x.size else x.copy()
+        return shifted, xp.exp(shifted).sum(axis=self.axis, keepdims=True)
+
+
+@verified
+class Softmax(_AlongAxis):
+    """Y = e^(X − m) / Σ_k e^(X − m).
+
+    dX = Y ⊙ (dY − Σ_k (dY ⊙ Y)): the Jacobian diag(y) − y yᵀ of each slice, applied
+    without forming it.
+    """
+
+    __slots__ = ()
+    op = "softmax"
+
+    def forward(self, x: Any) -> Any:
+        shifted, total = self.shifted_exp(x)
+        xp = get_array_module(x)
+        y = xp.exp(shifted)
+        y /= total
+        self.saved = (y,)
+        return y
+
+    def backward(self, grad_output: Any) -> tuple:
+        (y,) = self.saved
+        weighted = grad_output * y
+        grad_x = weighted - y * weighted.sum(axis=self.axis, keepdims=True)
+        return (grad_x,)
+
+
+@verified
+class LogSoftmax(_AlongAxis):
+    """Y = X − m − log Σ_k e^(X − m).
+
+    dX = dY − e^Y ⊙ Σ_k dY   (e^Y is the softmax).
+    """
+
+    __slots__ = ()
+    op = "log_softmax"
+
+    def forward(self, x: Any) -> Any:
+        shifted, total = self.shifted_exp(x)
+        y = shifted - get_array_module(x).log(total)
+        self.saved = (y,)
+        return y
+
+    def backward(self, grad_output: Any) -> tuple:
+        (y,) = self.saved
+        xp = get_array_module(y)
+        return (grad_output - xp.exp(y) * grad_output.sum(axis=self.axis, keepdims=True),)
+
+
+def _along(node: type, op: str, x: Tensor, dim: Any) -> Tensor:
+    x = as_tensor(op, "x", x)
+    if dim is None:  # torch's implicit choice of axis is deprecated; guessing it would hide a bug
+        raise TypeError(f"{op}: got dim=None; expected the axis to normalise along, e.g. "
+                        f"{op}(x, dim=1) for the classes of x: (N, C)")
+    ndim = x.data.ndim
+    (axis,) = checks.axes(op, dim, ndim or 1, name="dim")  # a 0-d x has the axis 0 (or -1), as in torch
+    return apply(node(axis if ndim else None), x)
+
+
+def softmax(x: Tensor, dim: int | None = None) -> Tensor:
+    """e^x normalised to sum to 1 along ``dim`` (required), as ``torch.softmax``. x: any shape ->
+    the same shape. Stable for any finite x: the largest element along dim is subtracted first."""
+    return _along(Softmax, "softmax", x, dim)
+
+
+def log_softmax(x: Tensor, dim: int | None = None) -> Tensor:
+    """log(softmax(x, dim)) computed without the log of a small number, as ``torch.log_softmax``.
+    x: any shape -> the same shape."""
+    return _along(LogSoftmax, "log_softmax", x, dim)
