@@ -7,6 +7,8 @@ it is installed).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -127,6 +129,21 @@ def test_clamp_takes_a_0d_tensor_bound_that_wants_no_gradient(on):
     learned = param(on, 0.5)
     with mg.no_grad():  # no graph: nothing is lost by reading it as a number
         np.testing.assert_array_equal(host(mg.clamp(param(on, [0.0, 1.0]), max=learned).data), [0.0, 0.5])
+
+
+def test_a_bound_beyond_float32s_range_acts_as_the_infinity_it_rounds_to_without_warnings(on):
+    x = np.array([1.0, -np.inf, np.inf, 3e38], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy warned of an overflow at every use of the bound
+        for low, high, expected in [(-1e39, 1e40, x), (1e40, None, np.full(4, np.inf, np.float32))]:
+            t = mg.Tensor(on(x), requires_grad=True)
+            y = mg.clamp(t, low, high)
+            y.backward(on(np.ones(4, np.float32)))
+            np.testing.assert_array_equal(host(y.data), expected)
+            assert y.dtype == np.float32
+            # The gradient passes where low <= x <= high, with the bounds as float32 holds them.
+            inside = (x >= np.float32(np.inf if low == 1e40 else -np.inf)) & (x <= np.inf)
+            np.testing.assert_array_equal(host(t.grad), inside.astype(np.float32))
 
 
 def test_maximum_and_minimum_split_ties_and_pass_nan_to_both(on):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy
+
 from .. import checks
 from ..backend import get_array_module
 from ..engine import Function, Tensor, apply, as_tensor, is_grad_enabled, verified, verified_variants
@@ -397,6 +399,11 @@ def clamp(x: Tensor, min: float | None = None, max: float | None = None) -> Tens
                             f"{'maximum' if name == 'min' else 'minimum'}(x, {name}), or pass {name}.detach()")
     bounds = [None if bound is None else checks.real("clamp", name, bound, infinite=True)
               for name, bound in (("min", min), ("max", max))]
+    # Each bound as the dtype rounds it, which is how NumPy compares with it anyway; done once
+    # here, a bound beyond float32's range (1e40) becomes the infinity it rounds to, quietly,
+    # instead of an overflow warning at each use.
+    with numpy.errstate(over="ignore"):
+        bounds = [None if b is None else float(numpy.asarray(b, dtype=x.dtype)) for b in bounds]
     return apply(Clamp(*bounds), x)
 
 
