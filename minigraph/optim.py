@@ -728,8 +728,16 @@ class _AdamState:
         self.exp_avg_sq = xp.zeros_like(like) if exp_avg_sq is None else exp_avg_sq
         self.max_exp_avg_sq = max_exp_avg_sq
         # Reused every step for the intermediate terms, so a step allocates nothing
-        # (bar the weight-decayed gradient). Not state: never saved.
+        # (bar the weight-decayed gradient). Not state: never saved, nor pickled.
         self.scratch = xp.empty_like(like)
+
+    def __getstate__(self) -> tuple:
+        return None, {name: getattr(self, name) for name in self.__slots__ if name != "scratch"}
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        self.scratch = backend.get_array_module(self.exp_avg).empty_like(self.exp_avg)
 
 
 class Adam(Optimizer):
