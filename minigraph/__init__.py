@@ -18,20 +18,23 @@ from .ops.elementwise import (  # noqa: F401 (abs, pow: see __all__)
 from .ops.linear import linear
 from .ops.matmul import matmul
 from .ops.mse_loss import mse_loss
-from .ops.reduce import amax, amin, argmax, argmin, max, mean, min, sum  # noqa: F401 (sum, max, min: see __all__)
+from .ops.reduce import (  # noqa: F401 (sum, max, min: see __all__)
+    amax, amin, argmax, argmin, max, mean, min, std, sum, var)
 from .ops.relu import leaky_relu, relu
 from .ops.softmax import log_softmax, softmax
-from .ops.shape import cat, reshape, stack, transpose
+from .ops.shape import (  # noqa: F401 (t: see __all__)
+    cat, clone, flatten, permute, reshape, squeeze, stack, t, transpose, unsqueeze)
 from . import nn, optim, viz  # noqa: E402  (they build on the names above)
 
 __version__ = "0.1.0"
 
 # minigraph.sum, pow, abs, max and min are left out of __all__: `from minigraph import *` would
-# otherwise replace the builtins of those names in the importing module.
+# otherwise replace the builtins of those names in the importing module (and t, a common variable name).
 __all__ = [
     "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "argmax", "argmin", "backend",
-    "batch_norm", "cast", "cat", "clamp", "clip", "cross_entropy", "div", "dropout", "enable_grad", "exp",
-    "gradcheck", "is_grad_enabled", "leaky_relu", "linear", "log", "log_softmax", "manual_seed", "matmul",
-    "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "relu", "reshape",
-    "set_grad_enabled", "sigmoid", "softmax", "sqrt", "stack", "sub", "tanh", "transpose", "viz",
+    "batch_norm", "cast", "cat", "clamp", "clip", "clone", "cross_entropy", "div", "dropout", "enable_grad", "exp",
+    "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "linear", "log", "log_softmax", "manual_seed",
+    "matmul", "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "permute", "relu",
+    "reshape", "set_grad_enabled", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "std", "sub", "tanh",
+    "transpose", "unsqueeze", "var", "viz",
 ]

@@ -641,6 +641,23 @@ class Tensor:
     def ndim(self) -> int:
         return self._data.ndim
 
+    def size(self, dim: int | None = None) -> Any:
+        """The shape (a tuple, as ``torch.Size`` is one), or the size of dimension ``dim``."""
+        if dim is None:
+            return self._data.shape
+        from .ops.shape import dimension, in_range  # (ops build on this module)
+
+        shape = self._data.shape
+        return shape[in_range("Tensor.size", "dim", dimension("Tensor.size", "dim", dim), len(shape), shape)]
+
+    def numel(self) -> int:
+        """The number of elements."""
+        return int(self._data.size)
+
+    def dim(self) -> int:
+        """The number of dimensions (``ndim``)."""
+        return self._data.ndim
+
     @property
     def device(self) -> str:
         """``'cpu'`` or ``'gpu'``."""

@@ -42,7 +42,7 @@ from .ops.mse_loss import mse_loss
 from .ops.elementwise import sigmoid, tanh
 from .ops.relu import leaky_relu, relu
 from .ops.softmax import log_softmax, softmax
-from .ops.shape import reshape
+from .ops.shape import dimension, flatten
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
@@ -733,43 +733,14 @@ class Flatten(Module):
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
-        self.start_dim = _dimension_argument("Flatten", "start_dim", start_dim)
-        self.end_dim = _dimension_argument("Flatten", "end_dim", end_dim)
+        self.start_dim = dimension("Flatten", "start_dim", start_dim)
+        self.end_dim = dimension("Flatten", "end_dim", end_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = as_tensor("Flatten", "x", x)
-        ndim = max(x.ndim, 1)  # a 0-d tensor flattens to shape (1,), as in PyTorch
-        start, end = (_in_range("Flatten", name, dim, ndim, x.shape)
-                      for name, dim in (("start_dim", self.start_dim), ("end_dim", self.end_dim)))
-        if start > end:
-            raise ValueError(f"Flatten: start_dim={self.start_dim} comes after end_dim={self.end_dim} for "
-                             f"an input of {x.ndim} dimensions; expected start_dim <= end_dim")
-        shape = (1,) if x.ndim == 0 else x.shape
-        merged = math.prod(shape[start:end + 1])
-        return reshape(x, (*shape[:start], merged, *shape[end + 1:]))
+        return flatten(x, self.start_dim, self.end_dim, owner="Flatten")
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
-
-
-def _dimension_argument(owner: str, name: str, value: Any) -> int:
-    """An integer dimension (negative allowed), or a TypeError naming ``owner`` and ``name``."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError  # True is no dimension, though operator.index takes it
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{owner}: got {name}={value!r}; expected an integer dimension "
-                        f"(negative counts from the end)") from None
-
-
-def _in_range(owner: str, name: str, dim: int, ndim: int, shape: tuple) -> int:
-    """``dim`` made non-negative for a tensor of ``ndim`` dimensions, or an IndexError naming the
-    input's ``shape`` (not ``ndim``, which is 1 for a 0-d input)."""
-    if not -ndim <= dim < ndim:
-        raise IndexError(f"{owner}: {name}={dim} is out of range for an input of shape {shape}; "
-                         f"expected one in [{-ndim}, {ndim - 1}]")
-    return dim % ndim
 
 
 class _Loss(Module):

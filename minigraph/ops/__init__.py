@@ -7,8 +7,6 @@ always the module; the functions are exported from ``minigraph`` itself
 engine needs to import no op.
 """
 
-from typing import Any
-
 from ..engine import Tensor
 from . import (add, batch_norm, cross_entropy, device, dropout, elementwise, linear, matmul,
                mse_loss, reduce, relu, shape, softmax)
@@ -19,11 +17,6 @@ __all__ = ["add", "batch_norm", "cross_entropy", "device", "dropout", "elementwi
 
 def _reflected(op):  # other <op> tensor, for the forms where the left operand is not a Tensor
     return lambda self, other: op(other, self)
-
-
-def _axes_or_shape(args: tuple) -> Any:
-    """``f(1, 0)`` and ``f((1, 0))`` alike, as NumPy's ``transpose`` and ``reshape`` methods take."""
-    return args[0] if len(args) == 1 and (args[0] is None or isinstance(args[0], (tuple, list))) else args
 
 
 Tensor.__add__ = add.add
@@ -66,5 +59,14 @@ Tensor.pow = elementwise.pow
 Tensor.sum = reduce.sum
 Tensor.mean = reduce.mean
 Tensor.T = property(shape.transpose, doc="The tensor with its axes reversed: xᵀ for a 2-D x.")
-Tensor.transpose = lambda self, *axes: shape.transpose(self, _axes_or_shape(axes) if axes else None)
-Tensor.reshape = lambda self, *sizes: shape.reshape(self, _axes_or_shape(sizes))
+Tensor.transpose = shape.transpose_method
+Tensor.reshape = lambda self, *sizes: shape.reshape(self, shape.axes_or_shape(sizes))
+Tensor.view = Tensor.reshape  # a new node, its data a view of x's where NumPy/CuPy can make one
+Tensor.permute = shape.permute
+Tensor.flatten = shape.flatten
+Tensor.squeeze = shape.squeeze
+Tensor.unsqueeze = shape.unsqueeze
+Tensor.t = shape.t
+Tensor.clone = shape.clone
+Tensor.var = reduce.var
+Tensor.std = reduce.std

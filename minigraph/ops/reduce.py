@@ -66,6 +66,57 @@ class Mean(Sum):
         return (self.spread(grad_output / self.count),)
 
 
+@verified
+class Var(Sum):
+    """x: shape S -> y: the variance over the axes, Σ(x − μ)² / (n − correction), μ their mean.
+
+    dX = broadcast of dY ⊙ 2(X − μ) / (n − correction): the path through μ adds nothing, as
+    Σ(X − μ) = 0 over the axes.
+    """
+
+    __slots__ = ("scale", "centred")
+    op = "var"
+
+    def __init__(self, axes: tuple[int, ...], keepdims: bool, in_shape: tuple, correction: float) -> None:
+        super().__init__(axes, keepdims, in_shape)
+        divisor = math.prod(in_shape[axis] for axis in axes) - correction
+        # No degrees of freedom left: inf (or nan for 0/0), as PyTorch gives, with NumPy's warning.
+        self.scale = 1.0 / divisor if divisor > 0 else math.inf
+
+    def forward(self, x: Any) -> Any:
+        # Two passes, x − μ first: E[x²] − μ² cancels catastrophically for a large mean.
+        centred = x - x.mean(axis=self.axes, keepdims=True)
+        if self.needs_grad[0]:
+            self.centred = centred
+        return (centred * centred).sum(axis=self.axes, keepdims=self.keepdims) * self.scale
+
+    def backward(self, grad_output: Any) -> tuple:
+        return (self.spread(grad_output * (2.0 * self.scale)) * self.centred,)
+
+
+@verified
+class Std(Var):
+    """x: shape S -> y = √var over the axes (see ``Var``).
+
+    dX = broadcast of dY / ((n − correction) y) ⊙ (X − μ), and 0 where y = 0, as PyTorch's.
+    """
+
+    __slots__ = ("y",)
+    op = "std"
+
+    def forward(self, x: Any) -> Any:
+        y = get_array_module(x).sqrt(super().forward(x))
+        self.y = y
+        return y
+
+    def backward(self, grad_output: Any) -> tuple:
+        # y = 0 only where every X − μ is 0, so dividing by 1 there instead gives PyTorch's 0
+        # (not 0/0). The where() is over y's reduced shape: no (N, p) branch.
+        y = self.y
+        safe = get_array_module(y).where(y > 0, y, 1.0).astype(y.dtype, copy=False)
+        return (self.spread(grad_output * self.scale / safe) * self.centred,)
+
+
 class _Extreme(Sum):
     """x: shape S -> y = the largest element over the axes (``Amax``; ``Amin``: the smallest).
 
@@ -270,3 +321,31 @@ def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
 def argmin(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
     """The index of the smallest element, as ``torch.argmin``; see ``argmax``."""
     return _arg_extreme("argmin", x, dim, keepdim)
+
+
+def _variance(node: type, op: str, x: Tensor, dim: Any, unbiased: Any, keepdim: bool,
+              correction: Any) -> Tensor:
+    x = as_tensor(op, "x", x)
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{op}: got both unbiased={unbiased!r} and correction={correction!r}; expected "
+                        f"one of them (unbiased=True is correction=1, False is correction=0)")
+    if correction is None:
+        correction = 1 if unbiased is None else int(checks.flag(op, "unbiased", unbiased))
+    correction = checks.real(op, "correction", correction, low=0.0)
+    keepdim = checks.flag(op, "keepdim", keepdim)
+    axes = tuple(sorted(checks.axes(op, dim, x.data.ndim, name="dim")))
+    return apply(node(axes, keepdim, x.data.shape, correction), x)
+
+
+def var(x: Tensor, dim: int | tuple[int, ...] | None = None, unbiased: bool | None = None,
+        keepdim: bool = False, *, correction: float | None = None) -> Tensor:
+    """The variance over ``dim`` (an int, a tuple, None: all), as ``torch.var``: Σ(x − μ)² divided
+    by n − ``correction`` (1 by default, Bessel's; or ``unbiased=False`` for n). x: shape S ->
+    S without those axes (as 1 with ``keepdim``)."""
+    return _variance(Var, "var", x, dim, unbiased, keepdim, correction)
+
+
+def std(x: Tensor, dim: int | tuple[int, ...] | None = None, unbiased: bool | None = None,
+        keepdim: bool = False, *, correction: float | None = None) -> Tensor:
+    """The standard deviation √var, as ``torch.std`` (see ``var``); its gradient is 0 where it is 0."""
+    return _variance(Std, "std", x, dim, unbiased, keepdim, correction)

@@ -1,4 +1,5 @@
-"""Shape ops: transpose, reshape, cat, stack and indexing. They move elements and change no value.
+"""Shape ops: transpose, reshape (and the forms of both PyTorch names: permute, flatten, squeeze,
+unsqueeze, t), clone, cat, stack and indexing. They move elements and change no value.
 
 Each backward puts dY back where its elements came from: the inverse permutation for
 transpose, the input's shape for reshape, each input's slice of dY for cat and stack, and for
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 from typing import Any
 
 import numpy
@@ -70,14 +72,42 @@ def transpose(x: Tensor, axes: tuple[int, ...] | None = None) -> Tensor:
     """
     x = as_tensor("transpose", "x", x)
     ndim = x.data.ndim
-    if axes is None:
-        order = tuple(reversed(range(ndim)))
-    else:
-        order = checks.axes("transpose", axes, ndim, name="axes")
-        if len(order) != ndim:
-            raise ValueError(f"transpose: got axes={axes!r} for a tensor of {ndim} dimensions; "
-                             f"expected a permutation of {tuple(range(ndim))}")
+    order = tuple(reversed(range(ndim))) if axes is None else _permutation("transpose", "axes", axes, x)
     return apply(Transpose(order), x)
+
+
+def transpose_method(x: Tensor, *axes: Any) -> Tensor:
+    """``x.transpose()``, ``x.transpose(1, 0)`` or ``x.transpose((1, 0))``: NumPy's meaning.
+
+    ``x.transpose(0, 1)`` on a 2-D x is refused: NumPy reads it as the order unchanged, PyTorch
+    as a swap of the two, and each reader would expect the other's answer without a word.
+    """
+    ndim = x.ndim
+    if len(axes) == 2 and all(isinstance(a, numbers.Integral) for a in axes) and ndim != 1:
+        if ndim == 2 and axes[0] % 2 == 0 and axes[1] % 2 == 1:
+            raise ValueError(f"transpose: got x.transpose{axes} on a 2-D tensor, which NumPy reads as no "
+                             f"change and PyTorch as a swap; expected x.T or x.t() to swap, or x itself")
+        if ndim > 2 and all(-ndim <= a < ndim for a in axes):  # PyTorch's swap of two dims
+            order = list(range(ndim))
+            order[axes[0]], order[axes[1]] = order[axes[1]], order[axes[0]]
+            raise ValueError(f"transpose: got x.transpose{axes} on a tensor of shape {x.shape}; expected "
+                             f"a permutation of all {ndim} axes (NumPy's meaning). To swap two, as "
+                             f"PyTorch's transpose does: x.permute{tuple(order)}")
+    return transpose(x, axes_or_shape(axes) if axes else None)
+
+
+def axes_or_shape(args: tuple) -> Any:
+    """``f(1, 0)`` and ``f((1, 0))`` alike, as NumPy's ``transpose`` and ``reshape`` methods take."""
+    return args[0] if len(args) == 1 and (args[0] is None or isinstance(args[0], (tuple, list))) else args
+
+
+def _permutation(op: str, name: str, axes: Any, x: Tensor) -> tuple[int, ...]:
+    """``axes`` as a permutation of x's axes (negatives allowed), or a ValueError naming ``op``."""
+    order = checks.axes(op, axes, x.data.ndim, name=name)
+    if len(order) != x.data.ndim:
+        raise ValueError(f"{op}: got {name}={axes!r} for a tensor of shape {x.data.shape}; "
+                         f"expected a permutation of {tuple(range(x.data.ndim))}")
+    return order
 
 
 def reshape(x: Tensor, shape: int | tuple[int, ...]) -> Tensor:
@@ -97,6 +127,101 @@ def reshape(x: Tensor, shape: int | tuple[int, ...]) -> Tensor:
                          f"with at most one -1 standing for the rest")
     out_shape = tuple(size // known if s == -1 else s for s in sizes)
     return apply(Reshape(x.data.shape, out_shape), x)
+
+
+# --- PyTorch's names for reshapes and permutations ----------------------------------------
+def dimension(owner: str, name: str, value: Any) -> int:
+    """An integer dimension (negative allowed), or a TypeError naming ``owner`` and ``name``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError  # True is no dimension, though operator.index takes it
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{owner}: got {name}={value!r}; expected an integer dimension "
+                        f"(negative counts from the end)") from None
+
+
+def in_range(owner: str, name: str, dim: int, ndim: int, shape: tuple) -> int:
+    """``dim`` made non-negative for a tensor of ``ndim`` dimensions, or an IndexError naming the
+    input's ``shape`` (not ``ndim``, which is 1 for a 0-d input)."""
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"{owner}: {name}={dim} is out of range for an input of shape {shape}; "
+                         f"expected one in [{-ndim}, {ndim - 1}]")
+    return dim % ndim
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1, *, owner: str = "flatten") -> Tensor:
+    """The dimensions ``start_dim`` to ``end_dim`` (inclusive) merged into one, as
+    ``torch.flatten``: x: (d0, d1, ..., dk) -> (d0·d1·...·dk) by default; a 0-d x -> (1,)."""
+    start_dim, end_dim = dimension(owner, "start_dim", start_dim), dimension(owner, "end_dim", end_dim)
+    x = as_tensor(owner, "x", x)
+    ndim = x.ndim or 1
+    start, end = (in_range(owner, name, dim, ndim, x.shape)
+                  for name, dim in (("start_dim", start_dim), ("end_dim", end_dim)))
+    if start > end:
+        raise ValueError(f"{owner}: start_dim={start_dim} comes after end_dim={end_dim} for "
+                         f"an input of {x.ndim} dimensions; expected start_dim <= end_dim")
+    shape = x.shape or (1,)
+    return reshape(x, (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:]))
+
+
+def squeeze(x: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:
+    """x without its size-1 dimensions: all of them, or those named by ``dim`` (an int or a
+    tuple) that have size 1; a named one of another size stays, as in ``torch.squeeze``.
+    x: (2, 1, 3) -> (2, 3)."""
+    x = as_tensor("squeeze", "x", x)
+    if dim is None:
+        drop = {axis for axis, size in enumerate(x.shape) if size == 1}
+    else:
+        named = dim if isinstance(dim, (tuple, list)) else (dim,)
+        axes = {in_range("squeeze", "dim", dimension("squeeze", "dim", d), x.ndim or 1, x.shape) for d in named}
+        drop = {axis for axis in axes if x.ndim and x.shape[axis] == 1}
+    return reshape(x, tuple(size for axis, size in enumerate(x.shape) if axis not in drop))
+
+
+def unsqueeze(x: Tensor, dim: int) -> Tensor:
+    """x with a new dimension of size 1 at ``dim``, in [−ndim−1, ndim] as in ``torch.unsqueeze``.
+    x: (2, 3) with dim=1 -> (2, 1, 3); with dim=-1 -> (2, 3, 1)."""
+    x = as_tensor("unsqueeze", "x", x)
+    axis = in_range("unsqueeze", "dim", dimension("unsqueeze", "dim", dim), x.ndim + 1, x.shape)
+    return reshape(x, (*x.shape[:axis], 1, *x.shape[axis:]))
+
+
+def permute(x: Tensor, *dims: Any) -> Tensor:
+    """x with its dimensions in the order ``dims``, a permutation, as ``torch.permute``:
+    ``x.permute(0, 2, 1)`` or ``permute(x, (0, 2, 1))``; the same as ``transpose(x, dims)``."""
+    order = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    x = as_tensor("permute", "x", x)
+    return apply(Transpose(_permutation("permute", "dims", order, x)), x)
+
+
+def t(x: Tensor) -> Tensor:
+    """xᵀ for a 2-D x and x itself for 0-d and 1-d, as ``torch.t``; more dimensions are refused."""
+    x = as_tensor("t", "x", x)
+    if x.ndim > 2:
+        raise ValueError(f"t: got a tensor of shape {x.shape}; expected at most 2 dimensions "
+                         f"(for more, permute(x, dims))")
+    return transpose(x)
+
+
+@verified
+class Clone(Function):
+    """x: shape S -> a copy of x in an array of its own.  dX = dY."""
+
+    __slots__ = ()
+    op = "clone"
+
+    def forward(self, x: Any) -> Any:
+        return x.copy()
+
+    def backward(self, grad_output: Any) -> tuple:
+        return (grad_output,)
+
+
+def clone(x: Tensor) -> Tensor:
+    """A copy of x in the graph, as ``torch.clone``: writing into the copy's ``.data`` leaves
+    x alone. ``x.detach().clone()`` is a copy outside the graph."""
+    return apply(Clone(), as_tensor("clone", "x", x))
 
 
 # --- joining ---------------------------------------------------------------------------------
