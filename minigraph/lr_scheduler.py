@@ -410,7 +410,7 @@ def _per_group(owner: str, name: str, value: Any, groups: int, check: Callable[.
 
 
 def _momentum_key(owner: str, optimizer: Optimizer) -> str:
-    """The group key OneCycleLR cycles: Adam's ``betas`` (the first), else SGD's ``momentum``."""
+    """The group key that momentum cycling moves: Adam's ``betas`` (the first), else SGD's ``momentum``."""
     for key in ("betas", "momentum"):
         if key in optimizer._hyperparameters:
             return key
@@ -419,7 +419,45 @@ def _momentum_key(owner: str, optimizer: Optimizer) -> str:
                      f"cycle_momentum=False")
 
 
-class OneCycleLR(LRScheduler):
+class _MomentumCycle:
+    """What ``OneCycleLR`` and ``CyclicLR`` share: with ``cycle_momentum`` each group's momentum
+    (SGD's ``momentum``, Adam's first beta) moves between ``base_momentums`` and
+    ``max_momentums`` against the rate. The ends live on the scheduler (PyTorch keeps them in the
+    groups, which here take only the optimizer's own keys) and are saved with its policy."""
+
+    _MOMENTA = ("max_momentums", "base_momentums")
+
+    def _momentum_policy(self, owner: str, optimizer: Optimizer, cycle_momentum: bool,
+                         base_momentum: float | list[float], max_momentum: float | list[float]) -> None:
+        groups = len(optimizer.param_groups)
+        self.cycle_momentum = checks.flag(owner, "cycle_momentum", cycle_momentum)
+        self._momentum_key = _momentum_key(owner, optimizer) if self.cycle_momentum else None
+        unit = functools.partial(checks.real, low=0.0, high=1.0)
+        self.max_momentums = _per_group(owner, "max_momentum", max_momentum, groups, unit)
+        self.base_momentums = _per_group(owner, "base_momentum", base_momentum, groups, unit)
+
+    def _momentum_entry(self, group: Any, value: float) -> Any:
+        """The group's new ``betas`` (the first replaced) or ``momentum`` for the momentum ``value``."""
+        return (value, group["betas"][1]) if self._momentum_key == "betas" else value
+
+    def _set_momentum(self, group: Any, value: float) -> None:
+        group[self._momentum_key] = self._momentum_entry(group, value)
+
+    def _momentum_state(self) -> dict[str, numpy.ndarray]:
+        saved = {"cycle_momentum": numpy.array(self.cycle_momentum)}
+        saved.update({name: numpy.array(getattr(self, name), dtype=numpy.float64) for name in self._MOMENTA})
+        return saved
+
+    def _checked_momentum_state(self, owner: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """The attributes ``_momentum_state`` saved, checked (nothing is changed here)."""
+        cycle = checks.flag(owner, "cycle_momentum", state_dict["cycle_momentum"])
+        values = {"cycle_momentum": cycle,
+                  "_momentum_key": _momentum_key(owner, self.optimizer) if cycle else None}
+        values.update({name: self._rates(owner, name, state_dict[name], high=1.0) for name in self._MOMENTA})
+        return values
+
+
+class OneCycleLR(_MomentumCycle, LRScheduler):
     """The 1cycle policy (Smith and Topin), as ``torch.optim.lr_scheduler.OneCycleLR``: stepped
     once per batch, the rate rises from ``max_lr / div_factor`` to ``max_lr`` over the first
     ``pct_start`` of ``total_steps``, then falls to ``max_lr / (div_factor · final_div_factor)``;
@@ -465,11 +503,7 @@ class OneCycleLR(LRScheduler):
         self.max_lrs = _per_group(owner, "max_lr", max_lr, len(groups), functools.partial(checks.real, low=0.0))
         self.initial_lrs = [lr / div_factor for lr in self.max_lrs]
         self.min_lrs = [lr / final_div_factor for lr in self.initial_lrs]
-        self.cycle_momentum = checks.flag(owner, "cycle_momentum", cycle_momentum)
-        self._momentum_key = _momentum_key(owner, optimizer) if self.cycle_momentum else None
-        unit = functools.partial(checks.real, low=0.0, high=1.0)
-        self.max_momentums = _per_group(owner, "max_momentum", max_momentum, len(groups), unit)
-        self.base_momentums = _per_group(owner, "base_momentum", base_momentum, len(groups), unit)
+        self._momentum_policy(owner, optimizer, cycle_momentum, base_momentum, max_momentum)
         self._set_phases(pct_start, three_phase)
         if checks.integer(owner, "last_epoch", last_epoch, low=-1) == -1:
             for i, group in enumerate(groups):
@@ -490,9 +524,8 @@ class OneCycleLR(LRScheduler):
             self._phases = [(up, "initial", "max", "max", "base"), (ends, "max", "min", "base", "max")]
 
     _RATES = ("max_lrs", "initial_lrs", "min_lrs")
-    _MOMENTA = ("max_momentums", "base_momentums")
-    _FLAGS = ("three_phase", "anneal_linear", "cycle_momentum")
-    _more_keys = ("pct_start", *_FLAGS, *_RATES, *_MOMENTA)
+    _FLAGS = ("three_phase", "anneal_linear")
+    _more_keys = ("pct_start", *_FLAGS, "cycle_momentum", *_RATES, *_MomentumCycle._MOMENTA)
 
     def state_dict(self) -> dict[str, numpy.ndarray]:
         """The base keys and ``total_steps``, then the whole policy: ``pct_start``, the flags
@@ -502,9 +535,9 @@ class OneCycleLR(LRScheduler):
         saved = super().state_dict()
         saved["pct_start"] = numpy.array(self.pct_start, dtype=numpy.float64)
         saved.update(three_phase=numpy.array(self.three_phase), anneal_linear=numpy.array(
-            self.anneal_strategy == "linear"), cycle_momentum=numpy.array(self.cycle_momentum))
-        saved.update({name: numpy.array(getattr(self, name), dtype=numpy.float64)
-                      for name in (*self._RATES, *self._MOMENTA)})
+            self.anneal_strategy == "linear"))
+        saved.update(self._momentum_state())
+        saved.update({name: numpy.array(getattr(self, name), dtype=numpy.float64) for name in self._RATES})
         return saved
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -513,20 +546,12 @@ class OneCycleLR(LRScheduler):
         owner = "OneCycleLR.load_state_dict"
         self._check_keys(owner, state_dict)
         pct_start = checks.real(owner, "pct_start", state_dict["pct_start"], low=0.0, high=1.0)
-        three_phase, linear, cycle = (checks.flag(owner, name, state_dict[name]) for name in self._FLAGS)
-        key = _momentum_key(owner, self.optimizer) if cycle else None
+        three_phase, linear = (checks.flag(owner, name, state_dict[name]) for name in self._FLAGS)
+        momentum = self._checked_momentum_state(owner, state_dict)
         ends = {name: self._rates(owner, name, state_dict[name]) for name in self._RATES}
-        ends.update({name: self._rates(owner, name, state_dict[name], high=1.0) for name in self._MOMENTA})
         super().load_state_dict(state_dict)  # checks the rest, then loads it
-        self.__dict__.update(ends, anneal_strategy="linear" if linear else "cos", cycle_momentum=cycle,
-                             _momentum_key=key)
+        self.__dict__.update(ends, **momentum, anneal_strategy="linear" if linear else "cos")
         self._set_phases(pct_start, three_phase)
-
-    def _set_momentum(self, group: Any, value: float) -> None:
-        if self._momentum_key == "betas":
-            group["betas"] = (value, group["betas"][1])
-        else:
-            group["momentum"] = value
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
         if self.anneal_strategy == "cos":
