@@ -579,6 +579,50 @@ class OneCycleLR(_MomentumCycle, LRScheduler):
         return lrs
 
 
+def _children_state(schedulers: list[Any]) -> dict[str, numpy.ndarray]:
+    """Each scheduler's ``state_dict()`` under ``schedulers.<k>.``, in one flat dict."""
+    return {f"schedulers.{k}.{key}": value
+            for k, scheduler in enumerate(schedulers) for key, value in scheduler.state_dict().items()}
+
+
+def _split_state(owner: str, state_dict: Any, schedulers: list[Any],
+                 expected: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A container's state dict split into its own entries (exactly the keys ``expected``, or a
+    clear error) and one part per scheduler (the ``schedulers.<k>.`` entries, prefix removed)."""
+    _check_mapping(owner, state_dict)
+    own: dict[str, Any] = {}
+    parts: list[dict[str, Any]] = [{} for _ in schedulers]
+    for key, value in state_dict.items():
+        head, k, rest = (key.split(".", 2) + ["", ""])[:3] if isinstance(key, str) else ("", "", "")
+        if head == "schedulers" and k.isdigit() and int(k) < len(parts) and rest:
+            parts[int(k)][rest] = value
+        else:
+            own[key] = value
+    missing = [key for key in expected if key not in own]
+    unknown = [key for key in own if key not in expected]
+    if missing or unknown:
+        kind = owner.split(".")[0]
+        raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
+                         f"{expected} and schedulers.<k>.<key> for k < {len(parts)}, as "
+                         f"{kind}.state_dict() gives")
+    return own, parts
+
+
+def _load_children(schedulers: list[Any], parts: list[dict[str, Any]]) -> None:
+    """Load each scheduler's part; each checks its part before changing, and if a later one
+    refuses, the earlier ones get their states back."""
+    before = [scheduler.state_dict() for scheduler in schedulers]
+    loaded = 0
+    try:
+        for scheduler, part in zip(schedulers, parts):
+            scheduler.load_state_dict(part)
+            loaded += 1
+    except BaseException:
+        for scheduler, state in zip(schedulers[:loaded], before):
+            scheduler.load_state_dict(state)
+        raise
+
+
 def _sorted_epochs(owner: str, name: str, value: Any, count: int) -> list[int]:
     """``count`` epochs (integers >= 0) in increasing order, from a list, a tuple or a 1-D array
     (as ``nn.load`` gives back), or a clear error."""
@@ -682,45 +726,18 @@ class SequentialLR(LRScheduler):
         saved = {"last_epoch": numpy.array(self.last_epoch, dtype=numpy.int64),
                  "last_lr": numpy.array(self._last_lr, dtype=numpy.float64),
                  "milestones": numpy.array(self._milestones, dtype=numpy.int64)}
-        for k, scheduler in enumerate(self._schedulers):
-            saved.update({f"schedulers.{k}.{key}": value for key, value in scheduler.state_dict().items()})
+        saved.update(_children_state(self._schedulers))
         return saved
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` saved, from a ``SequentialLR`` over as many schedulers of the
         same classes. Everything is checked before anything changes."""
         owner = "SequentialLR.load_state_dict"
-        _check_mapping(owner, state_dict)
-        own: dict[str, Any] = {}
-        parts: list[dict[str, Any]] = [{} for _ in self._schedulers]
-        for key, value in state_dict.items():
-            head, k, rest = (key.split(".", 2) + ["", ""])[:3] if isinstance(key, str) else ("", "", "")
-            if head == "schedulers" and k.isdigit() and int(k) < len(parts) and rest:
-                parts[int(k)][rest] = value
-            else:
-                own[key] = value
-        expected = ["last_epoch", "last_lr", "milestones"]
-        missing = [key for key in expected if key not in own]
-        unknown = [key for key in own if key not in expected]
-        if missing or unknown:
-            raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
-                             f"{expected} and schedulers.<k>.<key> for k < {len(parts)}, as "
-                             f"SequentialLR.state_dict() gives")
+        own, parts = _split_state(owner, state_dict, self._schedulers, ["last_epoch", "last_lr", "milestones"])
         last_epoch = checks.integer(owner, "last_epoch", own["last_epoch"])
         last_lr = self._rates(owner, "last_lr", own["last_lr"])
         milestones = _sorted_epochs(owner, "milestones", own["milestones"], len(self._schedulers) - 1)
-        # Each scheduler checks its part before changing; if a later one refuses, the earlier
-        # ones get their states back.
-        before = [scheduler.state_dict() for scheduler in self._schedulers]
-        loaded = 0
-        try:
-            for scheduler, part in zip(self._schedulers, parts):
-                scheduler.load_state_dict(part)
-                loaded += 1
-        except BaseException:
-            for scheduler, state in zip(self._schedulers[:loaded], before):
-                scheduler.load_state_dict(state)
-            raise
+        _load_children(self._schedulers, parts)
         self.last_epoch, self._last_lr, self._milestones = last_epoch, last_lr, milestones
 
 
