@@ -919,9 +919,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     be fractional to anneal within an epoch (``scheduler.step(epoch + i / batches)`` after batch
     i), as in PyTorch; ``last_epoch`` becomes ⌊epoch⌋ and a later ``step()`` adds one to both.
     ``last_epoch=k`` in the constructor moves to epoch k + 1 of the schedule; PyTorch's does the
-    same only while k + 1 < 2·T_0 or T_mult = 1 (past that it counts one restart too few), and its
-    ``step(epoch)`` can land one period short where its logarithm rounds down (T_mult = 10,
-    epoch 111); here the restarts are counted exactly. ``state_dict()`` adds ``T_i`` and ``T_cur``.
+    same only while k + 1 < 2·T_0 or T_mult = 1 (past that it takes T_cur = (k + 1) mod T_0 in a
+    period of T_0·T_mult, wherever epoch k + 1 falls), and its ``step(epoch)`` can land one period
+    short where its logarithm rounds down (T_mult = 10, epoch 111); here the restarts are counted
+    exactly. ``state_dict()`` has the settings and the position ``T_i``, ``T_cur``.
     """
 
     _hyperparameters = {"T_0": _positive_integer, "T_mult": _positive_integer, "eta_min": _factor("eta_min=1e-5"),
