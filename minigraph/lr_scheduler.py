@@ -1,6 +1,7 @@
 """Learning-rate schedulers, as ``torch.optim.lr_scheduler``: ``StepLR``, ``MultiStepLR``,
-``ExponentialLR``, ``CosineAnnealingLR``, ``LambdaLR``, ``LinearLR``, ``OneCycleLR``,
-``SequentialLR`` (one scheduler after another, e.g. a warm-up then a decay) and
+``ExponentialLR``, ``CosineAnnealingLR``, ``CosineAnnealingWarmRestarts``, ``PolynomialLR``,
+``LambdaLR``, ``LinearLR``, ``OneCycleLR``, ``CyclicLR``, ``SequentialLR`` (one scheduler after
+another, e.g. a warm-up then a decay), ``ChainedScheduler`` (several stepped together) and
 ``ReduceLROnPlateau`` (stepped with a metric).
 
 Imported as ``minigraph.optim.lr_scheduler`` (``optim.py`` registers this module under that
@@ -19,12 +20,13 @@ second one starts from the same rate), takes those as ``base_lrs`` and applies e
 each ``step()`` moves to the next epoch. ``last_epoch=k`` (PyTorch's argument) builds it as
 if k epochs had passed: the groups must hold ``initial_lr`` already (the base rates), and the
 constructor moves to epoch k + 1 keeping the groups' current rates, except that ``StepLR`` and
-``MultiStepLR`` apply a decay due at that epoch and ``LambdaLR`` sets its closed form, as
-PyTorch 2's constructors do (``SequentialLR`` takes only -1; ``ReduceLROnPlateau``, as in
-PyTorch, takes no ``last_epoch``). As in PyTorch, the rates follow recursive forms that
-scale the group's current ``lr`` (so a change made by hand, or by a second scheduler, carries
-on), except ``LambdaLR``, which sets ``base_lr · lr_lambda(epoch)``. Left alone they equal the
-closed form given in each class's docstring.
+``MultiStepLR`` apply a decay due at that epoch and the closed forms below set their rate there,
+as PyTorch 2's constructors do (``SequentialLR`` takes only -1; ``ReduceLROnPlateau`` and
+``ChainedScheduler``, as in PyTorch, take no ``last_epoch``). As in PyTorch, the rates follow
+recursive forms that scale the group's current ``lr`` (so a change made by hand, or by a second
+scheduler, carries on), except ``LambdaLR`` (``base_lr · lr_lambda(epoch)``),
+``CosineAnnealingWarmRestarts``, ``OneCycleLR`` and ``CyclicLR``, which set their closed forms.
+Left alone they all equal the closed form given in each class's docstring.
 
 Checkpoints: ``scheduler.state_dict()`` is a flat dict of arrays (``nn.save`` writes it):
 ``last_epoch``, ``base_lrs`` and ``last_lr`` (one per group) and the scheduler's settings. To
@@ -47,8 +49,9 @@ from . import checks
 from .engine import Tensor
 from .optim import Optimizer
 
-__all__ = ["CosineAnnealingLR", "ExponentialLR", "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR",
-           "OneCycleLR", "ReduceLROnPlateau", "SequentialLR", "StepLR"]
+__all__ = ["ChainedScheduler", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "CyclicLR", "ExponentialLR",
+           "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR", "OneCycleLR", "PolynomialLR", "ReduceLROnPlateau",
+           "SequentialLR", "StepLR"]
 
 
 class LRScheduler:
@@ -410,7 +413,7 @@ def _per_group(owner: str, name: str, value: Any, groups: int, check: Callable[.
 
 
 def _momentum_key(owner: str, optimizer: Optimizer) -> str:
-    """The group key OneCycleLR cycles: Adam's ``betas`` (the first), else SGD's ``momentum``."""
+    """The group key that momentum cycling moves: Adam's ``betas`` (the first), else SGD's ``momentum``."""
     for key in ("betas", "momentum"):
         if key in optimizer._hyperparameters:
             return key
@@ -419,7 +422,45 @@ def _momentum_key(owner: str, optimizer: Optimizer) -> str:
                      f"cycle_momentum=False")
 
 
-class OneCycleLR(LRScheduler):
+class _MomentumCycle:
+    """What ``OneCycleLR`` and ``CyclicLR`` share: with ``cycle_momentum`` each group's momentum
+    (SGD's ``momentum``, Adam's first beta) moves between ``base_momentums`` and
+    ``max_momentums`` against the rate. The ends live on the scheduler (PyTorch keeps them in the
+    groups, which here take only the optimizer's own keys) and are saved with its policy."""
+
+    _MOMENTA = ("max_momentums", "base_momentums")
+
+    def _momentum_policy(self, owner: str, optimizer: Optimizer, cycle_momentum: bool,
+                         base_momentum: float | list[float], max_momentum: float | list[float]) -> None:
+        groups = len(optimizer.param_groups)
+        self.cycle_momentum = checks.flag(owner, "cycle_momentum", cycle_momentum)
+        self._momentum_key = _momentum_key(owner, optimizer) if self.cycle_momentum else None
+        unit = functools.partial(checks.real, low=0.0, high=1.0)
+        self.max_momentums = _per_group(owner, "max_momentum", max_momentum, groups, unit)
+        self.base_momentums = _per_group(owner, "base_momentum", base_momentum, groups, unit)
+
+    def _momentum_entry(self, group: Any, value: float) -> Any:
+        """The group's new ``betas`` (the first replaced) or ``momentum`` for the momentum ``value``."""
+        return (value, group["betas"][1]) if self._momentum_key == "betas" else value
+
+    def _set_momentum(self, group: Any, value: float) -> None:
+        group[self._momentum_key] = self._momentum_entry(group, value)
+
+    def _momentum_state(self) -> dict[str, numpy.ndarray]:
+        saved = {"cycle_momentum": numpy.array(self.cycle_momentum)}
+        saved.update({name: numpy.array(getattr(self, name), dtype=numpy.float64) for name in self._MOMENTA})
+        return saved
+
+    def _checked_momentum_state(self, owner: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """The attributes ``_momentum_state`` saved, checked (nothing is changed here)."""
+        cycle = checks.flag(owner, "cycle_momentum", state_dict["cycle_momentum"])
+        values = {"cycle_momentum": cycle,
+                  "_momentum_key": _momentum_key(owner, self.optimizer) if cycle else None}
+        values.update({name: self._rates(owner, name, state_dict[name], high=1.0) for name in self._MOMENTA})
+        return values
+
+
+class OneCycleLR(_MomentumCycle, LRScheduler):
     """The 1cycle policy (Smith and Topin), as ``torch.optim.lr_scheduler.OneCycleLR``: stepped
     once per batch, the rate rises from ``max_lr / div_factor`` to ``max_lr`` over the first
     ``pct_start`` of ``total_steps``, then falls to ``max_lr / (div_factor · final_div_factor)``;
@@ -465,11 +506,7 @@ class OneCycleLR(LRScheduler):
         self.max_lrs = _per_group(owner, "max_lr", max_lr, len(groups), functools.partial(checks.real, low=0.0))
         self.initial_lrs = [lr / div_factor for lr in self.max_lrs]
         self.min_lrs = [lr / final_div_factor for lr in self.initial_lrs]
-        self.cycle_momentum = checks.flag(owner, "cycle_momentum", cycle_momentum)
-        self._momentum_key = _momentum_key(owner, optimizer) if self.cycle_momentum else None
-        unit = functools.partial(checks.real, low=0.0, high=1.0)
-        self.max_momentums = _per_group(owner, "max_momentum", max_momentum, len(groups), unit)
-        self.base_momentums = _per_group(owner, "base_momentum", base_momentum, len(groups), unit)
+        self._momentum_policy(owner, optimizer, cycle_momentum, base_momentum, max_momentum)
         self._set_phases(pct_start, three_phase)
         if checks.integer(owner, "last_epoch", last_epoch, low=-1) == -1:
             for i, group in enumerate(groups):
@@ -490,9 +527,8 @@ class OneCycleLR(LRScheduler):
             self._phases = [(up, "initial", "max", "max", "base"), (ends, "max", "min", "base", "max")]
 
     _RATES = ("max_lrs", "initial_lrs", "min_lrs")
-    _MOMENTA = ("max_momentums", "base_momentums")
-    _FLAGS = ("three_phase", "anneal_linear", "cycle_momentum")
-    _more_keys = ("pct_start", *_FLAGS, *_RATES, *_MOMENTA)
+    _FLAGS = ("three_phase", "anneal_linear")
+    _more_keys = ("pct_start", *_FLAGS, "cycle_momentum", *_RATES, *_MomentumCycle._MOMENTA)
 
     def state_dict(self) -> dict[str, numpy.ndarray]:
         """The base keys and ``total_steps``, then the whole policy: ``pct_start``, the flags
@@ -502,9 +538,9 @@ class OneCycleLR(LRScheduler):
         saved = super().state_dict()
         saved["pct_start"] = numpy.array(self.pct_start, dtype=numpy.float64)
         saved.update(three_phase=numpy.array(self.three_phase), anneal_linear=numpy.array(
-            self.anneal_strategy == "linear"), cycle_momentum=numpy.array(self.cycle_momentum))
-        saved.update({name: numpy.array(getattr(self, name), dtype=numpy.float64)
-                      for name in (*self._RATES, *self._MOMENTA)})
+            self.anneal_strategy == "linear"))
+        saved.update(self._momentum_state())
+        saved.update({name: numpy.array(getattr(self, name), dtype=numpy.float64) for name in self._RATES})
         return saved
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -513,20 +549,12 @@ class OneCycleLR(LRScheduler):
         owner = "OneCycleLR.load_state_dict"
         self._check_keys(owner, state_dict)
         pct_start = checks.real(owner, "pct_start", state_dict["pct_start"], low=0.0, high=1.0)
-        three_phase, linear, cycle = (checks.flag(owner, name, state_dict[name]) for name in self._FLAGS)
-        key = _momentum_key(owner, self.optimizer) if cycle else None
+        three_phase, linear = (checks.flag(owner, name, state_dict[name]) for name in self._FLAGS)
+        momentum = self._checked_momentum_state(owner, state_dict)
         ends = {name: self._rates(owner, name, state_dict[name]) for name in self._RATES}
-        ends.update({name: self._rates(owner, name, state_dict[name], high=1.0) for name in self._MOMENTA})
         super().load_state_dict(state_dict)  # checks the rest, then loads it
-        self.__dict__.update(ends, anneal_strategy="linear" if linear else "cos", cycle_momentum=cycle,
-                             _momentum_key=key)
+        self.__dict__.update(ends, **momentum, anneal_strategy="linear" if linear else "cos")
         self._set_phases(pct_start, three_phase)
-
-    def _set_momentum(self, group: Any, value: float) -> None:
-        if self._momentum_key == "betas":
-            group["betas"] = (value, group["betas"][1])
-        else:
-            group["momentum"] = value
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
         if self.anneal_strategy == "cos":
@@ -552,6 +580,50 @@ class OneCycleLR(LRScheduler):
                     break
                 start = end
         return lrs
+
+
+def _children_state(schedulers: list[Any]) -> dict[str, numpy.ndarray]:
+    """Each scheduler's ``state_dict()`` under ``schedulers.<k>.``, in one flat dict."""
+    return {f"schedulers.{k}.{key}": value
+            for k, scheduler in enumerate(schedulers) for key, value in scheduler.state_dict().items()}
+
+
+def _split_state(owner: str, state_dict: Any, schedulers: list[Any],
+                 expected: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A container's state dict split into its own entries (exactly the keys ``expected``, or a
+    clear error) and one part per scheduler (the ``schedulers.<k>.`` entries, prefix removed)."""
+    _check_mapping(owner, state_dict)
+    own: dict[str, Any] = {}
+    parts: list[dict[str, Any]] = [{} for _ in schedulers]
+    for key, value in state_dict.items():
+        head, k, rest = (key.split(".", 2) + ["", ""])[:3] if isinstance(key, str) else ("", "", "")
+        if head == "schedulers" and k.isdigit() and int(k) < len(parts) and rest:
+            parts[int(k)][rest] = value
+        else:
+            own[key] = value
+    missing = [key for key in expected if key not in own]
+    unknown = [key for key in own if key not in expected]
+    if missing or unknown:
+        kind = owner.split(".")[0]
+        raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
+                         f"{expected} and schedulers.<k>.<key> for k < {len(parts)}, as "
+                         f"{kind}.state_dict() gives")
+    return own, parts
+
+
+def _load_children(schedulers: list[Any], parts: list[dict[str, Any]]) -> None:
+    """Load each scheduler's part; each checks its part before changing, and if a later one
+    refuses, the earlier ones get their states back."""
+    before = [scheduler.state_dict() for scheduler in schedulers]
+    loaded = 0
+    try:
+        for scheduler, part in zip(schedulers, parts):
+            scheduler.load_state_dict(part)
+            loaded += 1
+    except BaseException:
+        for scheduler, state in zip(schedulers[:loaded], before):
+            scheduler.load_state_dict(state)
+        raise
 
 
 def _sorted_epochs(owner: str, name: str, value: Any, count: int) -> list[int]:
@@ -601,9 +673,10 @@ class SequentialLR(LRScheduler):
                             f"built on the optimizer, e.g. [LinearLR(opt), ExponentialLR(opt, 0.9)]")
         for k, scheduler in enumerate(schedulers):
             kind = type(scheduler).__name__
-            if isinstance(scheduler, (ReduceLROnPlateau, SequentialLR)):
+            if isinstance(scheduler, (ReduceLROnPlateau, SequentialLR, ChainedScheduler)):
                 raise ValueError(f"{owner}: schedulers[{k}] is a {kind}; expected a scheduler stepped without "
-                                 f"arguments and not itself a SequentialLR (StepLR, LinearLR, ...)")
+                                 f"arguments and not itself a SequentialLR or ChainedScheduler (StepLR, LinearLR, "
+                                 f"...)")
             if not isinstance(scheduler, LRScheduler):
                 raise TypeError(f"{owner}: schedulers[{k}] is a {kind}; expected a learning-rate scheduler "
                                 f"such as LinearLR(opt)")
@@ -657,45 +730,18 @@ class SequentialLR(LRScheduler):
         saved = {"last_epoch": numpy.array(self.last_epoch, dtype=numpy.int64),
                  "last_lr": numpy.array(self._last_lr, dtype=numpy.float64),
                  "milestones": numpy.array(self._milestones, dtype=numpy.int64)}
-        for k, scheduler in enumerate(self._schedulers):
-            saved.update({f"schedulers.{k}.{key}": value for key, value in scheduler.state_dict().items()})
+        saved.update(_children_state(self._schedulers))
         return saved
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore what ``state_dict`` saved, from a ``SequentialLR`` over as many schedulers of the
         same classes. Everything is checked before anything changes."""
         owner = "SequentialLR.load_state_dict"
-        _check_mapping(owner, state_dict)
-        own: dict[str, Any] = {}
-        parts: list[dict[str, Any]] = [{} for _ in self._schedulers]
-        for key, value in state_dict.items():
-            head, k, rest = (key.split(".", 2) + ["", ""])[:3] if isinstance(key, str) else ("", "", "")
-            if head == "schedulers" and k.isdigit() and int(k) < len(parts) and rest:
-                parts[int(k)][rest] = value
-            else:
-                own[key] = value
-        expected = ["last_epoch", "last_lr", "milestones"]
-        missing = [key for key in expected if key not in own]
-        unknown = [key for key in own if key not in expected]
-        if missing or unknown:
-            raise ValueError(f"{owner}: missing keys {missing}, unexpected keys {unknown}; expected "
-                             f"{expected} and schedulers.<k>.<key> for k < {len(parts)}, as "
-                             f"SequentialLR.state_dict() gives")
+        own, parts = _split_state(owner, state_dict, self._schedulers, ["last_epoch", "last_lr", "milestones"])
         last_epoch = checks.integer(owner, "last_epoch", own["last_epoch"])
         last_lr = self._rates(owner, "last_lr", own["last_lr"])
         milestones = _sorted_epochs(owner, "milestones", own["milestones"], len(self._schedulers) - 1)
-        # Each scheduler checks its part before changing; if a later one refuses, the earlier
-        # ones get their states back.
-        before = [scheduler.state_dict() for scheduler in self._schedulers]
-        loaded = 0
-        try:
-            for scheduler, part in zip(self._schedulers, parts):
-                scheduler.load_state_dict(part)
-                loaded += 1
-        except BaseException:
-            for scheduler, state in zip(self._schedulers[:loaded], before):
-                scheduler.load_state_dict(state)
-            raise
+        _load_children(self._schedulers, parts)
         self.last_epoch, self._last_lr, self._milestones = last_epoch, last_lr, milestones
 
 
@@ -829,3 +875,332 @@ class ReduceLROnPlateau:
             else "rel"
         values["min_lr_per_group"] = checks.flag(owner, "min_lr_per_group", state_dict["min_lr_per_group"])
         self.__dict__.update(values)
+
+
+class PolynomialLR(LRScheduler):
+    """Decays each group's rate to 0 along a polynomial of degree ``power`` over ``total_iters``
+    epochs, then keeps it, as ``torch.optim.lr_scheduler.PolynomialLR``.
+
+    Closed form: lr(epoch) = base_lr · (1 − min(epoch, total_iters) / total_iters)^power.
+    Each step applies PyTorch's recursive form, the ratio of consecutive factors.
+    """
+
+    _hyperparameters = {"total_iters": _positive_integer,
+                        "power": functools.partial(checks.real, low=0.0, example="power=2.0")}
+
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1) -> None:
+        self.total_iters, self.power = total_iters, power  # checked on assignment
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        epoch, total = self.last_epoch, self.total_iters
+        if epoch == 0 or epoch > total or self._initial:
+            return lrs
+        ratio = ((1.0 - epoch / total) / (1.0 - (epoch - 1) / total)) ** self.power
+        return [lr * ratio for lr in lrs]
+
+
+def _cycle_position(owner: str, name: str, value: Any) -> int | float:
+    """``T_cur``: epochs since the last restart, a number >= 0 (fractional after ``step(2.5)``);
+    an int when whole, as PyTorch keeps it."""
+    number = checks.real(owner, name, value, low=0.0)
+    return int(number) if number.is_integer() else number
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """Cosine annealing from each group's base rate to ``eta_min`` over ``T_0`` epochs, then a
+    restart at the base rate, each period ``T_mult`` times longer than the last (SGDR, Loshchilov
+    and Hutter), as ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts``.
+
+    Closed form: lr = eta_min + (base_lr − eta_min) · (1 + cos(π · T_cur / T_i)) / 2, where the
+    current period ``T_i`` is T_0 · T_mult^n after n restarts and ``T_cur`` counts the epochs
+    since the last one. ``step()`` moves one epoch; ``step(epoch)`` jumps to ``epoch``, which may
+    be fractional to anneal within an epoch (``scheduler.step(epoch + i / batches)`` after batch
+    i), as in PyTorch; ``last_epoch`` becomes ⌊epoch⌋ and a later ``step()`` adds one to both.
+    ``last_epoch=k`` in the constructor moves to epoch k + 1 of the schedule; PyTorch's does the
+    same only while k + 1 < 2·T_0 or T_mult = 1 (past that it takes T_cur = (k + 1) mod T_0 in a
+    period of T_0·T_mult, wherever epoch k + 1 falls), and its ``step(epoch)`` can land one period
+    short where its logarithm rounds down (T_mult = 10, epoch 111); here the restarts are counted
+    exactly. ``state_dict()`` has the settings and the position ``T_i``, ``T_cur``.
+    """
+
+    _hyperparameters = {"T_0": _positive_integer, "T_mult": _positive_integer, "eta_min": _factor("eta_min=1e-5"),
+                        "T_i": _positive_integer, "T_cur": _cycle_position}
+
+    def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
+                 last_epoch: int = -1) -> None:
+        self.T_0, self.T_mult, self.eta_min = T_0, T_mult, eta_min  # checked on assignment
+        last_epoch = checks.integer(type(self).__name__, "last_epoch", last_epoch, low=-1)
+        # At epoch last_epoch, so that the constructor's step() moves to the next one.
+        self.T_cur, self.T_i = self._position(max(last_epoch, 0))
+        super().__init__(optimizer, last_epoch)
+
+    def _position(self, epoch: float) -> tuple[int | float, int]:
+        """(T_cur, T_i) at ``epoch`` (>= 0): periods T_0, T_0·T_mult, ... laid end to end."""
+        period, mult = self.T_0, self.T_mult
+        if epoch < period:
+            return epoch, period
+        if mult == 1:
+            return epoch % period, period
+        start = 0
+        while epoch >= start + period:  # about log_T_mult(epoch / T_0) turns
+            start, period = start + period, period * mult
+        return epoch - start, period
+
+    def step(self, epoch: float | None = None) -> None:
+        """One epoch on (``epoch=None``), or to ``epoch`` (a number >= 0, fractional allowed).
+        On an error nothing changes."""
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0  # the constructor's step, or a restart inside SequentialLR
+        if epoch is None:
+            T_cur, T_i, last_epoch = self.T_cur + 1, self.T_i, self.last_epoch + 1
+            if T_cur >= T_i:  # a restart
+                T_cur, T_i = T_cur % T_i, T_i * self.T_mult
+        else:
+            epoch = checks.real(f"{type(self).__name__}.step", "epoch", epoch, low=0.0, example="step(2.5)")
+            (T_cur, T_i), last_epoch = self._position(epoch), math.floor(epoch)
+        before = self.last_epoch, self.T_cur, self.T_i
+        try:
+            self.T_cur, self.T_i, self.last_epoch = T_cur, T_i, last_epoch - 1
+            super().step()  # last_epoch + 1, then the rates
+        except BaseException:
+            self.last_epoch, self.T_cur, self.T_i = before
+            raise
+
+    def get_lr(self) -> list[float]:
+        factor = (1 + math.cos(math.pi * self.T_cur / self.T_i)) / 2
+        return [self.eta_min + (base - self.eta_min) * factor for base in self.base_lrs]
+
+
+class ChainedScheduler(LRScheduler):
+    """Steps several schedulers together, each applying its change to the rates the one before
+    it left, as ``torch.optim.lr_scheduler.ChainedScheduler`` (e.g. ``ExponentialLR`` decay
+    with a ``LinearLR`` warm-up on top)::
+
+        scheduler = ChainedScheduler([LinearLR(opt, start_factor=0.1, total_iters=5),
+                                      ExponentialLR(opt, gamma=0.95)])
+
+    The schedulers must share ``optimizer`` (by default the first one's); ``ReduceLROnPlateau``
+    (which needs a metric) is refused, and so is a scheduler listed twice. Step only the
+    ``ChainedScheduler``; if one of its schedulers refuses a step, the ones before it and the
+    groups get their states back. ``state_dict()`` is flat: ``last_lr`` and each scheduler's
+    state under ``schedulers.<k>.<key>``. A ``ChainedScheduler`` cannot go inside a
+    ``SequentialLR`` (PyTorch's fails there at the first milestone after its own).
+    """
+
+    def __init__(self, schedulers: list[LRScheduler], optimizer: Optimizer | None = None) -> None:
+        owner = "ChainedScheduler"
+        if not isinstance(schedulers, (list, tuple)) or not schedulers:
+            raise TypeError(f"{owner}: got schedulers={schedulers!r}; expected a non-empty list of schedulers "
+                            f"built on one optimizer, e.g. [LinearLR(opt), ExponentialLR(opt, 0.9)]")
+        for k, scheduler in enumerate(schedulers):
+            kind = type(scheduler).__name__
+            if isinstance(scheduler, ReduceLROnPlateau):
+                raise ValueError(f"{owner}: schedulers[{k}] is a ReduceLROnPlateau, whose step needs a metric; "
+                                 f"expected schedulers stepped without arguments (StepLR, LinearLR, ...)")
+            if not isinstance(scheduler, LRScheduler):
+                raise TypeError(f"{owner}: schedulers[{k}] is a {kind}; expected a learning-rate scheduler "
+                                f"such as LinearLR(opt)")
+        optimizer = _checked_optimizer(owner, schedulers[0].optimizer if optimizer is None else optimizer)
+        groups = len(optimizer.param_groups)
+        for k, scheduler in enumerate(schedulers):
+            kind = type(scheduler).__name__
+            if scheduler.optimizer is not optimizer:
+                raise ValueError(f"{owner}: schedulers[{k}] ({kind}) was built on another optimizer; expected "
+                                 f"every scheduler built on the same one")
+            if any(scheduler is other for other in schedulers[:k]):
+                raise ValueError(f"{owner}: schedulers[{k}] ({kind}) is listed twice; expected each once")
+            built_for = getattr(scheduler, "base_lrs", None)  # a chain or sequence inside checked its own
+            if built_for is not None and len(built_for) != groups:
+                raise ValueError(f"{owner}: schedulers[{k}] ({kind}) was built for {len(built_for)} parameter "
+                                 f"groups but the optimizer has {groups}; expected schedulers built after the "
+                                 f"last add_param_group")
+        self.optimizer = optimizer
+        self._schedulers = list(schedulers)
+        self._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+    def step(self) -> None:
+        """Step each scheduler in order. On an error nothing changes."""
+        states = [(scheduler, dict(scheduler.__dict__)) for scheduler in _all_schedulers(self._schedulers)]
+        groups = [dict(group) for group in self.optimizer.param_groups]
+        try:
+            for scheduler in self._schedulers:
+                scheduler.step()
+        except BaseException:
+            for scheduler, state in states:
+                scheduler.__dict__.clear()
+                scheduler.__dict__.update(state)
+            for group, values in zip(self.optimizer.param_groups, groups):
+                group.update((key, value) for key, value in values.items() if key != "params")
+            raise
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """``last_lr`` (shape (groups,)) and each scheduler's ``state_dict()`` under
+        ``schedulers.<k>.``, as host NumPy arrays in a flat dict."""
+        return {"last_lr": numpy.array(self._last_lr, dtype=numpy.float64), **_children_state(self._schedulers)}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` saved, from a ``ChainedScheduler`` over as many schedulers of
+        the same classes. Everything is checked before anything changes."""
+        owner = "ChainedScheduler.load_state_dict"
+        own, parts = _split_state(owner, state_dict, self._schedulers, ["last_lr"])
+        last_lr = self._rates(owner, "last_lr", own["last_lr"])
+        _load_children(self._schedulers, parts)
+        self._last_lr = last_lr
+
+
+def _all_schedulers(schedulers: list[Any]) -> list[Any]:
+    """``schedulers`` and, inside chains and sequences, theirs."""
+    found = []
+    for scheduler in schedulers:
+        found += [scheduler, *_all_schedulers(getattr(scheduler, "_schedulers", []))]
+    return found
+
+
+class CyclicLR(_MomentumCycle, LRScheduler):
+    """The cyclical learning-rate policy (Smith), as ``torch.optim.lr_scheduler.CyclicLR``: stepped
+    once per batch, each group's rate climbs linearly from ``base_lr`` to ``max_lr`` over
+    ``step_size_up`` steps, falls back over ``step_size_down`` (default: as many), and repeats.
+    The climb is scaled by ``mode``: ``"triangular"`` keeps it, ``"triangular2"`` halves it each
+    cycle, ``"exp_range"`` multiplies it by gamma^step; or by ``scale_fn(x)`` (a function to a
+    factor), of the cycle number (``scale_mode="cycle"``, from 1) or of the step
+    (``"iterations"``). With ``cycle_momentum`` the momentum (SGD's ``momentum``, Adam's first
+    beta) moves the other way, between ``max_momentum`` and ``base_momentum``.
+
+    Closed form, at step t with cycle c = ⌊1 + t / total_size⌋ and x = 1 + t / total_size − c:
+    f = x / step_ratio while x <= step_ratio, else (x − 1) / (step_ratio − 1), and
+    lr = base_lr + (max_lr − base_lr) · f · scale(c or t); momentum = max_m − (max_m − base_m) · f · scale.
+    (``total_size`` = step_size_up + step_size_down, ``step_ratio`` = step_size_up / total_size.)
+
+    ``base_lr``, ``max_lr`` and the momenta are numbers or lists of one per group; ``base_lrs``
+    and ``max_lrs`` keep them. Built fresh, it sets each group's ``lr`` to ``base_lr`` (and
+    ``initial_lr``, unless an earlier scheduler set it) and the momentum to ``max_momentum``; with
+    ``last_epoch=k`` it leaves the groups alone, as PyTorch's does. Its first rate is taken from
+    ``base_lr`` even where an earlier scheduler set ``initial_lr`` (PyTorch's takes that one
+    there, and ``base_lr`` from the next step on). A misspelt ``mode`` or ``scale_mode`` is refused even beside a
+    ``scale_fn`` (PyTorch ignores them then). ``state_dict()`` adds ``total_size``,
+    ``step_ratio``, ``gamma``, ``max_lrs``, ``mode`` (its index in ``CyclicLR.MODES``), the flags
+    ``scale_by_iterations``, ``custom_scale_fn``, ``cycle_momentum`` and the per-group
+    ``max_momentums``, ``base_momentums``. A ``scale_fn`` is not saved (as with ``LambdaLR``,
+    and PyTorch saves only a callable object's attributes): pass it to the constructor again
+    before loading; a state saved with one loads only into a scheduler built with one.
+    """
+
+    MODES = ("triangular", "triangular2", "exp_range")
+    _hyperparameters = {
+        "total_size": functools.partial(checks.real, low=0.0, low_open=True),
+        "step_ratio": functools.partial(checks.real, low=0.0, high=1.0, low_open=True),
+        "gamma": _factor("gamma=0.99994"),
+    }
+    _more_keys = ("max_lrs", "mode", "scale_by_iterations", "custom_scale_fn", "cycle_momentum",
+                  *_MomentumCycle._MOMENTA)
+
+    def __init__(self, optimizer: Optimizer, base_lr: float | list[float], max_lr: float | list[float],
+                 step_size_up: float = 2000, step_size_down: float | None = None, mode: str = "triangular",
+                 gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float | list[float] = 0.8,
+                 max_momentum: float | list[float] = 0.9, last_epoch: int = -1) -> None:
+        owner = "CyclicLR"
+        groups = _checked_optimizer(owner, optimizer).param_groups
+        rate = functools.partial(checks.real, low=0.0)
+        base_lrs = _per_group(owner, "base_lr", base_lr, len(groups), rate)
+        self.max_lrs = _per_group(owner, "max_lr", max_lr, len(groups), rate)
+        up = checks.real(owner, "step_size_up", step_size_up, low=0.0, low_open=True, example="step_size_up=2000")
+        down = up if step_size_down is None else checks.real(owner, "step_size_down", step_size_down, low=0.0,
+                                                             example="step_size_down=2000")
+        self.total_size, self.step_ratio = up + down, up / (up + down)  # checked on assignment
+        if mode not in self.MODES:
+            raise ValueError(f"{owner}: got mode={mode!r}; expected one of {list(self.MODES)}")
+        if scale_mode not in ("cycle", "iterations"):
+            raise ValueError(f"{owner}: got scale_mode={scale_mode!r}; expected 'cycle' or 'iterations'")
+        if scale_fn is not None and not callable(scale_fn):
+            raise TypeError(f"{owner}: scale_fn is a {type(scale_fn).__name__}; expected None or a function "
+                            f"giving a factor, e.g. lambda x: 0.5 ** x")
+        self.mode, self.gamma, self._scale_fn_custom = mode, gamma, scale_fn
+        # Without a scale_fn the mode decides, as in PyTorch: exp_range scales by the step.
+        self.scale_mode = scale_mode if scale_fn is not None else "iterations" if mode == "exp_range" else "cycle"
+        self._momentum_policy(owner, optimizer, cycle_momentum, base_momentum, max_momentum)
+        self._momenta: list[Any] = []  # the groups' next momentum entries, set once the rates are
+        if checks.integer(owner, "last_epoch", last_epoch, low=-1) == -1:
+            for i, group in enumerate(groups):
+                group["lr"] = base_lrs[i]  # initial_lr too, unless set already (LRScheduler does that)
+                if self.cycle_momentum:
+                    self._set_momentum(group, self.max_momentums[i])
+        self._given_base_lrs = base_lrs
+        super().__init__(optimizer, last_epoch)
+
+    def _initial_step(self) -> None:
+        # The cycle's bottom is base_lr from the first step on, not the groups' initial_lr, which
+        # LRScheduler took as base_lrs (PyTorch's first step uses it, then replaces it).
+        given = self.__dict__.pop("_given_base_lrs", None)
+        if given is not None:
+            self.base_lrs = given
+        super()._initial_step()
+
+    def scale_fn(self, x: float) -> float:
+        """The factor on the climb: ``scale_fn(x)`` if given, else the mode's, of the cycle
+        number or the step x."""
+        if self._scale_fn_custom is not None:
+            return checks.real(f"CyclicLR.step (epoch {self.last_epoch})", f"scale_fn({x})", self._scale_fn_custom(x))
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 2.0 ** (1 - x)  # = 1 / 2^(x − 1), exactly, without overflowing after 1024 cycles
+        try:
+            return self.gamma ** x
+        except OverflowError:
+            raise ValueError(f"CyclicLR.step (epoch {self.last_epoch}): gamma ** {x} overflows with gamma="
+                             f"{self.gamma}; expected gamma <= 1 for a schedule this long") from None
+
+    def get_lr(self) -> list[float]:
+        step = self.last_epoch
+        cycle = math.floor(1 + step / self.total_size)
+        x = 1.0 + step / self.total_size - cycle
+        climbed = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else step)
+        lrs = [base + (top - base) * climbed * scale for base, top in zip(self.base_lrs, self.max_lrs)]
+        if self.cycle_momentum:
+            # Checked here by the optimizer's own rule, applied by step() once the rates pass too.
+            key, where = self._momentum_key, f"CyclicLR.step (epoch {step})"
+            check = self.optimizer._hyperparameters[key]
+            momenta = [top - (top - low) * climbed * scale for low, top in zip(self.base_momentums, self.max_momentums)]
+            self._momenta = [check(where, f"param_groups[{i}][{key!r}]", self._momentum_entry(group, momentum))
+                             for i, (group, momentum) in enumerate(zip(self.optimizer.param_groups, momenta))]
+        return lrs
+
+    def step(self) -> None:
+        """Move one step along the cycle: the rates, and with ``cycle_momentum`` the momenta.
+        On an error nothing changes."""
+        super().step()
+        if self.cycle_momentum:
+            for group, entry in zip(self.optimizer.param_groups, self._momenta):
+                group[self._momentum_key] = entry
+
+    def state_dict(self) -> dict[str, numpy.ndarray]:
+        """The base keys, ``total_size``, ``step_ratio``, ``gamma``, then the rest of the policy (see the class)."""
+        saved = super().state_dict()
+        saved.update(max_lrs=numpy.array(self.max_lrs, dtype=numpy.float64),
+                     mode=numpy.array(self.MODES.index(self.mode), dtype=numpy.int64),
+                     scale_by_iterations=numpy.array(self.scale_mode == "iterations"),
+                     custom_scale_fn=numpy.array(self._scale_fn_custom is not None))
+        saved.update(self._momentum_state())
+        return saved
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` saved: position and policy (not a ``scale_fn``, see the class).
+        Everything is checked before anything changes."""
+        owner = "CyclicLR.load_state_dict"
+        self._check_keys(owner, state_dict)
+        custom = checks.flag(owner, "custom_scale_fn", state_dict["custom_scale_fn"])
+        if custom != (self._scale_fn_custom is not None):
+            raise ValueError(f"{owner}: the state was saved {'with' if custom else 'without'} a scale_fn but this "
+                             f"scheduler was built {'with' if not custom else 'without'} one; expected one built "
+                             f"as the saved one was (a scale_fn is not saved: pass it to the constructor again)")
+        mode = self.MODES[checks.integer(owner, "mode", state_dict["mode"], high=len(self.MODES))]
+        iterations = checks.flag(owner, "scale_by_iterations", state_dict["scale_by_iterations"])
+        max_lrs = self._rates(owner, "max_lrs", state_dict["max_lrs"])
+        momentum = self._checked_momentum_state(owner, state_dict)
+        super().load_state_dict(state_dict)  # checks the rest, then loads it
+        self.__dict__.update(momentum, max_lrs=max_lrs, mode=mode, scale_mode="iterations" if iterations else "cycle")

@@ -106,3 +106,26 @@ def batch_norm_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
         pytest.skip("numba is not installed (pip install 'minigraph[fast]'): no fused CPU path")
     monkeypatch.setenv("MINIGRAPH_FUSED", "1" if request.param == "fused" else "0")
     return request.param
+
+
+@pytest.fixture
+def resume_from_files(tmp_path):
+    """resume(model, opt, scheduler, make_model, build_scheduler) -> (model, opt, scheduler): the
+    three saved with nn.save, then a new model (other weights), a new two-group SGD (other rates
+    and momentum) and a new scheduler from build_scheduler (other settings) loaded from the files,
+    the optimizer after building the scheduler, as in PyTorch's recipe."""
+    from minigraph import nn, optim
+
+    def resume(model, opt, scheduler, make_model, build_scheduler):
+        for name, obj in (("model", model), ("opt", opt), ("scheduler", scheduler)):
+            nn.save(obj.state_dict(), tmp_path / f"{name}.npz")
+        model = make_model(10)
+        model.load_state_dict(nn.load(tmp_path / "model.npz"))
+        params = list(model.parameters())
+        opt = optim.SGD([{"params": params[:1], "lr": 1.0}, {"params": params[1:]}], lr=2.0, momentum=0.3)
+        scheduler = build_scheduler(opt)
+        opt.load_state_dict(nn.load(tmp_path / "opt.npz"))
+        scheduler.load_state_dict(nn.load(tmp_path / "scheduler.npz"))
+        return model, opt, scheduler
+
+    return resume

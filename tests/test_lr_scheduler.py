@@ -171,7 +171,7 @@ RESUMABLE.update({
 
 
 @pytest.mark.parametrize("name", RESUMABLE)
-def test_a_run_resumed_with_the_scheduler_state_equals_the_uninterrupted_run_bitwise(tmp_path, name):
+def test_a_run_resumed_with_the_scheduler_state_equals_the_uninterrupted_run_bitwise(resume_from_files, name):
     """An epoch per batch; checkpoint after 5, then a fresh optimizer (other rates) and a fresh
     scheduler (other settings, except LambdaLR's functions, which are not saved) load the state."""
     build, build_other = RESUMABLE[name]
@@ -185,16 +185,7 @@ def test_a_run_resumed_with_the_scheduler_state_equals_the_uninterrupted_run_bit
     opt = two_groups(list(net.parameters()), momentum=0.9)
     scheduler = build(opt)
     train(net, opt, scheduler, data[:5], rates)
-    nn.save(net, tmp_path / "model.npz")
-    nn.save(opt.state_dict(), tmp_path / "opt.npz")
-    nn.save(scheduler.state_dict(), tmp_path / "scheduler.npz")
-    resumed = model(10)
-    resumed.load_state_dict(nn.load(tmp_path / "model.npz"))
-    params = list(resumed.parameters())
-    opt = optim.SGD([{"params": params[:1], "lr": 1.0}, {"params": params[1:]}], lr=2.0, momentum=0.5)
-    scheduler = build_other(opt)
-    opt.load_state_dict(nn.load(tmp_path / "opt.npz"))  # after building the scheduler, as in PyTorch
-    scheduler.load_state_dict(nn.load(tmp_path / "scheduler.npz"))
+    resumed, opt, scheduler = resume_from_files(net, opt, scheduler, model, build_other)
     assert scheduler.get_last_lr() == rates[-1] and scheduler.last_epoch == 5
     train(resumed, opt, scheduler, data[5:], rates)
     assert rates == whole_rates
