@@ -527,6 +527,22 @@ def _as_float_array(data: Any, device: str | None) -> Any:
     return backend.placed(array, device)
 
 
+def device_and_dtype(owner: str, target: Any, dtype: Any, device: Any) -> tuple[str | None, Any]:
+    """PyTorch's ``to(...)`` arguments read: ``to("gpu")``, ``to(numpy.float64)``, ``to("gpu",
+    numpy.float32)`` or by keyword -> (a checked device or None, the dtype as given or None)."""
+    if isinstance(target, str):
+        if device is not None:
+            raise TypeError(f"{owner}: got the device twice ({target!r} and device={device!r}); "
+                            f"expected it once")
+        device = target
+    elif target is not None:
+        if dtype is not None:
+            raise TypeError(f"{owner}: got the dtype twice ({target!r} and dtype={dtype!r}); "
+                            f"expected it once")
+        dtype = target
+    return (None if device is None else backend.check_device(device)), dtype
+
+
 class Tensor:
     """An array plus what is needed to differentiate through it.
 
@@ -800,19 +816,9 @@ class Tensor:
         (a dtype: float32 or float64), ``t.to("gpu", numpy.float32)``, or by keyword. Returns
         the tensor itself when nothing changes.
         """
-        if isinstance(target, str):
-            if device is not None:
-                raise TypeError(f"Tensor.to: got the device twice ({target!r} and device={device!r}); "
-                                f"expected it once")
-            device = target
-        elif target is not None:
-            if dtype is not None:
-                raise TypeError(f"Tensor.to: got the dtype twice ({target!r} and dtype={dtype!r}); "
-                                f"expected it once")
-            dtype = target
+        device, dtype = device_and_dtype("Tensor.to", target, dtype, device)
         result = self
         if device is not None:
-            device = backend.check_device(device)
             if device != result.device:
                 result = _to_device(result, device)
         return result if dtype is None else _cast(result, dtype)

@@ -33,7 +33,7 @@ from . import backend, checks
 from . import nn_functional as functional
 from . import nn_utils as utils
 from .checkpoint import host_copy, load, save
-from .engine import Tensor, as_tensor
+from .engine import Tensor, as_tensor, device_and_dtype
 from .ops.batch_norm import batch_norm
 from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout
@@ -90,6 +90,27 @@ class IncompatibleKeys(NamedTuple):
 
     missing_keys: list[str]
     unexpected_keys: list[str]
+
+
+class RemovableHandle:
+    """What registering a hook returns: ``remove()`` takes the hook off (twice is harmless)."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict, hook: Callable[..., Any]) -> None:
+        RemovableHandle._next_id += 1
+        self.id = RemovableHandle._next_id
+        self._hooks = hooks
+        hooks[self.id] = hook
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> "RemovableHandle":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
 
 
 class Module:
@@ -276,24 +297,107 @@ class Module:
         utils._clear_grads(self.parameters(), checks.flag(f"{type(self).__name__}.zero_grad", "set_to_none",
                                                           set_to_none))
 
-    def to(self, device: str) -> "Module":
-        """Move parameters, their gradients and buffers to ``device`` ('cpu', 'gpu', 'auto'), in place.
+    def to(self, target: Any = None, dtype: Any = None, *, device: str | None = None) -> "Module":
+        """Move parameters, their gradients and buffers to a device ('cpu', 'gpu', 'auto') and/or
+        convert the floating ones to a dtype (float32, float64), in place, as PyTorch's:
+        ``to("gpu")``, ``to(numpy.float64)``, ``to("gpu", numpy.float32)`` or by keyword.
 
-        The parameter Tensors stay the same objects, so references to them
-        stay valid; build optimizers after moving, since their state lives
-        where the parameters were when it was created. Returns self.
+        The parameter Tensors stay the same objects, so references to them stay valid; build
+        optimizers after moving, since their state lives where, and in the dtype, the parameters
+        were when it was created. Integer buffers (BatchNorm1d's count) keep their dtype. Returns self.
         """
-        device = backend.check_device(device)
+        owner = f"{type(self).__name__}.to"
+        device, dtype = device_and_dtype(owner, target, dtype, device)
+        dtype = None if dtype is None else _resolve_float_dtype(owner, dtype)
+
+        def moved(array: Any) -> Any:
+            if dtype is not None and array.dtype.kind == "f":
+                array = array.astype(dtype, copy=False)
+            return array if device is None else backend.to_device(array, device)
+
         for parameter in self.parameters():
             grad, parameter.grad = parameter.grad, None  # data and grad move together, never apart
-            parameter.data = backend.to_device(parameter.data, device)
+            parameter.data = moved(parameter.data)
             if grad is not None:
-                parameter.grad = backend.to_device(grad, device)
+                parameter.grad = moved(grad)
         for module in self.modules():
             for name, buffer in list(module._buffers.items()):
                 if buffer is not None:
-                    setattr(module, name, backend.to_device(buffer, device))
+                    setattr(module, name, moved(buffer))
         return self
+
+    def float(self) -> "Module":
+        """Floating parameters and buffers to float32, in place (``to(numpy.float32)``)."""
+        return self.to(dtype=numpy.float32)
+
+    def double(self) -> "Module":
+        """Floating parameters and buffers to float64, in place (``to(numpy.float64)``)."""
+        return self.to(dtype=numpy.float64)
+
+    def cpu(self) -> "Module":
+        """Everything to the host, in place (``to("cpu")``)."""
+        return self.to("cpu")
+
+    def cuda(self, device: Any = None) -> "Module":
+        """Everything to the GPU, in place (``to("gpu")``); minigraph uses one GPU, so ``device``
+        may only be None or 0."""
+        if device not in (None, 0):
+            raise ValueError(f"{type(self).__name__}.cuda: got device={device!r}; expected None or 0 "
+                             f"(minigraph uses the current GPU)")
+        return self.to("gpu")
+
+    # --- registration by name, and lookup by dotted path ------------------------------------
+    def add_module(self, name: str, module: "Module | None") -> None:
+        """Register ``module`` as the child ``name`` (as ``self.<name> = module``)."""
+        self._check_name("add_module", name)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module({name!r}): got {_describe(module)}; expected an nn.Module or None")
+        setattr(self, name, module)
+
+    register_module = add_module
+
+    def register_parameter(self, name: str, param: "Parameter | None") -> None:
+        """Register ``param`` (an ``nn.Parameter``) as ``name`` (as ``self.<name> = param``)."""
+        self._check_name("register_parameter", name)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter({name!r}): got {_describe(param)}; expected an nn.Parameter "
+                            f"or None, e.g. nn.Parameter(numpy.zeros(3))")
+        setattr(self, name, param)
+
+    def _check_name(self, where: str, name: Any) -> None:
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"{where}: got name {name!r}; expected a non-empty string without dots")
+        if name not in self.__dict__ and hasattr(type(self), name):
+            raise KeyError(f"{where}: {type(self).__name__} already has an attribute {name!r}; "
+                           f"choose another name")
+
+    def get_submodule(self, target: str) -> "Module":
+        """The module at the dotted path ``target`` ("" is self), e.g. ``"layers.0"``."""
+        module = self
+        for depth, name in enumerate(target.split(".") if target else []):
+            child = module._modules.get(name)
+            if child is None:
+                where = ".".join(target.split(".")[:depth]) or "the module itself"
+                raise AttributeError(f"get_submodule({target!r}): {where} ({type(module).__name__}) has no "
+                                     f"submodule {name!r}; it has {list(module._modules)}")
+            module = child
+        return module
+
+    def get_parameter(self, target: str) -> Tensor:
+        """The parameter at the dotted path ``target``, e.g. ``"layers.0.weight"``."""
+        return self._member("get_parameter", "_parameters", target)
+
+    def get_buffer(self, target: str) -> Any:
+        """The buffer at the dotted path ``target``, e.g. ``"1.running_mean"``."""
+        return self._member("get_buffer", "_buffers", target)
+
+    def _member(self, where: str, kind: str, target: str) -> Any:
+        path, _, name = target.rpartition(".")
+        module = self.get_submodule(path)
+        if module.__dict__[kind].get(name) is None:
+            raise AttributeError(f"{where}({target!r}): {type(module).__name__} has no {kind[1:-1]} {name!r}; "
+                                 f"it has {[k for k, v in module.__dict__[kind].items() if v is not None]}")
+        return module.__dict__[kind][name]
 
     # --- state ----------------------------------------------------------
     def _state_arrays(self) -> dict[str, Any]:
@@ -376,7 +480,39 @@ class Module:
                                   f"forward(self, ...) in the subclass")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
+        if not pre and not post:
+            return self.forward(*args, **kwargs)
+        for hook in list(pre.values()) if pre else ():  # a copy: a hook may remove itself
+            changed = hook(self, args)
+            if changed is not None:
+                args = changed if isinstance(changed, tuple) else (changed,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(post.values()) if post else ():
+            changed = hook(self, args, output)
+            if changed is not None:
+                output = changed
+        return output
+
+    def register_forward_pre_hook(self, hook: Callable[["Module", tuple], Any]) -> "RemovableHandle":
+        """Call ``hook(module, args)`` before each ``forward``; a return value other than None
+        replaces the positional arguments (a tuple, or one value). Returns a handle whose
+        ``remove()`` takes the hook off."""
+        return self._add_hook("register_forward_pre_hook", "_forward_pre_hooks", hook)
+
+    def register_forward_hook(self, hook: Callable[["Module", tuple, Any], Any]) -> "RemovableHandle":
+        """Call ``hook(module, args, output)`` after each ``forward``; a return value other than
+        None replaces the output. Returns a handle whose ``remove()`` takes the hook off."""
+        return self._add_hook("register_forward_hook", "_forward_hooks", hook)
+
+    def _add_hook(self, where: str, kind: str, hook: Any) -> "RemovableHandle":
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}.{where}: got {_describe(hook)}; expected a function")
+        hooks = self.__dict__.get(kind)
+        if hooks is None:  # created on first use: a module without hooks pays one dict lookup per call
+            hooks = {}
+            object.__setattr__(self, kind, hooks)
+        return RemovableHandle(hooks, hook)
 
     def extra_repr(self) -> str:
         """The text inside this module's parentheses in ``repr``; layers override it."""

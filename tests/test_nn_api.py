@@ -286,3 +286,81 @@ def test_functional_keyword_calls_match_torch_nn_functional(rng):
     ]
     for ours, theirs in pairs:
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+
+
+# --- Module.to(dtype), float/double/cpu/cuda, registration by name, forward hooks ---------------
+def test_double_and_float_convert_floating_parameters_grads_and_buffers_in_place(device, rng):
+    model = nn.Sequential(nn.Linear(3, 4, rng=0), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1, rng=1))
+    weight = model[0].weight
+    x = rng.normal(size=(8, 3))
+    model(mg.Tensor(x.astype(np.float32))).sum().backward()
+    expected = host(weight.data).astype(np.float64)
+    assert model.double() is model
+    assert model[0].weight is weight and weight.dtype == np.float64 and weight.grad.dtype == np.float64
+    np.testing.assert_array_equal(host(weight.data), expected)  # the same values, widened
+    assert model[1].running_mean.dtype == np.float64 and model[1].num_batches_tracked.dtype == np.int64
+    assert weight.device == device
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    model(mg.Tensor(x)).sum().backward()  # float64 data now goes through without a dtype error
+    opt.step()
+    assert model.float()[3].bias.dtype == np.float32 and model[1].running_var.dtype == np.float32
+    assert model.to(np.float64, device=device)[0].weight.dtype == np.float64
+    with pytest.raises(TypeError, match=r"Sequential.to: got dtype=<class 'numpy.float16'>; expected a float dtype"):
+        model.to(np.float16)
+    with pytest.raises(TypeError, match=r"Sequential.to: got the device twice"):
+        model.to("cpu", device="cpu")
+
+
+def test_cpu_and_cuda_move_everything(device):
+    model = nn.BatchNorm1d(3)
+    if device == "gpu":
+        assert model.cuda() is model and model.weight.device == "gpu" and model.running_mean.dtype == np.float32
+    assert model.cpu().weight.device == "cpu" and mg.backend.device_of(model.num_batches_tracked) == "cpu"
+    with pytest.raises(ValueError, match=r"BatchNorm1d.cuda: got device=1; expected None or 0"):
+        model.cuda(1)
+
+
+def test_registration_by_name_and_lookup_by_dotted_path():
+    model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    model.add_module("head", nn.Linear(3, 1))
+    model[1].register_parameter("shift", nn.Parameter(np.zeros(3)))
+    assert list(dict(model.named_children())) == ["0", "1", "head"]
+    assert model.get_submodule("head") is model.head and model.get_submodule("") is model
+    assert model.get_parameter("1.shift") is model[1].shift and "1.shift" in model.state_dict()
+    assert model.get_parameter("head.weight") is model.head.weight
+    assert model.get_buffer("1.running_var") is model[1].running_var
+    with pytest.raises(AttributeError, match=r"get_submodule\('1.x'\): 1 \(BatchNorm1d\) has no submodule 'x'"):
+        model.get_submodule("1.x")
+    with pytest.raises(AttributeError, match=r"get_parameter\('0.running_mean'\): Linear has no parameter "
+                                             r"'running_mean'; it has \['weight', 'bias'\]"):
+        model.get_parameter("0.running_mean")
+    with pytest.raises(ValueError, match=r"add_module: got name 'a.b'; expected a non-empty string without dots"):
+        model.add_module("a.b", nn.ReLU())
+    with pytest.raises(TypeError, match=r"add_module\('act'\): got .*; expected an nn.Module or None"):
+        model.add_module("act", lambda x: x)
+    with pytest.raises(TypeError, match=r"register_parameter\('w'\): got .*; expected an nn.Parameter"):
+        model.register_parameter("w", np.zeros(2))
+    with pytest.raises(KeyError, match=r"add_module: Sequential already has an attribute 'forward'"):
+        model.add_module("forward", nn.ReLU())
+
+
+def test_forward_hooks_see_and_may_replace_inputs_and_outputs(rng):
+    model = nn.Sequential(nn.Linear(3, 4, rng=0, dtype=np.float64), nn.ReLU())
+    x = mg.Tensor(rng.normal(size=(5, 3)))
+    seen = []
+    record = model[0].register_forward_hook(lambda module, args, output: seen.append((module, args[0], output)))
+    doubled = model.register_forward_pre_hook(lambda module, args: (args[0] * 2.0,))
+    out = model(x)
+    (module, received, linear_out), = seen
+    assert module is model[0]
+    np.testing.assert_array_equal(received.numpy(), 2.0 * x.numpy())  # the pre-hook's replacement reached it
+    np.testing.assert_array_equal(out.numpy(), np.maximum(linear_out.numpy(), 0))
+    doubled.remove()
+    record.remove()
+    record.remove()  # twice is harmless
+    with model[1].register_forward_hook(lambda module, args, output: -output):  # removed on leaving
+        np.testing.assert_array_equal(model(x).numpy(), -np.maximum(model[0](x).numpy(), 0))
+    np.testing.assert_array_equal(model(x).numpy(), np.maximum(model[0](x).numpy(), 0))
+    assert len(seen) == 1
+    with pytest.raises(TypeError, match=r"Linear.register_forward_hook: got .*; expected a function"):
+        model[0].register_forward_hook("print")
