@@ -21,7 +21,7 @@ from .ops.mse_loss import mse_loss
 from .ops.reduce import (  # noqa: F401 (sum, max, min: see __all__)
     amax, amin, argmax, argmin, max, mean, min, std, sum, var)
 from .ops.relu import leaky_relu, relu
-from .ops.softmax import log_softmax, softmax
+from .ops.softmax import log_softmax, logsumexp, softmax
 from .ops.shape import (  # noqa: F401 (t: see __all__)
     cat, clone, flatten, permute, reshape, squeeze, stack, t, transpose, unsqueeze)
 from . import nn, optim, viz  # noqa: E402  (they build on the names above)
@@ -33,8 +33,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "argmax", "argmin", "backend",
     "batch_norm", "cast", "cat", "clamp", "clip", "clone", "cross_entropy", "div", "dropout", "enable_grad", "exp",
-    "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "linear", "log", "log_softmax", "manual_seed",
-    "matmul", "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad", "optim", "permute", "relu",
-    "reshape", "set_grad_enabled", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "std", "sub", "tanh",
-    "transpose", "unsqueeze", "var", "viz",
+    "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "linear", "log", "log_softmax", "logsumexp",
+    "manual_seed", "matmul", "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad", "optim",
+    "permute", "relu", "reshape", "set_grad_enabled", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "std",
+    "sub", "tanh", "transpose", "unsqueeze", "var", "viz",
 ]

@@ -823,6 +823,18 @@ class Tensor:
                 result = _to_device(result, device)
         return result if dtype is None else _cast(result, dtype)
 
+    def cpu(self) -> "Tensor":
+        """This tensor on the host (itself if it is there), differentiably: ``to("cpu")``."""
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        """This tensor on the GPU (itself if it is there), differentiably: ``to("gpu")``."""
+        return self.to("gpu")
+
+    def tolist(self) -> Any:
+        """The values as (nested) Python floats, read to the host: a float for a 0-d tensor."""
+        return backend.to_device(self._data, "cpu").tolist()
+
     def float(self) -> "Tensor":
         """This tensor in float32 (itself if it is float32 already), differentiably."""
         return _cast(self, numpy.float32)

@@ -164,3 +164,75 @@ def test_against_torch(rng):
                          (t[:, :1].squeeze(), tt[:, :1].squeeze()), (t.unsqueeze(-2), tt.unsqueeze(-2)),
                          (t[0].t(), tt[0].t()), (t.squeeze(0), tt.squeeze(0))]:
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+# --- expand, logsumexp and the operators' method spellings -------------------------------------
+@pytest.mark.parametrize("x_shape,sizes,out_shape", [((1, 3), (4, 3), (4, 3)), ((1, 3), (4, -1), (4, 3)),
+                                                     ((3,), (2, 4, 3), (2, 4, 3)), ((2, 1), ((2, 5),), (2, 5)),
+                                                     ((2, 3), (2, 3), (2, 3))])
+def test_expand_broadcasts_and_sums_the_gradient_back(on, rng, x_shape, sizes, out_shape):
+    x = rng.normal(size=x_shape)
+    t = mg.Tensor(on(x), requires_grad=True)
+    y = t.expand(*sizes)
+    assert y.shape == out_shape
+    np.testing.assert_array_equal(host(y.data), np.broadcast_to(x, out_shape))
+    weights = mg.Tensor(on(rng.normal(size=out_shape)))  # fixed across gradcheck's calls
+    assert mg.gradcheck(lambda v: v.expand(*sizes) * weights, [t], **TIGHT)
+    assert t.expand_as(mg.Tensor(on(np.zeros(out_shape)))).shape == out_shape
+
+
+def test_expand_refuses_sizes_it_cannot_reach():
+    t = mg.Tensor(np.ones((1, 3)))
+    for sizes in [(3,), (2, 3, 4), (4, -2), (2.0, 3)]:
+        with pytest.raises(ValueError, match=r"expand: cannot expand a tensor of shape \(1, 3\) to .*; expected at "
+                                             r"least 2 sizes, the last 2 equal to x's or -1"):
+            t.expand(*sizes)
+
+
+@pytest.mark.parametrize("dim,keepdim", [(1, False), ((0, 2), True), (-1, False), ((0, 1, 2), False)])
+def test_logsumexp_values_and_gradients(on, rng, dim, keepdim):
+    x = rng.normal(size=(3, 4, 5)) * 3
+    t = mg.Tensor(on(x), requires_grad=True)
+    expected = np.log(np.exp(x).sum(axis=dim, keepdims=keepdim))
+    np.testing.assert_allclose(host(mg.logsumexp(t, dim, keepdim).data), expected, rtol=1e-13)
+    assert mg.gradcheck(lambda v: v.logsumexp(dim, keepdim), [t], **TIGHT)
+
+
+def test_logsumexp_is_stable_and_handles_infinite_slices(on):
+    x = np.array([[1000.0, 1000.0], [-np.inf, -np.inf], [np.inf, 0.0], [-1e4, -1e4]], dtype=np.float32)
+    with np.errstate(divide="ignore"):  # log 0 for the slice of -inf, as NumPy's log warns
+        y = host(mg.logsumexp(mg.Tensor(on(x)), 1).data)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, [1000 + np.log(2), -np.inf, np.inf, -1e4 + np.log(2)], rtol=1e-6)
+    with pytest.raises(TypeError, match=r"logsumexp: got dim=None; expected the axis or axes to reduce"):
+        mg.logsumexp(mg.Tensor(x), None)
+
+
+def test_method_spellings_of_the_operators_are_the_operators(on, rng):
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    ta, tb = mg.Tensor(on(a)), mg.Tensor(on(b))
+    for method, expected in [("add", a + b), ("sub", a - b), ("mul", a * b), ("div", a / b)]:
+        np.testing.assert_array_equal(host(getattr(ta, method)(tb).data), expected)
+    np.testing.assert_allclose(host(ta.mm(tb.T).data), a @ b.T, rtol=1e-13)
+    np.testing.assert_allclose(host(ta.matmul(tb.t()).data), a @ b.T, rtol=1e-13)
+    np.testing.assert_array_equal(host(ta.neg().data), -a)
+    np.testing.assert_array_equal(host(ta.square().data), a ** 2)
+    assert ta.tolist() == a.tolist() and mg.Tensor(on(np.array(2.5))).tolist() == 2.5
+    assert ta.cpu().device == "cpu" and ta.cpu().tolist() == a.tolist()
+
+
+def test_expand_logsumexp_and_cpu_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    x = rng.normal(size=(3, 1, 5))
+    upstream = rng.normal(size=(2, 3, 4, 5))
+    mine, theirs = mg.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    mine.expand(2, 3, 4, -1).backward(upstream)
+    theirs.expand(2, 3, 4, -1).backward(torch.from_numpy(upstream))
+    np.testing.assert_allclose(mine.grad, theirs.grad.numpy(), rtol=1e-13)
+    for dim, keepdim in [(2, False), ((0, 2), True)]:
+        mine, theirs = mg.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        y, their_y = mine.logsumexp(dim, keepdim), theirs.logsumexp(dim, keepdim)
+        np.testing.assert_allclose(y.numpy(), their_y.detach().numpy(), rtol=1e-13)
+        y.sum().backward()
+        their_y.sum().backward()
+        np.testing.assert_allclose(mine.grad, theirs.grad.numpy(), rtol=1e-12)

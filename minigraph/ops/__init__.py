@@ -69,4 +69,16 @@ Tensor.unsqueeze = shape.unsqueeze
 Tensor.t = shape.t
 Tensor.clone = shape.clone
 Tensor.var = reduce.var
+Tensor.expand = shape.expand
+Tensor.expand_as = shape.expand_as
+Tensor.logsumexp = softmax.logsumexp
+# PyTorch's method spellings of the operators, for code written with them.
+Tensor.add = add.add
+Tensor.sub = elementwise.sub
+Tensor.mul = elementwise.mul
+Tensor.div = elementwise.div
+Tensor.neg = elementwise.neg
+Tensor.matmul = matmul.matmul
+Tensor.mm = matmul.matmul
+Tensor.square = lambda self: elementwise.pow(self, 2)
 Tensor.std = reduce.std

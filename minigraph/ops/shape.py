@@ -1,5 +1,5 @@
 """Shape ops: transpose, reshape (and the forms of both PyTorch names: permute, flatten, squeeze,
-unsqueeze, t), clone, cat, stack and indexing. They move elements and change no value.
+unsqueeze, t), clone, expand, cat, stack and indexing. They move elements and change no value.
 
 Each backward puts dY back where its elements came from: the inverse permutation for
 transpose, the input's shape for reshape, each input's slice of dY for cat and stack, and for
@@ -19,6 +19,7 @@ import numpy
 from .. import checks
 from ..backend import get_array_module, is_gpu_array, join_device
 from ..engine import Function, Tensor, apply, as_tensor, as_tensors, verified
+from .add import sum_to_shape
 
 
 # --- transpose and reshape -------------------------------------------------------------------
@@ -222,6 +223,50 @@ def clone(x: Tensor) -> Tensor:
     """A copy of x in the graph, as ``torch.clone``: writing into the copy's ``.data`` leaves
     x alone. ``x.detach().clone()`` is a copy outside the graph."""
     return apply(Clone(), as_tensor("clone", "x", x))
+
+
+@verified
+class Expand(Reshape):
+    """x: shape S -> y: shape T, x broadcast to T (NumPy's rules: new leading axes, and axes of
+    size 1 stretched), as a read-only view: no copy.
+
+    dX = sum_to_shape(dY, S): the sum over the axes the broadcast stretched.
+    """
+
+    __slots__ = ()
+    op = "expand"
+
+    def forward(self, x: Any) -> Any:
+        return get_array_module(x).broadcast_to(x, self.out_shape)
+
+    def backward(self, grad_output: Any) -> tuple:
+        return (sum_to_shape(grad_output, self.in_shape),)
+
+
+def expand(x: Tensor, *sizes: Any) -> Tensor:
+    """x broadcast to ``sizes``, as ``torch.Tensor.expand``: ``x.expand(4, 3)`` or
+    ``x.expand((4, 3))``; -1 keeps a size; new axes go in front. A read-only view, no copy.
+    x: (1, 3) -> (4, 3); x: (3,) -> (2, 4, 3) with sizes (2, 4, 3)."""
+    x = as_tensor("expand", "x", x)
+    wanted = axes_or_shape(sizes)
+    wanted = tuple(wanted) if isinstance(wanted, (tuple, list)) else (wanted,)
+    shape = x.data.shape
+    lead = len(wanted) - len(shape)
+    sizes_ok = lead >= 0 and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in wanted)
+    if sizes_ok:
+        out = tuple(shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(wanted))
+        sizes_ok = all(s >= 0 for s in out) and all(
+            old in (1, new) for old, new in zip(shape, out[lead:]))
+    if not sizes_ok:
+        raise ValueError(f"expand: cannot expand a tensor of shape {shape} to {tuple(wanted)}; expected at "
+                         f"least {len(shape)} sizes, the last {len(shape)} equal to x's or -1 where x's is not 1 "
+                         f"(only sizes of 1 stretch)")
+    return apply(Expand(shape, out), x)
+
+
+def expand_as(x: Tensor, other: Tensor) -> Tensor:
+    """x broadcast to ``other``'s shape (see ``expand``)."""
+    return expand(x, as_tensor("expand_as", "other", other).data.shape)
 
 
 # --- joining ---------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""Softmax and log-softmax along one axis, each one node with its closed-form backward.
+"""Softmax and log-softmax along one axis, and log-sum-exp over axes, each one node with its
+closed-form backward.
 
 Along the axis k, with m = max_k X (subtracted so that no exponent overflows) and
 Σ the sum along k, broadcast back over it:
     softmax:      Y = e^(X − m) / Σ e^(X − m)
     log_softmax:  Y = X − m − log Σ e^(X − m)
+    logsumexp:    Y = m + log Σ e^(X − m)   (over one or more axes, reduced)
 
 For a classifier's loss use ``cross_entropy``, which fuses log-softmax with the loss in one node.
 """
@@ -79,6 +81,49 @@ class LogSoftmax(_AlongAxis):
         (y,) = self.saved
         xp = get_array_module(y)
         return (grad_output - xp.exp(y) * grad_output.sum(axis=self.axis, keepdims=True),)
+
+
+@verified
+class LogSumExp(Function):
+    """x: shape S -> y = log Σ e^X over the axes (reduced, or kept as 1 with ``keepdims``).
+
+    Y = m + log Σ e^(X − m), m the max over the axes (0 where it is ±inf, so that a slice of
+    −inf gives −inf and one holding +inf gives +inf, not nan).
+    dX = dY ⊙ e^(X − Y), dY and Y broadcast back: the softmax over the axes.
+    """
+
+    __slots__ = ("axes", "keepdims")
+    op = "logsumexp"
+
+    def __init__(self, axes: tuple[int, ...], keepdims: bool) -> None:
+        self.axes = axes
+        self.keepdims = keepdims
+
+    def forward(self, x: Any) -> Any:
+        xp = get_array_module(x)
+        top = xp.max(x, axis=self.axes, keepdims=True) if x.size else xp.zeros((1,) * x.ndim, dtype=x.dtype)
+        top = xp.where(xp.isfinite(top), top, 0).astype(x.dtype, copy=False)
+        y = xp.log(xp.exp(x - top).sum(axis=self.axes, keepdims=True)) + top  # kept as 1: broadcasts back
+        if self.needs_grad[0]:
+            self.saved = (x, y)
+        return y if self.keepdims else y.squeeze(self.axes)
+
+    def backward(self, grad_output: Any) -> tuple:
+        x, y = self.saved
+        xp = get_array_module(x)
+        kept = grad_output if self.keepdims else xp.expand_dims(grad_output, self.axes)
+        return (kept * xp.exp(x - y),)
+
+
+def logsumexp(x: Tensor, dim: int | tuple[int, ...], keepdim: bool = False) -> Tensor:
+    """log Σ e^x over ``dim`` (an int or a tuple; required, as in ``torch.logsumexp``), computed
+    without overflow. x: shape S -> S without those axes (as 1 with ``keepdim``)."""
+    x = as_tensor("logsumexp", "x", x)
+    keepdim = checks.flag("logsumexp", "keepdim", keepdim)
+    if dim is None:
+        raise TypeError("logsumexp: got dim=None; expected the axis or axes to reduce, e.g. logsumexp(x, dim=1)")
+    axes = tuple(sorted(checks.axes("logsumexp", dim, x.data.ndim, name="dim")))
+    return apply(LogSumExp(axes, keepdim), x)
 
 
 def _along(node: type, op: str, x: Tensor, dim: Any) -> Tensor:
