@@ -31,6 +31,7 @@ import numpy
 
 from . import backend, checks
 from . import nn_functional as functional
+from . import nn_init as init
 from . import nn_utils as utils
 from .checkpoint import host_copy, load, save
 from .engine import Tensor, as_tensor, device_and_dtype
@@ -47,14 +48,15 @@ from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
     "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Flatten", "Identity", "Linear", "MSELoss", "Module",
-    "ModuleList", "Parameter", "ReLU", "Sequential", "Sigmoid", "SyncBatchNorm", "Tanh", "functional", "load",
-    "save", "utils",
+    "ModuleList", "Parameter", "ReLU", "Sequential", "Sigmoid", "SyncBatchNorm", "Tanh", "functional", "init",
+    "load", "save", "utils",
 ]
 
 # nn is one file, not a package, so `import minigraph.nn.utils` would find no submodule; the
 # entry in sys.modules is where the import system looks first (os.path is os's precedent).
 sys.modules[f"{__name__}.utils"] = utils
 sys.modules[f"{__name__}.functional"] = functional
+sys.modules[f"{__name__}.init"] = init
 
 
 def _is_array(value: Any) -> bool:
