@@ -20,7 +20,7 @@ from .ops.matmul import matmul
 from .ops.mse_loss import mse_loss
 from .ops.reduce import (  # noqa: F401 (sum, max, min: see __all__)
     amax, amin, argmax, argmin, max, mean, min, std, sum, var)
-from .ops.relu import leaky_relu, relu
+from .ops.relu import elu, leaky_relu, relu, silu, softplus
 from .ops.softmax import log_softmax, logsumexp, softmax
 from .ops.shape import (  # noqa: F401 (t: see __all__)
     cat, clone, flatten, permute, reshape, squeeze, stack, t, transpose, unsqueeze)
@@ -32,9 +32,9 @@ __version__ = "0.1.0"
 # otherwise replace the builtins of those names in the importing module (and t, a common variable name).
 __all__ = [
     "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "argmax", "argmin", "backend",
-    "batch_norm", "cast", "cat", "clamp", "clip", "clone", "cross_entropy", "div", "dropout", "enable_grad", "exp",
-    "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "linear", "log", "log_softmax", "logsumexp",
+    "batch_norm", "cast", "cat", "clamp", "clip", "clone", "cross_entropy", "div", "dropout", "elu", "enable_grad",
+    "exp", "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "linear", "log", "log_softmax", "logsumexp",
     "manual_seed", "matmul", "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad", "optim",
-    "permute", "relu", "reshape", "set_grad_enabled", "sigmoid", "softmax", "sqrt", "squeeze", "stack", "std",
-    "sub", "tanh", "transpose", "unsqueeze", "var", "viz",
+    "permute", "relu", "reshape", "set_grad_enabled", "sigmoid", "silu", "softmax", "softplus", "sqrt", "squeeze",
+    "stack", "std", "sub", "tanh", "transpose", "unsqueeze", "var", "viz",
 ]

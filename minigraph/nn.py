@@ -41,7 +41,7 @@ from .ops.dropout import dropout
 from .ops.linear import linear
 from .ops.mse_loss import mse_loss
 from .ops.elementwise import sigmoid, tanh
-from .ops.relu import leaky_relu, relu
+from .ops.relu import elu, leaky_relu, relu, silu, softplus
 from .ops.softmax import log_softmax, softmax
 from .ops.shape import dimension, flatten
 from .ops.mse_loss import REDUCTIONS
@@ -816,6 +816,47 @@ class LeakyReLU(Module):
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
+
+
+class ELU(Module):
+    """x where x > 0, ``alpha``·(eˣ − 1) elsewhere. x: any shape -> same shape."""
+
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        self.alpha = checks.real("ELU", "alpha", alpha)
+        functional._not_in_place("ELU", inplace)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return elu(x, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class Softplus(Module):
+    """log(1 + e^(βx)) / β, linear where βx > ``threshold``. x: any shape -> same shape."""
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta = checks.real("Softplus", "beta", beta, low=0.0, low_open=True)
+        self.threshold = checks.real("Softplus", "threshold", threshold, infinite=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class SiLU(Module):
+    """x·σ(x) (swish). x: any shape -> same shape."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        functional._not_in_place("SiLU", inplace)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return silu(x)
 
 
 class Softmax(Module):

@@ -26,11 +26,11 @@ from .ops import batch_norm as _batch_norm, dropout as _dropout, linear as _line
 from .ops.cross_entropy import cross_entropy as _cross_entropy
 from .ops.elementwise import sigmoid as _sigmoid, tanh as _tanh
 from .ops.mse_loss import mse_loss as _mse_loss
-from .ops.relu import leaky_relu as _leaky_relu, relu as _relu
+from .ops.relu import elu as _elu, leaky_relu as _leaky_relu, relu as _relu, silu as _silu, softplus as _softplus
 from .ops.softmax import log_softmax as _log_softmax, softmax as _softmax
 
-__all__ = ["batch_norm", "cross_entropy", "dropout", "leaky_relu", "linear", "log_softmax", "mse_loss", "relu",
-           "sigmoid", "softmax", "tanh"]
+__all__ = ["batch_norm", "cross_entropy", "dropout", "elu", "leaky_relu", "linear", "log_softmax", "mse_loss", "relu",
+           "sigmoid", "silu", "softmax", "softplus", "tanh"]
 
 
 def _not_in_place(owner: str, inplace: Any) -> None:
@@ -51,6 +51,23 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
     """input where input > 0, ``negative_slope``·input elsewhere: any shape -> same shape."""
     _not_in_place("F.leaky_relu", inplace)
     return _leaky_relu(input, negative_slope)
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:  # noqa: A002 (torch's name)
+    """input where input > 0, alpha·(e^input − 1) elsewhere: any shape -> same shape."""
+    _not_in_place("F.elu", inplace)
+    return _elu(input, alpha)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:  # noqa: A002
+    """log(1 + e^(beta·input)) / beta, and input where beta·input > threshold: any shape -> same shape."""
+    return _softplus(input, beta, threshold)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:  # noqa: A002 (torch's name)
+    """input·σ(input): any shape -> same shape."""
+    _not_in_place("F.silu", inplace)
+    return _silu(input)
 
 
 def softmax(input: Tensor, dim: int | None = None) -> Tensor:  # noqa: A002 (torch's name)

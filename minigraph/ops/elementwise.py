@@ -213,6 +213,15 @@ class Tanh(FromOutput):
         return 1 - y * y
 
 
+def stable_sigmoid(xp: Any, x: Any) -> Any:
+    """σ(x) = 1 / (1 + e⁻ˣ) for any x without overflow."""
+    # e^(−|x|) never overflows, and σ(−|x|) = e/(1 + e) keeps its relative precision far
+    # into the tail; σ(x) = 1 − σ(−x) for x >= 0.
+    e = xp.exp(-xp.abs(x))
+    low = e / (1 + e)
+    return xp.where(x >= 0, 1 - low, low)
+
+
 @verified
 class Sigmoid(FromOutput):
     """x: any shape -> y = σ(x) = 1 / (1 + e⁻ˣ).  dX = dY ⊙ Y ⊙ (1 − Y)."""
@@ -221,11 +230,7 @@ class Sigmoid(FromOutput):
     op = "sigmoid"
 
     def compute(self, xp: Any, x: Any) -> Any:
-        # e^(−|x|) never overflows, and σ(−|x|) = e/(1 + e) keeps its relative precision far
-        # into the tail; σ(x) = 1 − σ(−x) for x >= 0.
-        e = xp.exp(-xp.abs(x))
-        low = e / (1 + e)
-        return xp.where(x >= 0, 1 - low, low)
+        return stable_sigmoid(xp, x)
 
     def derivative(self, y: Any) -> Any:
         return y * (1 - y)

@@ -1,5 +1,5 @@
-"""softmax, log_softmax and leaky_relu: values against NumPy written out, gradients against
-finite differences (float64, both devices), edge cases against PyTorch's rules."""
+"""softmax, log_softmax, leaky_relu, elu, softplus and silu: values against NumPy written out,
+gradients against finite differences (float64, both devices), edge cases against PyTorch's rules."""
 
 from __future__ import annotations
 
@@ -129,6 +129,11 @@ def test_against_torch(rng):
              (lambda v: mg.log_softmax(v, 0), lambda v: torch.log_softmax(v, 0)),
              (lambda v: mg.leaky_relu(v, 0.07), lambda v: torch.nn.functional.leaky_relu(v, 0.07)),
              (lambda v: nn.LeakyReLU(-0.3)(v), lambda v: torch.nn.LeakyReLU(-0.3)(v))]
+    assert_matches_torch(torch, cases, x, upstream)
+
+
+def assert_matches_torch(torch, cases, x, upstream):
+    """Each (ours, theirs) pair of functions: the same values and input gradients, in float64."""
     for ours, theirs in cases:
         mine, their_x = mg.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
         y, their_y = ours(mine), theirs(their_x)
@@ -136,3 +141,80 @@ def test_against_torch(rng):
         their_y.backward(torch.from_numpy(upstream))
         np.testing.assert_allclose(y.numpy(), their_y.detach().numpy(), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(mine.grad, their_x.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+# --- elu, softplus, silu ----------------------------------------------------------------------
+def numpy_sigmoid(x):
+    return np.exp(-np.logaddexp(0.0, -x))  # 1 / (1 + e^-x), spelled otherwise than minigraph's
+
+
+SMOOTH = {
+    "elu": (lambda t: mg.elu(t, 0.7), lambda x: np.where(x > 0, x, 0.7 * (np.exp(x) - 1)),
+            lambda x: np.where(x > 0, 1.0, 0.7 * np.exp(x))),
+    "softplus": (lambda t: mg.softplus(t, 2.0, 15.0),
+                 lambda x: np.where(2 * x > 15, x, np.log1p(np.exp(2 * x)) / 2),
+                 lambda x: np.where(2 * x > 15, 1.0, numpy_sigmoid(2 * x))),
+    "silu": (mg.silu, lambda x: x * numpy_sigmoid(x),
+             lambda x: numpy_sigmoid(x) * (1 + x * (1 - numpy_sigmoid(x)))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMOOTH))
+def test_smooth_rectifiers_values_derivatives_and_gradients(on, rng, name):
+    op, value, derivative = SMOOTH[name]
+    x = rng.normal(size=(5, 4)) * 3
+    x = np.where(np.abs(x) < 0.05, 0.4, x)
+    x[0, :2] = [9.0, 7.4]  # softplus: 2x on either side of its threshold 15
+    t = mg.Tensor(on(x), requires_grad=True)
+    y = op(t)
+    np.testing.assert_allclose(host(y.data), value(x), rtol=1e-13, atol=1e-15)
+    y.sum().backward()
+    np.testing.assert_allclose(host(t.grad), derivative(x), rtol=1e-13, atol=1e-15)
+    fresh = mg.Tensor(on(x), requires_grad=True)
+    assert mg.gradcheck(op, [fresh], **TIGHT)
+
+
+def test_smooth_rectifiers_at_extremes_kinks_and_in_float32(on):
+    x = np.array([-800.0, -30.0, 0.0, 30.0, 800.0], dtype=np.float32)
+    for name, (op, value, derivative) in SMOOTH.items():
+        t = mg.Tensor(on(x), requires_grad=True)
+        with np.errstate(over="ignore"):  # the NumPy reference itself overflows; minigraph must not
+            expected, slope = value(x.astype(np.float64)), derivative(x.astype(np.float64))
+        y = op(t)
+        y.backward(on(np.ones(5, np.float32)))
+        assert y.dtype == np.float32 and t.grad.dtype == np.float32, name
+        assert np.all(np.isfinite(host(y.data))) and np.all(np.isfinite(host(t.grad))), name
+        np.testing.assert_allclose(host(y.data), expected, rtol=1e-6, atol=1e-30, err_msg=name)
+        np.testing.assert_allclose(host(t.grad), slope, rtol=1e-6, atol=1e-30, err_msg=name)
+    grad_at_zero = {"elu": 0.7, "softplus": 0.5, "silu": 0.5}  # elu: alpha at 0, as PyTorch's
+    for name, (op, _, _) in SMOOTH.items():
+        t = mg.Tensor(on(np.zeros(1)), requires_grad=True)
+        op(t).sum().backward()
+        assert float(host(t.grad)[0]) == grad_at_zero[name], name
+
+
+def test_smooth_rectifier_modules_and_functional_forms(rng):
+    x = rng.normal(size=(3, 4))
+    t = mg.Tensor(x)
+    for module, functional in [(nn.ELU(0.5), F.elu(t, 0.5)), (nn.Softplus(3.0, 10.0), F.softplus(t, 3.0, 10.0)),
+                               (nn.SiLU(), F.silu(t))]:
+        np.testing.assert_array_equal(module(t).numpy(), functional.numpy())
+    assert repr(nn.ELU(0.5)) == "ELU(alpha=0.5)" and repr(nn.Softplus()) == "Softplus(beta=1.0, threshold=20.0)"
+    with pytest.raises(ValueError, match=r"softplus: got beta=0; expected a finite number in \(0.0, inf\)"):
+        mg.softplus(t, beta=0)
+    with pytest.raises(ValueError, match=r"ELU: got inplace=True"):
+        nn.ELU(inplace=True)
+    with pytest.raises(ValueError, match=r"F.silu: got inplace=True"):
+        F.silu(t, inplace=True)
+
+
+def test_smooth_rectifiers_against_torch(rng):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    x = rng.normal(size=(4, 6)) * 5
+    x[0, :3] = [0.0, 7.5, -700.0]
+    upstream = rng.normal(size=x.shape)
+    cases = [(lambda v: mg.elu(v, 1.3), lambda v: tf.elu(v, 1.3)), (mg.elu, tf.elu),
+             (lambda v: mg.softplus(v, 2.0), lambda v: tf.softplus(v, 2.0)), (mg.softplus, tf.softplus),
+             (mg.silu, tf.silu)]
+    assert_matches_torch(torch, cases, x, upstream)
