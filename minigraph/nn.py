@@ -948,11 +948,14 @@ class MSELoss(_Loss):
 
 
 class CrossEntropyLoss(_Loss):
-    """Softmax cross-entropy of class scores against integer labels (``minigraph.cross_entropy``).
+    """Softmax cross-entropy of class scores against integer labels or class probabilities
+    (``minigraph.cross_entropy``).
 
     ``reduction``: "mean" (over the rows), "sum" or "none" (one loss per row).
     ``loss_fn(logits, labels)``: logits (N, C), labels (N,) integers in [0, C) or equal to
-    ``ignore_index`` (a NumPy or CuPy array, not a Tensor) -> a scalar, or (N,) for "none".
+    ``ignore_index`` (a NumPy or CuPy array, not a Tensor), or class probabilities of the
+    logits' shape and dtype (an array, or a Tensor that may require grad; "mean" then divides
+    by N, and ``ignore_index`` must be negative) -> a scalar, or (N,) for "none".
     ``weight``: (C,) class weights, kept as a buffer (saved by ``state_dict``, moved by ``to``),
     as PyTorch's; ``label_smoothing`` ε in [0, 1]. See ``minigraph.cross_entropy``.
     """

@@ -99,8 +99,9 @@ def mse_loss(input: Tensor, target: Tensor, *, reduction: str = "mean") -> Tenso
 def cross_entropy(input: Tensor, target: Any, weight: Any = None, *, ignore_index: int = -100,  # noqa: A002
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross-entropy: input (N, C) class scores, target (N,) integer labels in [0, C) or
-    ``ignore_index`` (a NumPy or CuPy array), ``weight`` (C,) class weights or None -> the mean
-    over rows ("mean", weighted), the sum ("sum") or (N,) ("none"); ``label_smoothing`` in [0, 1]."""
+    ``ignore_index`` (a NumPy or CuPy array) or (N, C) class probabilities (input's dtype),
+    ``weight`` (C,) class weights or None -> the mean over rows ("mean": weighted for labels,
+    over N for probabilities), the sum ("sum") or (N,) ("none"); ``label_smoothing`` in [0, 1]."""
     return _cross_entropy(input, target, reduction, weight=weight, ignore_index=ignore_index,
                           label_smoothing=label_smoothing)
 

@@ -1,4 +1,5 @@
-"""Cross-entropy of class scores against integer labels, through a stable log-softmax."""
+"""Cross-entropy of class scores against integer labels or class probabilities, through a stable
+log-softmax."""
 
 from __future__ import annotations
 
@@ -99,18 +100,88 @@ class CrossEntropy(Function):
         return (grad,)
 
 
+@verified
+class CrossEntropyProbabilities(Function):
+    """logits Z: (N, C), class probabilities T: (N, C) -> a scalar (mean, sum) or (N,) (none).
+
+    With log Pᵢc = Zᵢc − mᵢ − log Σⱼ exp(Zᵢⱼ − mᵢ) (mᵢ the row max), class weights w: (C,) (else 1)
+    and label smoothing ε, the target mixed with the uniform one T′ = (1 − ε)·T + ε/C and
+    Uᵢc = w_c·T′ᵢc:
+      ℓᵢ = −Σ_c Uᵢc·log Pᵢc
+      mean: L = Σᵢ ℓᵢ / N     sum: L = Σᵢ ℓᵢ     none: Lᵢ = ℓᵢ
+    (PyTorch's normalisation: the mean divides by N, weights or not.) With P = softmax(Z) row by
+    row and gᵢ = dL / N (mean), dL (sum) or dLᵢ (none):
+      dZᵢ = gᵢ·(sᵢ·Pᵢ − Uᵢ),  sᵢ = Σ_c Uᵢc   (sᵢ = 1 for unweighted T whose rows sum to 1)
+      dTᵢc = −gᵢ·(1 − ε)·w_c·log Pᵢc
+    Whole-array formulas: a few (N, C) temporaries, no loop over rows.
+    """
+
+    __slots__ = ("reduction", "weight", "smoothing")
+    op = "cross_entropy"
+
+    def __init__(self, reduction: str, weight: Any = None, smoothing: float = 0.0) -> None:
+        self.reduction = reduction
+        self.weight = weight  # (C,) class weights, or None
+        self.smoothing = smoothing
+
+    def forward(self, logits: Any, targets: Any) -> Any:
+        xp = get_array_module(logits)
+        n, classes = logits.shape
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        eps = self.smoothing
+        mixed = (1.0 - eps) * targets + eps / classes if eps else targets  # T′
+        weighted = mixed if self.weight is None else mixed * self.weight  # U
+        losses = -(weighted * log_probs).sum(axis=1)
+        if any(self.needs_grad):
+            self.saved = (log_probs, weighted)
+        if self.reduction == "none":
+            return losses
+        total = losses.sum()
+        return total / n if self.reduction == "mean" else total
+
+    def backward(self, grad_output: Any) -> tuple:
+        log_probs, weighted = self.saved
+        xp = get_array_module(log_probs)
+        n = log_probs.shape[0]
+        if self.reduction == "none":
+            g = grad_output[:, None]  # gᵢ down each row
+        else:
+            g = grad_output / n if self.reduction == "mean" else grad_output  # 0-d: broadcasts
+        needs_logits, needs_targets = self.needs_grad
+        grad_logits = grad_targets = None
+        if needs_logits:
+            grad_logits = xp.exp(log_probs) * weighted.sum(axis=1, keepdims=True)  # sᵢ·Pᵢ
+            grad_logits -= weighted
+            grad_logits *= g
+        if needs_targets:
+            grad_targets = log_probs * (-(1.0 - self.smoothing) * g)
+            if self.weight is not None:
+                grad_targets *= self.weight
+        return (grad_logits, grad_targets)
+
+
 def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", *, weight: Any = None,
                   ignore_index: int = -100, label_smoothing: float = 0.0) -> Tensor:
-    """Softmax cross-entropy, as ``torch.nn.functional.cross_entropy`` with class-index targets.
+    """Softmax cross-entropy, as ``torch.nn.functional.cross_entropy``.
 
-    logits: (N, C) class scores (not probabilities); labels: (N,) integers in [0, C) or equal to
-    ``ignore_index`` (such rows add nothing and, for "mean", do not count), a NumPy or CuPy
-    array or a list: data, not a Tensor (host labels join the logits' device; checking their
-    range costs one sync on the GPU). reduction: "mean" (over the rows, weighted by their
-    labels' class weights), "sum" or "none" (one loss per row, (N,)). ``weight``: (C,) class
-    weights (an array or a Tensor that needs no gradient), as PyTorch's. ``label_smoothing`` ε
-    in [0, 1]: the target is (1 − ε)·onehot + ε/C. A "mean" over rows that are all ignored is
-    NaN (0/0), as in PyTorch. Not supported: probability targets.
+    logits Z: (N, C) class scores (not probabilities). labels, told apart by shape as in PyTorch:
+
+    - class indices: (N,) integers in [0, C) or equal to ``ignore_index`` (such rows add nothing
+      and, for "mean", do not count), a NumPy or CuPy array or a list: data, not a Tensor (host
+      labels join the logits' device; checking their range costs one sync on the GPU).
+      ``label_smoothing`` ε in [0, 1] makes the target (1 − ε)·onehot + ε/C. "mean" divides by
+      the labels' total class weight (N without weights); a "mean" over rows that are all
+      ignored is NaN (0/0), as in PyTorch.
+    - class probabilities T: floats of the logits' shape (N, C) and dtype, a Tensor (which gets
+      a gradient when it requires one) or an array or list (data); rows are meant to be
+      distributions, which is not checked (nor in PyTorch). With T′ = (1 − ε)·T + ε/C,
+      ℓᵢ = −Σ_c w_c·T′ᵢc·log softmax(Z)ᵢc, and "mean" divides by N, weights or not (PyTorch's
+      rule). ``ignore_index`` must be negative (the default -100 is): a distribution has no
+      class to ignore, and PyTorch refuses a non-negative one too.
+
+    reduction: "mean", "sum" or "none" (one loss per row, (N,)). ``weight``: (C,) class weights
+    (an array or a Tensor that needs no gradient), as PyTorch's.
     """
     logits = as_tensor("cross_entropy", "logits", logits)
     if reduction not in REDUCTIONS:
@@ -119,16 +190,26 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", *, weigh
     if len(shape) != 2 or 0 in shape:
         raise ValueError(f"cross_entropy: logits has shape {shape}; expected (N, C) with N, C >= 1: "
                          f"one row of class scores per example")
-    labels = data_array("cross_entropy", "labels", labels, logits.device)
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: labels have dtype {labels.dtype}; expected integer class "
-                        f"indices, e.g. labels.astype(numpy.int64)")
-    if labels.shape != shape[:1]:
-        raise ValueError(f"cross_entropy: labels have shape {labels.shape}; expected ({shape[0]},), "
-                         f"one class index per row of logits {shape}")
     ignore_index = checks.integer("cross_entropy", "ignore_index", ignore_index, low=-(2 ** 63))
     smoothing = checks.real("cross_entropy", "label_smoothing", label_smoothing, low=0.0, high=1.0,
                             example="label_smoothing=0.1")
+    if weight is not None:
+        weight = _class_weights(weight, logits)
+    if _is_probability_shaped(labels, shape):
+        return _cross_entropy_probabilities(logits, labels, reduction, weight, ignore_index, smoothing)
+    if isinstance(labels, Tensor):  # a Tensor holds floats: only class probabilities fit
+        raise TypeError(f"cross_entropy: labels is a Tensor, whose data are floats; expected an integer "
+                        f"NumPy/CuPy array of shape ({shape[0]},) (class indices), or class probabilities "
+                        f"of the logits' shape {shape}; got a Tensor of shape {labels.shape}")
+    labels = data_array("cross_entropy", "labels", labels, logits.device)
+    if labels.shape != shape[:1]:
+        raise ValueError(f"cross_entropy: labels have shape {labels.shape}; expected ({shape[0]},), "
+                         f"one class index per row of logits {shape}, or class probabilities of the "
+                         f"logits' shape")
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: labels have dtype {labels.dtype}; expected integer class "
+                        f"indices, e.g. labels.astype(numpy.int64), or class probabilities of the "
+                        f"logits' shape {shape}")
     xp = get_array_module(labels)
     ignored = labels == ignore_index
     outside = ((labels < 0) | (labels >= shape[1])) & ~ignored
@@ -141,9 +222,49 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", *, weigh
     if any_ignored:
         kept = (~ignored).astype(logits.dtype)
         labels = xp.where(ignored, 0, labels)  # any valid index: its row's weight is 0
-    if weight is not None:
-        weight = _class_weights(weight, logits)
     return apply(CrossEntropy(labels, reduction, weight, kept, smoothing), logits)
+
+
+def _is_probability_shaped(labels: Any, shape: tuple) -> bool:
+    """Whether ``labels`` has the logits' shape (N, C): PyTorch's sign of class probabilities."""
+    if isinstance(labels, Tensor) or isinstance(labels, numpy.ndarray) or is_gpu_array(labels):
+        return labels.shape == shape
+    try:
+        return numpy.shape(labels) == shape
+    except ValueError:  # a ragged list: data_array names it
+        return False
+
+
+def _cross_entropy_probabilities(logits: Tensor, targets: Any, reduction: str, weight: Any,
+                                 ignore_index: int, smoothing: float) -> Tensor:
+    """``cross_entropy`` against class probabilities ``targets`` of the logits' shape (N, C);
+    ``weight``: checked (C,) class weights or None."""
+    shape = logits.data.shape
+    if ignore_index >= 0:
+        raise ValueError(f"cross_entropy: got ignore_index={ignore_index} with class-probability targets "
+                         f"(labels of the logits' shape {shape}); ignore_index applies to class indices "
+                         f"only: leave it at its default (-100), as PyTorch requires")
+    if not isinstance(targets, Tensor):
+        if not (isinstance(targets, numpy.ndarray) or is_gpu_array(targets)):
+            targets = numpy.asarray(targets)
+            if targets.dtype.kind == "f":  # Python numbers take the logits' dtype
+                targets = targets.astype(logits.dtype)
+        if targets.dtype.kind != "f":
+            raise TypeError(f"cross_entropy: labels of the logits' shape {shape} are class probabilities, "
+                            f"which must be floats; got dtype {targets.dtype}. For class indices pass "
+                            f"shape ({shape[0]},); for probabilities convert, e.g. "
+                            f"labels.astype(numpy.{logits.dtype})")
+        targets = as_tensor("cross_entropy", "labels",
+                            join_device("cross_entropy", "labels", targets, logits.device), like=logits)
+    elif targets.device != logits.device:
+        raise TypeError(f"cross_entropy: the class probabilities are on {targets.device!r} but the logits "
+                        f"on {logits.device!r}; expected one device: move one, e.g. "
+                        f"labels.to({logits.device!r})")
+    if targets.dtype != logits.dtype:
+        raise TypeError(f"cross_entropy: logits have dtype {logits.dtype} but the class probabilities "
+                        f"{targets.dtype}; expected one dtype (minigraph does not promote): convert one, "
+                        f"e.g. labels.astype(numpy.{logits.dtype}) for an array")
+    return apply(CrossEntropyProbabilities(reduction, weight, smoothing), logits, targets)
 
 
 def _class_weights(weight: Any, logits: Tensor) -> Any:
