@@ -15,6 +15,7 @@ from .ops.dropout import dropout
 from .ops.device import cast
 from .ops.elementwise import (  # noqa: F401 (abs, pow: see __all__)
     abs, clamp, clip, div, exp, log, maximum, minimum, mul, neg, pow, sigmoid, sqrt, sub, tanh)
+from .ops.layer_norm import layer_norm
 from .ops.linear import linear
 from .ops.matmul import matmul
 from .ops.mse_loss import mse_loss
@@ -33,8 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "argmax", "argmin", "backend",
     "batch_norm", "cast", "cat", "clamp", "clip", "clone", "cross_entropy", "div", "dropout", "elu", "enable_grad",
-    "exp", "flatten", "gradcheck", "is_grad_enabled", "leaky_relu", "linear", "log", "log_softmax", "logsumexp",
-    "manual_seed", "matmul", "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad", "optim",
-    "permute", "relu", "reshape", "set_grad_enabled", "sigmoid", "silu", "softmax", "softplus", "sqrt", "squeeze",
-    "stack", "std", "sub", "tanh", "transpose", "unsqueeze", "var", "viz",
+    "exp", "flatten", "gradcheck", "is_grad_enabled", "layer_norm", "leaky_relu", "linear", "log", "log_softmax",
+    "logsumexp", "manual_seed", "matmul", "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad",
+    "optim", "permute", "relu", "reshape", "set_grad_enabled", "sigmoid", "silu", "softmax", "softplus", "sqrt",
+    "squeeze", "stack", "std", "sub", "tanh", "transpose", "unsqueeze", "var", "viz",
 ]

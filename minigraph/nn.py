@@ -38,6 +38,7 @@ from .engine import Tensor, as_tensor, device_and_dtype
 from .ops.batch_norm import batch_norm
 from .ops.cross_entropy import cross_entropy
 from .ops.dropout import dropout
+from .ops.layer_norm import layer_norm, normalized_shape_of
 from .ops.linear import linear
 from .ops.mse_loss import mse_loss
 from .ops.elementwise import sigmoid, tanh
@@ -738,6 +739,50 @@ class BatchNorm1d(Module):
         ddof = f", ddof={self.ddof}" if self.ddof else ""
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}{ddof}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class LayerNorm(Module):
+    """Layer normalization of each sample over its last dims, as ``torch.nn.LayerNorm``:
+    x: (*, *normalized_shape) -> same shape, each position of the leading dims normalised over
+    the ``normalized_shape`` values behind it, by their mean and biased variance (eps inside
+    the square root). The same in training and evaluation: there are no running statistics.
+
+    ``normalized_shape``: an int (the last dim) or a tuple of the last dims' sizes. ``weight``
+    (ones) and ``bias`` (zeros), of shape normalized_shape, are parameters unless
+    ``elementwise_affine=False`` (then both are None); ``bias=False`` leaves out the bias alone.
+    """
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        dtype: Any = numpy.float32,
+        device: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.normalized_shape = normalized_shape_of("LayerNorm", normalized_shape)
+        self.eps = checks.real("LayerNorm", "eps", eps, low=0.0)
+        self.elementwise_affine = checks.flag("LayerNorm", "elementwise_affine", elementwise_affine)
+        with_bias = checks.flag("LayerNorm", "bias", bias)  # bias="False" must not make a bias
+        dtype = _resolve_float_dtype("LayerNorm", dtype)
+        device = backend.default_device() if device is None else backend.check_device(device)
+
+        def filled(value: float) -> Parameter:
+            return Parameter(backend.to_device(numpy.full(self.normalized_shape, value, dtype=dtype), device),
+                             device=device)
+
+        self.weight = filled(1.0) if self.elementwise_affine else None
+        self.bias = filled(0.0) if self.elementwise_affine and with_bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (*, *normalized_shape) -> same shape."""
+        return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
 
 
 # The training forward of SyncBatchNorm across the processes of a data-parallel job. Set by

@@ -25,12 +25,13 @@ from .engine import Tensor
 from .ops import batch_norm as _batch_norm, dropout as _dropout, linear as _linear
 from .ops.cross_entropy import cross_entropy as _cross_entropy
 from .ops.elementwise import sigmoid as _sigmoid, tanh as _tanh
+from .ops.layer_norm import layer_norm as _layer_norm
 from .ops.mse_loss import mse_loss as _mse_loss
 from .ops.relu import elu as _elu, leaky_relu as _leaky_relu, relu as _relu, silu as _silu, softplus as _softplus
 from .ops.softmax import log_softmax as _log_softmax, softmax as _softmax
 
-__all__ = ["batch_norm", "cross_entropy", "dropout", "elu", "leaky_relu", "linear", "log_softmax", "mse_loss", "relu",
-           "sigmoid", "silu", "softmax", "softplus", "tanh"]
+__all__ = ["batch_norm", "cross_entropy", "dropout", "elu", "layer_norm", "leaky_relu", "linear",
+           "log_softmax", "mse_loss", "relu", "sigmoid", "silu", "softmax", "softplus", "tanh"]
 
 
 def _not_in_place(owner: str, inplace: Any) -> None:
@@ -120,6 +121,14 @@ def batch_norm(input: Tensor, running_mean: Any, running_var: Any,  # noqa: A002
     weight (gamma), bias (beta): (p,) or None. ``minigraph.batch_norm`` with ``ddof=0``."""
     return _batch_norm.batch_norm(input, weight, bias, running_mean, running_var, training=training,
                                      momentum=momentum, eps=eps)
+
+
+def layer_norm(input: Tensor, normalized_shape: int | tuple[int, ...],  # noqa: A002 (torch's name)
+               weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """``torch.nn.functional.layer_norm``: input: (*, *normalized_shape) normalised over its last
+    len(normalized_shape) dims; weight, bias: normalized_shape or None -> input's shape.
+    ``minigraph.layer_norm``."""
+    return _layer_norm(input, normalized_shape, weight, bias, eps)
 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True,  # noqa: A002 (torch's name)
