@@ -10,7 +10,7 @@ from .gradcheck import GradcheckError, gradcheck
 from . import ops  # noqa: F401  (binds the Tensor operators)
 from .ops.add import add
 from .ops.batch_norm import batch_norm
-from .ops.cross_entropy import cross_entropy
+from .ops.cross_entropy import cross_entropy, nll_loss
 from .ops.dropout import dropout
 from .ops.device import cast
 from .ops.elementwise import (  # noqa: F401 (abs, pow: see __all__)
@@ -35,7 +35,7 @@ __all__ = [
     "Function", "GradcheckError", "Tensor", "add", "amax", "amin", "apply", "argmax", "argmin", "backend",
     "batch_norm", "cast", "cat", "clamp", "clip", "clone", "cross_entropy", "div", "dropout", "elu", "enable_grad",
     "exp", "flatten", "gradcheck", "is_grad_enabled", "layer_norm", "leaky_relu", "linear", "log", "log_softmax",
-    "logsumexp", "manual_seed", "matmul", "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nn", "no_grad",
-    "optim", "permute", "relu", "reshape", "set_grad_enabled", "sigmoid", "silu", "softmax", "softplus", "sqrt",
-    "squeeze", "stack", "std", "sub", "tanh", "transpose", "unsqueeze", "var", "viz",
+    "logsumexp", "manual_seed", "matmul", "maximum", "mean", "minimum", "mse_loss", "mul", "neg", "nll_loss", "nn",
+    "no_grad", "optim", "permute", "relu", "reshape", "set_grad_enabled", "sigmoid", "silu", "softmax", "softplus",
+    "sqrt", "squeeze", "stack", "std", "sub", "tanh", "transpose", "unsqueeze", "var", "viz",
 ]

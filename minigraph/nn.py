@@ -36,7 +36,7 @@ from . import nn_utils as utils
 from .checkpoint import host_copy, load, save
 from .engine import Tensor, as_tensor, device_and_dtype
 from .ops.batch_norm import batch_norm
-from .ops.cross_entropy import cross_entropy
+from .ops.cross_entropy import cross_entropy, nll_loss
 from .ops.dropout import dropout
 from .ops.layer_norm import layer_norm, normalized_shape_of
 from .ops.linear import linear
@@ -992,7 +992,29 @@ class MSELoss(_Loss):
         return mse_loss(pred, target, self.reduction)
 
 
-class CrossEntropyLoss(_Loss):
+class _ClassLoss(_Loss):
+    """A loss over class labels: ``weight`` (C,) class weights kept as a buffer (saved by
+    ``state_dict``, moved by ``to``), as PyTorch's, and ``ignore_index``."""
+
+    def __init__(self, reduction: str = "mean", *, weight: Any = None, ignore_index: int = -100) -> None:
+        super().__init__(reduction)
+        owner = type(self).__name__
+        self.ignore_index = checks.integer(owner, "ignore_index", ignore_index, low=-(2 ** 63))
+        if isinstance(weight, Tensor):
+            weight = weight.data
+        elif weight is not None and not _is_array(weight):
+            weight = numpy.asarray(weight, dtype=numpy.float64)
+        if weight is not None and (weight.ndim != 1 or weight.dtype.kind not in "iuf"):
+            raise ValueError(f"{owner}: got weight of shape {weight.shape} and dtype {weight.dtype}; expected "
+                             f"one real weight per class, shape (C,)")
+        self.register_buffer("weight", weight)
+
+    def extra_repr(self) -> str:
+        shown = [super().extra_repr()] if super().extra_repr() else []
+        return ", ".join(shown + ([f"ignore_index={self.ignore_index}"] if self.ignore_index != -100 else []))
+
+
+class CrossEntropyLoss(_ClassLoss):
     """Softmax cross-entropy of class scores against integer labels or class probabilities
     (``minigraph.cross_entropy``).
 
@@ -1007,18 +1029,9 @@ class CrossEntropyLoss(_Loss):
 
     def __init__(self, reduction: str = "mean", *, weight: Any = None, ignore_index: int = -100,
                  label_smoothing: float = 0.0) -> None:
-        super().__init__(reduction)
-        owner = type(self).__name__
-        self.ignore_index = checks.integer(owner, "ignore_index", ignore_index, low=-(2 ** 63))
-        self.label_smoothing = checks.real(owner, "label_smoothing", label_smoothing, low=0.0, high=1.0)
-        if isinstance(weight, Tensor):
-            weight = weight.data
-        elif weight is not None and not _is_array(weight):
-            weight = numpy.asarray(weight, dtype=numpy.float64)
-        if weight is not None and (weight.ndim != 1 or weight.dtype.kind not in "iuf"):
-            raise ValueError(f"{owner}: got weight of shape {weight.shape} and dtype {weight.dtype}; expected "
-                             f"one real weight per class, shape (C,)")
-        self.register_buffer("weight", weight)
+        super().__init__(reduction, weight=weight, ignore_index=ignore_index)
+        self.label_smoothing = checks.real(type(self).__name__, "label_smoothing", label_smoothing, low=0.0,
+                                           high=1.0)
 
     def forward(self, logits: Tensor, labels: Any) -> Tensor:
         return cross_entropy(logits, labels, self.reduction, weight=self.weight, ignore_index=self.ignore_index,
@@ -1026,9 +1039,17 @@ class CrossEntropyLoss(_Loss):
 
     def extra_repr(self) -> str:
         shown = [super().extra_repr()] if super().extra_repr() else []
-        shown += [f"ignore_index={self.ignore_index}"] if self.ignore_index != -100 else []
-        shown += [f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else []
-        return ", ".join(shown)
+        return ", ".join(shown + ([f"label_smoothing={self.label_smoothing}"] if self.label_smoothing else []))
+
+
+class NLLLoss(_ClassLoss):
+    """Negative log-likelihood of integer labels under log-probabilities (``minigraph.nll_loss``),
+    e.g. after ``nn.LogSoftmax(dim=1)``: ``loss_fn(log_probs, labels)``, log_probs (N, C), labels
+    (N,) integers in [0, C) or ``ignore_index`` -> a scalar ("mean": weighted, "sum"), or (N,)
+    ("none"). ``weight``: (C,) class weights, kept as a buffer."""
+
+    def forward(self, log_probs: Tensor, labels: Any) -> Tensor:
+        return nll_loss(log_probs, labels, self.reduction, weight=self.weight, ignore_index=self.ignore_index)
 
 
 class Dropout(Module):

@@ -23,7 +23,7 @@ from typing import Any
 from . import checks
 from .engine import Tensor
 from .ops import batch_norm as _batch_norm, dropout as _dropout, linear as _linear
-from .ops.cross_entropy import cross_entropy as _cross_entropy
+from .ops.cross_entropy import cross_entropy as _cross_entropy, nll_loss as _nll_loss
 from .ops.elementwise import sigmoid as _sigmoid, tanh as _tanh
 from .ops.layer_norm import layer_norm as _layer_norm
 from .ops.mse_loss import mse_loss as _mse_loss
@@ -31,7 +31,7 @@ from .ops.relu import elu as _elu, leaky_relu as _leaky_relu, relu as _relu, sil
 from .ops.softmax import log_softmax as _log_softmax, softmax as _softmax
 
 __all__ = ["batch_norm", "cross_entropy", "dropout", "elu", "layer_norm", "leaky_relu", "linear",
-           "log_softmax", "mse_loss", "relu", "sigmoid", "silu", "softmax", "softplus", "tanh"]
+           "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "silu", "softmax", "softplus", "tanh"]
 
 
 def _not_in_place(owner: str, inplace: Any) -> None:
@@ -105,6 +105,14 @@ def cross_entropy(input: Tensor, target: Any, weight: Any = None, *, ignore_inde
     over N for probabilities), the sum ("sum") or (N,) ("none"); ``label_smoothing`` in [0, 1]."""
     return _cross_entropy(input, target, reduction, weight=weight, ignore_index=ignore_index,
                           label_smoothing=label_smoothing)
+
+
+def nll_loss(input: Tensor, target: Any, weight: Any = None, *, ignore_index: int = -100,  # noqa: A002
+             reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood: input (N, C) log-probabilities (``F.log_softmax(z, dim=1)``), target
+    (N,) integer labels in [0, C) or ``ignore_index``, ``weight`` (C,) class weights or None -> the
+    weighted mean ("mean"), the sum ("sum") or (N,) ("none")."""
+    return _nll_loss(input, target, reduction, weight=weight, ignore_index=ignore_index)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002 (torch's name)

@@ -14,6 +14,24 @@ from .mse_loss import REDUCTIONS
 from .shape import check_range, data_array
 
 
+def label_weights(weight: Any, labels: Any, kept: Any) -> Any:
+    """aᵢ: each row's label's class weight (``weight``: (C,) or None), 0 where ``kept`` (N,) is 0;
+    None when every aᵢ is 1."""
+    row_weight = None if weight is None else weight[labels]
+    if kept is not None:
+        row_weight = kept if row_weight is None else row_weight * kept
+    return row_weight
+
+
+def row_gradients(grad_output: Any, reduction: str, denominator: Any, n: int) -> Any:
+    """gᵢ: the gradient reaching each of the n rows' losses, (n,): dLᵢ ("none"), dL ("sum") or
+    dL / denominator ("mean"; the denominator may be a 0-d device array)."""
+    if reduction == "none":
+        return grad_output
+    scale = grad_output / denominator if reduction == "mean" else grad_output
+    return get_array_module(grad_output).broadcast_to(scale, (n,))
+
+
 @verified
 class CrossEntropy(Function):
     """logits Z: (N, C), labels y: (N,) integers in [0, C) -> a scalar (mean, sum) or (N,) (none).
@@ -51,10 +69,7 @@ class CrossEntropy(Function):
         sums = exps.sum(axis=1)
         log_sums = xp.log(sums)
         losses = log_sums - shifted[rows, self.labels]  # −log P at each row's label
-        # aᵢ: the label's class weight, 0 for an ignored row; None when every aᵢ is 1.
-        row_weight = None if self.weight is None else self.weight[self.labels]
-        if self.kept is not None:
-            row_weight = self.kept if row_weight is None else row_weight * self.kept
+        row_weight = label_weights(self.weight, self.labels, self.kept)
         if row_weight is not None:
             losses = losses * row_weight
         eps = self.smoothing
@@ -82,11 +97,7 @@ class CrossEntropy(Function):
         xp = get_array_module(probs)
         n, classes = probs.shape
         eps, a, kept, weight = self.smoothing, self.row_weight, self.kept, self.weight
-        if self.reduction == "none":
-            g = grad_output
-        else:
-            scale = grad_output / self.denominator if self.reduction == "mean" else grad_output
-            g = xp.broadcast_to(scale, (n,))
+        g = row_gradients(grad_output, self.reduction, self.denominator, n)
         label_part = g if a is None else g * a  # gᵢ·aᵢ
         if eps:
             label_part = (1.0 - eps) * label_part
@@ -183,33 +194,52 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", *, weigh
     reduction: "mean", "sum" or "none" (one loss per row, (N,)). ``weight``: (C,) class weights
     (an array or a Tensor that needs no gradient), as PyTorch's.
     """
-    logits = as_tensor("cross_entropy", "logits", logits)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"cross_entropy: got reduction={reduction!r}; expected one of {REDUCTIONS}")
+    logits, ignore_index, weight = _class_loss_arguments("cross_entropy", "logits", "class scores", logits,
+                                                         reduction, weight, ignore_index)
     shape = logits.data.shape
-    if len(shape) != 2 or 0 in shape:
-        raise ValueError(f"cross_entropy: logits has shape {shape}; expected (N, C) with N, C >= 1: "
-                         f"one row of class scores per example")
-    ignore_index = checks.integer("cross_entropy", "ignore_index", ignore_index, low=-(2 ** 63))
     smoothing = checks.real("cross_entropy", "label_smoothing", label_smoothing, low=0.0, high=1.0,
                             example="label_smoothing=0.1")
-    if weight is not None:
-        weight = _class_weights(weight, logits)
     if _is_probability_shaped(labels, shape):
         return _cross_entropy_probabilities(logits, labels, reduction, weight, ignore_index, smoothing)
     if isinstance(labels, Tensor):  # a Tensor holds floats: only class probabilities fit
         raise TypeError(f"cross_entropy: labels is a Tensor, whose data are floats; expected an integer "
                         f"NumPy/CuPy array of shape ({shape[0]},) (class indices), or class probabilities "
                         f"of the logits' shape {shape}; got a Tensor of shape {labels.shape}")
-    labels = data_array("cross_entropy", "labels", labels, logits.device)
+    labels, kept = class_labels("cross_entropy", labels, logits, ignore_index, probabilities_too=True)
+    return apply(CrossEntropy(labels, reduction, weight, kept, smoothing), logits)
+
+
+def _class_loss_arguments(op: str, name: str, what: str, scores: Any, reduction: str, weight: Any,
+                          ignore_index: Any) -> tuple[Tensor, int, Any]:
+    """The checked scores (an (N, C) Tensor, ``what`` per row), ignore_index and class weights
+    ((C,) on the scores' device, or None) of a loss over class labels, or errors naming ``op``."""
+    scores = as_tensor(op, name, scores)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: got reduction={reduction!r}; expected one of {REDUCTIONS}")
+    shape = scores.data.shape
+    if len(shape) != 2 or 0 in shape:
+        raise ValueError(f"{op}: {name} has shape {shape}; expected (N, C) with N, C >= 1: one row of "
+                         f"{what} per example")
+    ignore_index = checks.integer(op, "ignore_index", ignore_index, low=-(2 ** 63))
+    return scores, ignore_index, None if weight is None else class_weights(weight, scores, op)
+
+
+def class_labels(op: str, labels: Any, scores: Tensor, ignore_index: int, scores_name: str = "logits",
+                 probabilities_too: bool = False) -> tuple[Any, Any]:
+    """``labels`` as (N,) class indices on the scores' device, checked against scores (N, C),
+    and the (N,) mask ``kept`` (1, or 0 where the label is ``ignore_index``; None when nothing is
+    ignored); ignored labels are replaced by 0 (any valid index: their rows weigh 0). A clear error
+    names ``op`` otherwise (``probabilities_too``: its messages mention class probabilities, the
+    other labels ``op`` takes)."""
+    shape = scores.data.shape
+    also = ", or class probabilities of the logits' shape" if probabilities_too else ""
+    labels = data_array(op, "labels", labels, scores.device)
     if labels.shape != shape[:1]:
-        raise ValueError(f"cross_entropy: labels have shape {labels.shape}; expected ({shape[0]},), "
-                         f"one class index per row of logits {shape}, or class probabilities of the "
-                         f"logits' shape")
+        raise ValueError(f"{op}: labels have shape {labels.shape}; expected ({shape[0]},), one class index "
+                         f"per row of {scores_name} {shape}{also}")
     if labels.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: labels have dtype {labels.dtype}; expected integer class "
-                        f"indices, e.g. labels.astype(numpy.int64), or class probabilities of the "
-                        f"logits' shape {shape}")
+        raise TypeError(f"{op}: labels have dtype {labels.dtype}; expected integer class indices, e.g. "
+                        f"labels.astype(numpy.int64){also + f' {shape}' if also else ''}")
     xp = get_array_module(labels)
     ignored = labels == ignore_index
     outside = ((labels < 0) | (labels >= shape[1])) & ~ignored
@@ -217,12 +247,10 @@ def cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean", *, weigh
     # any label out of range, and any row to ignore.
     any_outside, any_ignored = (bool(flag) for flag in xp.stack([outside.any(), ignored.any()]).tolist())
     if any_outside:
-        check_range("cross_entropy", "labels", labels[~ignored], 0, shape[1])  # raises, naming their span
-    kept = None
-    if any_ignored:
-        kept = (~ignored).astype(logits.dtype)
-        labels = xp.where(ignored, 0, labels)  # any valid index: its row's weight is 0
-    return apply(CrossEntropy(labels, reduction, weight, kept, smoothing), logits)
+        check_range(op, "labels", labels[~ignored], 0, shape[1])  # raises, naming their span
+    if not any_ignored:
+        return labels, None
+    return xp.where(ignored, 0, labels), (~ignored).astype(scores.dtype)
 
 
 def _is_probability_shaped(labels: Any, shape: tuple) -> bool:
@@ -267,21 +295,74 @@ def _cross_entropy_probabilities(logits: Tensor, targets: Any, reduction: str, w
     return apply(CrossEntropyProbabilities(reduction, weight, smoothing), logits, targets)
 
 
-def _class_weights(weight: Any, logits: Tensor) -> Any:
-    """``weight`` as a (C,) array of the logits' dtype on their device, or a clear error."""
+def class_weights(weight: Any, logits: Tensor, op: str = "cross_entropy") -> Any:
+    """``weight`` as a (C,) array of the logits' dtype on their device, or a clear error naming ``op``."""
     if isinstance(weight, Tensor):
         if weight.requires_grad and is_grad_enabled():
-            raise TypeError("cross_entropy: got a weight Tensor that requires grad; class weights get no "
-                            "gradient here (nor in PyTorch's backward to the input): pass weight.detach()")
+            raise TypeError(f"{op}: got a weight Tensor that requires grad; class weights get no "
+                            f"gradient here (nor in PyTorch's backward to the input): pass weight.detach()")
         weight = weight.data
     elif not (isinstance(weight, numpy.ndarray) or is_gpu_array(weight)):
         try:
             weight = numpy.asarray(weight, dtype=logits.dtype)
         except (TypeError, ValueError):  # NumPy's message names neither the op nor the argument
-            raise TypeError(f"cross_entropy: got weight={weight!r}; expected (C,) class weights, an array or "
+            raise TypeError(f"{op}: got weight={weight!r}; expected (C,) class weights, an array or "
                             f"a list of numbers (the reduction goes by keyword: reduction='mean')") from None
     classes = logits.data.shape[1]
     if weight.shape != (classes,) or weight.dtype.kind not in "iuf":
-        raise ValueError(f"cross_entropy: got weight of shape {weight.shape} and dtype {weight.dtype}; "
+        raise ValueError(f"{op}: got weight of shape {weight.shape} and dtype {weight.dtype}; "
                          f"expected ({classes},) real numbers, one weight per class")
-    return join_device("cross_entropy", "weight", weight, logits.device).astype(logits.dtype, copy=False)
+    return join_device(op, "weight", weight, logits.device).astype(logits.dtype, copy=False)
+
+
+
+@verified
+class NLLLoss(Function):
+    """log-probabilities X: (N, C), labels y: (N,) -> a scalar (mean, sum) or (N,) (none).
+
+    ℓᵢ = −aᵢ·Xᵢ,yᵢ with aᵢ = w[yᵢ] (class weights w: (C,), else 1; 0 where yᵢ = ignore_index);
+    mean: L = Σᵢ ℓᵢ / Σᵢ aᵢ (PyTorch's), sum: Σᵢ ℓᵢ, none: Lᵢ = ℓᵢ. With gᵢ = dL / Σa (mean),
+    dL (sum) or dLᵢ (none): dXᵢ,yᵢ = −gᵢ·aᵢ, and 0 elsewhere in the row.
+    """
+
+    __slots__ = ("labels", "reduction", "row_weight", "denominator", "shape")
+    op = "nll_loss"
+
+    def __init__(self, labels: Any, reduction: str, weight: Any = None, kept: Any = None) -> None:
+        self.labels = labels  # data, not an input
+        self.reduction = reduction
+        self.row_weight = label_weights(weight, labels, kept)
+        self.denominator = labels.shape[0] if self.row_weight is None else self.row_weight.sum()
+
+    def forward(self, log_probs: Any) -> Any:
+        xp = get_array_module(log_probs)
+        self.shape = log_probs.shape
+        losses = -log_probs[xp.arange(log_probs.shape[0]), self.labels]
+        if self.row_weight is not None:
+            losses = losses * self.row_weight
+        if self.reduction == "none":
+            return losses
+        total = losses.sum()
+        return total / self.denominator if self.reduction == "mean" else total
+
+    def backward(self, grad_output: Any) -> tuple:
+        xp = get_array_module(grad_output)
+        n = self.shape[0]
+        g = row_gradients(grad_output, self.reduction, self.denominator, n)
+        grad = xp.zeros(self.shape, dtype=grad_output.dtype)
+        grad[xp.arange(n), self.labels] = -(g if self.row_weight is None else g * self.row_weight)
+        return (grad,)
+
+
+def nll_loss(log_probs: Tensor, labels: Any, reduction: str = "mean", *, weight: Any = None,
+             ignore_index: int = -100) -> Tensor:
+    """The negative log-likelihood of ``labels`` under ``log_probs``, as
+    ``torch.nn.functional.nll_loss``: log_probs (N, C), e.g. ``log_softmax(z, dim=1)``; labels
+    (N,) integers in [0, C) or ``ignore_index`` (a NumPy or CuPy array, as for ``cross_entropy``);
+    ``weight``: (C,) class weights. reduction "mean" (divided by the labels' total weight),
+    "sum" or "none" ((N,)). ``nll_loss(log_softmax(z, 1), y)`` is ``cross_entropy(z, y)``, which
+    does it in one node."""
+    log_probs, ignore_index, weight = _class_loss_arguments("nll_loss", "log_probs", "class log-probabilities",
+                                                            log_probs, reduction, weight, ignore_index)
+    labels, kept = class_labels("nll_loss", labels, log_probs, ignore_index, scores_name="log_probs")
+    return apply(NLLLoss(labels, reduction, weight, kept), log_probs)
