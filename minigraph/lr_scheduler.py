@@ -573,7 +573,9 @@ class OneCycleLR(_MomentumCycle, LRScheduler):
             start = 0.0
             for k, (end, lr_from, lr_to, m_from, m_to) in enumerate(self._phases):
                 if step <= end or k == len(self._phases) - 1:
-                    pct = (step - start) / (end - start)
+                    # A phase of no steps (pct_start·total_steps = 1, or pct_start = 1 at the last
+                    # step) is at its end: PyTorch divides by zero there.
+                    pct = (step - start) / (end - start) if end != start else 1.0
                     lrs.append(self._anneal(ends[lr_from][i], ends[lr_to][i], pct))
                     if self.cycle_momentum:
                         self._set_momentum(group, self._anneal(momenta[m_from][i], momenta[m_to][i], pct))

@@ -414,6 +414,25 @@ def test_one_cycle_follows_the_policy_written_out(settings, adam):
     assert done.last_epoch == 19
 
 
+@pytest.mark.parametrize("pct_start,total", [(1.0, 10), (0.1, 10), (1.0, 1)])
+def test_one_cycle_phases_of_no_steps_sit_at_their_end_instead_of_dividing_by_zero(pct_start, total):
+    """pct_start = 1 leaves the fall no steps, and pct_start·total_steps = 1 the rise: PyTorch
+    divides by zero at the last step, or at construction."""
+    opt = optim.SGD(leaves(), lr=1.0, momentum=0.5)
+    scheduler = OneCycleLR(opt, max_lr=0.8, total_steps=total, pct_start=pct_start)
+    rates = [scheduler.get_last_lr()[0]]
+    for _ in range(total):
+        scheduler.step()
+        rates.append(scheduler.get_last_lr()[0])
+    rise = int(pct_start * total) - 1  # the last step of the rise, at max_lr
+    assert rates[rise] == pytest.approx(0.8, rel=1e-12)
+    if pct_start == 1.0:
+        assert rates[total] == pytest.approx(0.8 / 25 / 1e4, rel=1e-12)  # the fall's end: min_lr
+    expected = one_cycle_by_hand(0.8, total, pct=pct_start) if rise > 0 else []
+    for step, (rate, _) in enumerate(expected[:rise + 1]):
+        assert rates[step] == pytest.approx(rate, rel=1e-12)
+
+
 class Plain(optim.Optimizer):
     """An optimizer with neither momentum nor betas."""
     _hyperparameters = {"lr": optim.SGD._hyperparameters["lr"]}
