@@ -6,8 +6,9 @@ from typing import Any
 
 import numpy
 
-from ..backend import get_array_module, is_gpu_array, join_device
-from ..engine import Function, Tensor, apply, is_grad_enabled, verified
+from ..backend import get_array_module, join_device
+from ..engine import Function, Tensor, apply, verified
+from .cross_entropy import weight_data
 from .mse_loss import elementwise_upstream, loss_operands, reduced
 
 
@@ -89,18 +90,9 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Any, weight: Any = N
 
 def _broadcast_weight(op: str, name: str, value: Any, input: Tensor) -> Any:  # noqa: A002
     """``value`` as an array of the input's dtype on its device that broadcasts to the input's
-    shape, or a clear error. Weights are constants: no gradient reaches them (nor in PyTorch)."""
-    if isinstance(value, Tensor):
-        if value.requires_grad and is_grad_enabled():
-            raise TypeError(f"{op}: got a {name} Tensor that requires grad; {name} gets no gradient "
-                            f"(PyTorch refuses one too): pass {name}.detach()")
-        value = value.data
-    elif not (isinstance(value, numpy.ndarray) or is_gpu_array(value)):
-        try:
-            value = numpy.asarray(value, dtype=input.dtype)
-        except (TypeError, ValueError):  # NumPy's message names neither the op nor the argument
-            raise TypeError(f"{op}: got {name}={value!r}; expected an array, a Tensor or a list of "
-                            f"numbers that broadcasts to the input's shape {input.shape}") from None
+    shape, or a clear error."""
+    value = weight_data(op, name, value, input, f"an array, a Tensor or a list of numbers that broadcasts "
+                                                f"to the input's shape {input.shape}")
     shape = input.data.shape
     try:
         fits = value.dtype.kind in "iuf" and numpy.broadcast_shapes(value.shape, shape) == shape
