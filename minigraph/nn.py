@@ -36,6 +36,7 @@ from . import nn_utils as utils
 from .checkpoint import host_copy, load, save
 from .engine import Tensor, as_tensor, device_and_dtype
 from .ops.batch_norm import batch_norm
+from .ops.bce_loss import binary_cross_entropy_with_logits
 from .ops.cross_entropy import cross_entropy, nll_loss
 from .ops.dropout import dropout
 from .ops.layer_norm import layer_norm, normalized_shape_of
@@ -43,14 +44,15 @@ from .ops.linear import linear
 from .ops.mse_loss import mse_loss
 from .ops.elementwise import sigmoid, tanh
 from .ops.relu import elu, leaky_relu, relu, silu, softplus
+from .ops.robust_loss import huber_loss, l1_loss, smooth_l1_loss
 from .ops.softmax import log_softmax, softmax
 from .ops.shape import dimension, flatten
 from .ops.mse_loss import REDUCTIONS
 
 __all__ = [
-    "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Flatten", "Identity", "Linear", "MSELoss", "Module",
-    "ModuleList", "Parameter", "ReLU", "Sequential", "Sigmoid", "SyncBatchNorm", "Tanh", "functional", "init",
-    "load", "save", "utils",
+    "BCEWithLogitsLoss", "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Flatten", "HuberLoss", "Identity", "L1Loss",
+    "Linear", "MSELoss", "Module", "ModuleList", "Parameter", "ReLU", "Sequential", "Sigmoid", "SmoothL1Loss",
+    "SyncBatchNorm", "Tanh", "functional", "init", "load", "save", "utils",
 ]
 
 # nn is one file, not a package, so `import minigraph.nn.utils` would find no submodule; the
@@ -62,6 +64,20 @@ sys.modules[f"{__name__}.init"] = init
 
 def _is_array(value: Any) -> bool:
     return isinstance(value, numpy.ndarray) or backend.is_gpu_array(value)
+
+
+def _weight_array(owner: str, name: str, weight: Any) -> Any:
+    """A loss layer's ``weight`` as the array its buffer keeps: a Tensor's data, an array as it
+    is, a list or number as float64 (the loss casts it to its input's dtype); None stays None."""
+    if isinstance(weight, Tensor):
+        return weight.data
+    if weight is None or _is_array(weight):
+        return weight
+    try:
+        return numpy.asarray(weight, dtype=numpy.float64)
+    except (TypeError, ValueError):  # NumPy's message names neither the layer nor the argument
+        raise TypeError(f"{owner}: got {name}={weight!r}; expected an array, a Tensor or a list of "
+                        f"numbers") from None
 
 
 class Parameter(Tensor):
@@ -1000,10 +1016,7 @@ class _ClassLoss(_Loss):
         super().__init__(reduction)
         owner = type(self).__name__
         self.ignore_index = checks.integer(owner, "ignore_index", ignore_index, low=-(2 ** 63))
-        if isinstance(weight, Tensor):
-            weight = weight.data
-        elif weight is not None and not _is_array(weight):
-            weight = numpy.asarray(weight, dtype=numpy.float64)
+        weight = _weight_array(owner, "weight", weight)
         if weight is not None and (weight.ndim != 1 or weight.dtype.kind not in "iuf"):
             raise ValueError(f"{owner}: got weight of shape {weight.shape} and dtype {weight.dtype}; expected "
                              f"one real weight per class, shape (C,)")
@@ -1050,6 +1063,63 @@ class NLLLoss(_ClassLoss):
 
     def forward(self, log_probs: Tensor, labels: Any) -> Tensor:
         return nll_loss(log_probs, labels, self.reduction, weight=self.weight, ignore_index=self.ignore_index)
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Sigmoid and binary cross-entropy in one stable node (``minigraph.binary_cross_entropy_with_logits``).
+
+    ``loss_fn(input, target)``: logits and targets in [0, 1] of one shape (N, ...) and dtype ->
+    a scalar ("mean" over all elements, "sum") or input's shape ("none"). ``weight`` (each
+    element's) and ``pos_weight`` (the positive class's, e.g. (C,) for (N, C) logits): arrays,
+    lists or Tensors that broadcast to the input's shape, kept as buffers (saved by
+    ``state_dict``, moved by ``to``), as PyTorch's; None: all 1.
+    """
+
+    def __init__(self, weight: Any = None, *, reduction: str = "mean", pos_weight: Any = None) -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", _weight_array(type(self).__name__, "weight", weight))
+        self.register_buffer("pos_weight", _weight_array(type(self).__name__, "pos_weight", pos_weight))
+
+    def forward(self, input: Tensor, target: Any) -> Tensor:  # noqa: A002 (torch's name)
+        return binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)
+
+
+class L1Loss(_Loss):
+    """Mean absolute error (``minigraph.l1_loss``): ``loss_fn(input, target)``, both (N, ...) of
+    one shape -> a scalar ("mean" over all elements, "sum") or input's shape ("none")."""
+
+    def forward(self, input: Tensor, target: Any) -> Tensor:  # noqa: A002 (torch's name)
+        return l1_loss(input, target, self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """Smooth L1 (``minigraph.smooth_l1_loss``): quadratic d²/(2·beta) for |d| < ``beta``, then
+    |d| − beta/2; beta = 0 is L1. ``loss_fn(input, target)`` as ``L1Loss``."""
+
+    def __init__(self, reduction: str = "mean", *, beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.beta = checks.real(type(self).__name__, "beta", beta, low=0.0, example="beta=1.0")
+
+    def forward(self, input: Tensor, target: Any) -> Tensor:  # noqa: A002 (torch's name)
+        return smooth_l1_loss(input, target, self.reduction, self.beta)
+
+    def extra_repr(self) -> str:
+        return ", ".join(filter(None, [super().extra_repr(), f"beta={self.beta}" if self.beta != 1.0 else ""]))
+
+
+class HuberLoss(_Loss):
+    """Huber loss (``minigraph.huber_loss``): d²/2 for |d| < ``delta``, then delta·(|d| − delta/2),
+    i.e. delta times ``SmoothL1Loss(beta=delta)``; delta > 0. ``loss_fn(input, target)`` as ``L1Loss``."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = checks.real(type(self).__name__, "delta", delta, low=0.0, low_open=True, example="delta=1.0")
+
+    def forward(self, input: Tensor, target: Any) -> Tensor:  # noqa: A002 (torch's name)
+        return huber_loss(input, target, self.reduction, self.delta)
+
+    def extra_repr(self) -> str:
+        return ", ".join(filter(None, [super().extra_repr(), f"delta={self.delta}" if self.delta != 1.0 else ""]))
 
 
 class Dropout(Module):

@@ -23,15 +23,18 @@ from typing import Any
 from . import checks
 from .engine import Tensor
 from .ops import batch_norm as _batch_norm, dropout as _dropout, linear as _linear
+from .ops.bce_loss import binary_cross_entropy_with_logits as _binary_cross_entropy_with_logits
 from .ops.cross_entropy import cross_entropy as _cross_entropy, nll_loss as _nll_loss
 from .ops.elementwise import sigmoid as _sigmoid, tanh as _tanh
 from .ops.layer_norm import layer_norm as _layer_norm
 from .ops.mse_loss import mse_loss as _mse_loss
+from .ops.robust_loss import huber_loss as _huber_loss, l1_loss as _l1_loss, smooth_l1_loss as _smooth_l1_loss
 from .ops.relu import elu as _elu, leaky_relu as _leaky_relu, relu as _relu, silu as _silu, softplus as _softplus
 from .ops.softmax import log_softmax as _log_softmax, softmax as _softmax
 
-__all__ = ["batch_norm", "cross_entropy", "dropout", "elu", "layer_norm", "leaky_relu", "linear",
-           "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid", "silu", "softmax", "softplus", "tanh"]
+__all__ = ["batch_norm", "binary_cross_entropy_with_logits", "cross_entropy", "dropout", "elu", "huber_loss",
+           "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax", "mse_loss", "nll_loss", "relu", "sigmoid",
+           "silu", "smooth_l1_loss", "softmax", "softplus", "tanh"]
 
 
 def _not_in_place(owner: str, inplace: Any) -> None:
@@ -113,6 +116,36 @@ def nll_loss(input: Tensor, target: Any, weight: Any = None, *, ignore_index: in
     (N,) integer labels in [0, C) or ``ignore_index``, ``weight`` (C,) class weights or None -> the
     weighted mean ("mean"), the sum ("sum") or (N,) ("none")."""
     return _nll_loss(input, target, reduction, weight=weight, ignore_index=ignore_index)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Any, weight: Any = None, *,  # noqa: A002
+                                     reduction: str = "mean", pos_weight: Any = None) -> Tensor:
+    """Sigmoid and binary cross-entropy in one stable node: input (logits) and target (in [0, 1])
+    of one shape (N, ...) and dtype; ``weight`` and ``pos_weight`` (the positive class's weight,
+    (C,) for (N, C)) broadcast to input's shape -> the mean over all elements ("mean"), the sum
+    ("sum") or input's shape ("none"). target gets a gradient when it requires one."""
+    return _binary_cross_entropy_with_logits(input, target, weight, reduction, pos_weight)
+
+
+def l1_loss(input: Tensor, target: Any, *, reduction: str = "mean") -> Tensor:  # noqa: A002 (torch's name)
+    """Absolute error of input against target, both (N, ...) of one shape: the mean ("mean"),
+    the sum ("sum") or each element ("none", input's shape)."""
+    return _l1_loss(input, target, reduction)
+
+
+def smooth_l1_loss(input: Tensor, target: Any, *, reduction: str = "mean",  # noqa: A002 (torch's name)
+                   beta: float = 1.0) -> Tensor:
+    """Smooth L1 of input against target, both (N, ...) of one shape: d²/(2·beta) where
+    |d| < beta, else |d| − beta/2 (beta >= 0; 0 gives L1), reduced as ``l1_loss``."""
+    return _smooth_l1_loss(input, target, reduction, beta)
+
+
+def huber_loss(input: Tensor, target: Any, reduction: str = "mean",  # noqa: A002 (torch's name)
+               delta: float = 1.0) -> Tensor:
+    """Huber loss of input against target, both (N, ...) of one shape: d²/2 where |d| < delta,
+    else delta·(|d| − delta/2) (delta > 0), reduced as ``l1_loss``. PyTorch's third parameter
+    here is ``reduction`` itself, so it may be passed by position, as there."""
+    return _huber_loss(input, target, reduction, delta)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:  # noqa: A002 (torch's name)

@@ -297,17 +297,9 @@ def _cross_entropy_probabilities(logits: Tensor, targets: Any, reduction: str, w
 
 def class_weights(weight: Any, logits: Tensor, op: str = "cross_entropy") -> Any:
     """``weight`` as a (C,) array of the logits' dtype on their device, or a clear error naming ``op``."""
-    if isinstance(weight, Tensor):
-        if weight.requires_grad and is_grad_enabled():
-            raise TypeError(f"{op}: got a weight Tensor that requires grad; class weights get no "
-                            f"gradient here (nor in PyTorch's backward to the input): pass weight.detach()")
-        weight = weight.data
-    elif not (isinstance(weight, numpy.ndarray) or is_gpu_array(weight)):
-        try:
-            weight = numpy.asarray(weight, dtype=logits.dtype)
-        except (TypeError, ValueError):  # NumPy's message names neither the op nor the argument
-            raise TypeError(f"{op}: got weight={weight!r}; expected (C,) class weights, an array or "
-                            f"a list of numbers (the reduction goes by keyword: reduction='mean')") from None
+    weight = weight_data(op, "weight", weight, logits,
+                         "(C,) class weights, an array or a list of numbers (the reduction goes by keyword: "
+                         "reduction='mean')")
     classes = logits.data.shape[1]
     if weight.shape != (classes,) or weight.dtype.kind not in "iuf":
         raise ValueError(f"{op}: got weight of shape {weight.shape} and dtype {weight.dtype}; "
@@ -366,3 +358,20 @@ def nll_loss(log_probs: Tensor, labels: Any, reduction: str = "mean", *, weight:
                                                             log_probs, reduction, weight, ignore_index)
     labels, kept = class_labels("nll_loss", labels, log_probs, ignore_index, scores_name="log_probs")
     return apply(NLLLoss(labels, reduction, weight, kept), log_probs)
+
+
+def weight_data(op: str, name: str, value: Any, like: Tensor, expected: str) -> Any:
+    """A loss's constant weights ``value`` (an array, a list, or a Tensor that needs no gradient)
+    as an array, lists in ``like``'s dtype, shape and device not yet checked; ``expected`` says
+    what fits in the error for anything else. No gradient reaches weights (nor in PyTorch)."""
+    if isinstance(value, Tensor):
+        if value.requires_grad and is_grad_enabled():
+            raise TypeError(f"{op}: got a {name} Tensor that requires grad; {name} gets no gradient here "
+                            f"(nor in PyTorch): pass {name}.detach()")
+        return value.data
+    if isinstance(value, numpy.ndarray) or is_gpu_array(value):
+        return value
+    try:
+        return numpy.asarray(value, dtype=like.dtype)
+    except (TypeError, ValueError):  # NumPy's message names neither the op nor the argument
+        raise TypeError(f"{op}: got {name}={value!r}; expected {expected}") from None

@@ -52,13 +52,38 @@ def mse_loss(pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     Shapes must match exactly: (N, 1) against (N,) would silently broadcast to
     (N, N), so it is an error.
     """
-    pred, target = as_tensors("mse_loss", ("pred", "target"), (pred, target))
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"mse_loss: got reduction={reduction!r}; expected one of {REDUCTIONS}")
-    if pred.data.shape != target.data.shape:
-        raise ValueError(
-            f"mse_loss: pred has shape {pred.data.shape} but target has shape "
-            f"{target.data.shape}; expected identical shapes. Reshape the array before "
-            f"wrapping it, e.g. Tensor(y.reshape({pred.data.shape}))"
-        )
+    pred, target = loss_operands("mse_loss", ("pred", "target"), pred, target, reduction)
     return apply(MSELoss(reduction), pred, target)
+
+
+def loss_operands(op: str, names: tuple[str, str], prediction: Any, target: Any,
+                  reduction: str) -> list[Tensor]:
+    """The two operands of an elementwise loss ``op`` as Tensors on one device, after checking
+    ``reduction`` and that their shapes are identical (the rule every such loss here keeps:
+    (N, 1) against (N,) would silently broadcast to (N, N)). Dtypes are checked by ``apply``."""
+    prediction, target = as_tensors(op, names, (prediction, target))
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: got reduction={reduction!r}; expected one of {REDUCTIONS}")
+    if prediction.data.shape != target.data.shape:
+        shape = prediction.data.shape
+        raise ValueError(
+            f"{op}: {names[0]} has shape {shape} but {names[1]} has shape {target.data.shape}; "
+            f"expected identical shapes. Reshape the array before wrapping it, e.g. "
+            f"Tensor(y.reshape({shape}))"
+        )
+    return [prediction, target]
+
+
+def reduced(losses: Any, reduction: str) -> Any:
+    """Elementwise ``losses`` reduced as PyTorch's losses do: their mean over all elements, their
+    sum, or themselves ("none")."""
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    return total / losses.size if reduction == "mean" else total
+
+
+def elementwise_upstream(grad_output: Any, reduction: str, size: int) -> Any:
+    """The upstream gradient of each element of a loss reduced by ``reduced``: dL / size (mean)
+    or dL (sum), 0-d arrays that broadcast, or dLᵢ itself (none)."""
+    return grad_output / size if reduction == "mean" else grad_output
