@@ -143,6 +143,20 @@ def test_std_of_a_constant_has_gradient_zero_as_pytorchs(on):
     np.testing.assert_allclose(host(t.grad), [[0, 0, 0], [-0.5, 0, 0.5]], rtol=1e-15)
 
 
+def test_std_that_is_nan_has_a_nan_gradient_not_the_zero_stds_rule(on):
+    # An infinite entry makes the mean infinite and std NaN; dY/((n − c)·NaN) ⊙ (X − μ) is NaN for
+    # every entry (PyTorch's too). The zero-std rule (divide by 1) must not claim NaN, which left
+    # ±inf gradients where X − μ is infinite.
+    t = mg.Tensor(on(np.array([[np.inf, 0.0, 1.0], [1.0, 2.0, 3.0]])), requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        s = t.std(1)
+        assert np.isnan(host(s.data)[0])
+        s.sum().backward()
+    grad = host(t.grad)
+    assert np.isnan(grad[0]).all()
+    np.testing.assert_allclose(grad[1], [-0.5, 0.0, 0.5], rtol=1e-15)
+
+
 def test_against_torch(rng):
     torch = pytest.importorskip("torch")
     x = rng.normal(size=(3, 4, 5))

@@ -111,9 +111,10 @@ class Std(Var):
 
     def backward(self, grad_output: Any) -> tuple:
         # y = 0 only where every X − μ is 0, so dividing by 1 there instead gives PyTorch's 0
-        # (not 0/0). The where() is over y's reduced shape: no (N, p) branch.
+        # (not 0/0). A NaN y (an infinite X) keeps its NaN: y > 0 would take it for a 0 and give
+        # ±inf. The where() is over y's reduced shape: no (N, p) branch.
         y = self.y
-        safe = get_array_module(y).where(y > 0, y, 1.0).astype(y.dtype, copy=False)
+        safe = get_array_module(y).where(y == 0, 1.0, y).astype(y.dtype, copy=False)
         return (self.spread(grad_output * self.scale / safe) * self.centred,)
 
 
