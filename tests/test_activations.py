@@ -108,6 +108,8 @@ def test_modules_and_functional_forms(on, rng):
     (lambda t: nn.LogSoftmax()(t), TypeError, r"log_softmax: got dim=None"),
     (lambda t: t.softmax(2), ValueError, r"softmax: got dim=2; expected integers in \[-2, 2\)"),
     (lambda t: mg.softmax(t, 1.5), ValueError, r"softmax: got dim=1.5"),
+    (lambda t: mg.softmax(t, (0, 1)), TypeError, r"softmax: got dim=\(0, 1\); expected one integer axis"),
+    (lambda t: t.log_softmax([1]), TypeError, r"log_softmax: got dim=\[1\]; expected one integer axis"),
     (lambda t: mg.leaky_relu(t, "0.1"), ValueError, r"leaky_relu: got negative_slope='0.1'; expected a finite number"),
     (lambda t: nn.LeakyReLU(float("nan")), ValueError, r"LeakyReLU: got negative_slope=nan"),
     (lambda t: F.leaky_relu(t, 0.1, inplace=True), ValueError, r"F.leaky_relu: got inplace=True"),

@@ -131,6 +131,8 @@ def _along(node: type, op: str, x: Tensor, dim: Any) -> Tensor:
     if dim is None:  # torch's implicit choice of axis is deprecated; guessing it would hide a bug
         raise TypeError(f"{op}: got dim=None; expected the axis to normalise along, e.g. "
                         f"{op}(x, dim=1) for the classes of x: (N, C)")
+    if isinstance(dim, (tuple, list)):  # checks.axes takes several; a slice is along one axis only
+        raise TypeError(f"{op}: got dim={dim!r}; expected one integer axis, e.g. {op}(x, dim=1)")
     ndim = x.data.ndim
     (axis,) = checks.axes(op, dim, ndim or 1, name="dim")  # a 0-d x has the axis 0 (or -1), as in torch
     return apply(node(axis if ndim else None), x)
