@@ -200,6 +200,17 @@ def test_argmax_and_argmin_are_the_indices_of_max_and_min(on, rng, op):
     assert int(host(getattr(mg, op)(mg.Tensor(on(np.array(2.0))), dim=0))) == 0  # a 0-d x: index 0, as torch
 
 
+@pytest.mark.parametrize("op", ["argmax", "argmin"])
+def test_argmax_and_argmin_give_arrays_even_when_0_d(on, op):
+    # NumPy's argmax gives a scalar (numpy.int64) where the result is 0-d; the docstring and
+    # max(x, dim).indices promise an array of x's library on both devices.
+    array_type = type(on(np.zeros(1)))
+    vector = mg.Tensor(on(np.array([1.0, 3.0, 2.0])))
+    for index in (getattr(vector, op)(), getattr(vector, op)(0), getattr(mg.Tensor(on(np.ones((2, 2)))), op)()):
+        assert type(index) is array_type and index.shape == () and index.dtype == np.int64
+    assert type(mg.max(vector, 0).indices) is array_type
+
+
 def test_argmax_and_argmin_match_torch(rng):
     torch = pytest.importorskip("torch")
     x = np.round(rng.normal(size=(4, 6)), 0)  # many ties

@@ -299,7 +299,8 @@ def _arg_extreme(op: str, x: Tensor, dim: int | None, keepdim: bool) -> Any:
         if data.size == 0:
             raise ValueError(f"{op}: got an empty tensor (shape {data.shape}) and dim=None; expected "
                              f"at least one element, or a dim to reduce")
-        index = pick(data.reshape(-1))
+        # asarray: NumPy's argmax gives a scalar, not a 0-d array, where the result is 0-d.
+        index = xp.asarray(pick(data.reshape(-1)))
         return index.reshape((1,) * data.ndim if keepdim else ()).astype("int64", copy=False)
     if isinstance(dim, (tuple, list)):
         raise TypeError(f"{op}: got dim={dim!r}; expected one integer axis or None")
@@ -308,7 +309,7 @@ def _arg_extreme(op: str, x: Tensor, dim: int | None, keepdim: bool) -> Any:
         return xp.zeros((), dtype="int64")
     if data.shape[axis] == 0:
         raise IndexError(f"{op}: the axis {dim} has size 0; expected at least one element to pick from")
-    return pick(data, axis=axis, keepdims=keepdim).astype("int64", copy=False)
+    return xp.asarray(pick(data, axis=axis, keepdims=keepdim)).astype("int64", copy=False)
 
 
 def argmax(x: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
