@@ -111,6 +111,13 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
+def _check_path(where: str, target: Any) -> None:
+    """A TypeError naming ``where`` unless ``target`` is a string (a dotted path)."""
+    if not isinstance(target, str):
+        raise TypeError(f"{where}: got target={target!r} ({type(target).__name__}); expected a dotted path "
+                        f"string, e.g. '0.weight'")
+
+
 class RemovableHandle:
     """What registering a hook returns: ``remove()`` takes the hook off (twice is harmless)."""
 
@@ -392,6 +399,7 @@ class Module:
 
     def get_submodule(self, target: str) -> "Module":
         """The module at the dotted path ``target`` ("" is self), e.g. ``"layers.0"``."""
+        _check_path("get_submodule", target)
         module = self
         for depth, name in enumerate(target.split(".") if target else []):
             child = module._modules.get(name)
@@ -411,6 +419,7 @@ class Module:
         return self._member("get_buffer", "_buffers", target)
 
     def _member(self, where: str, kind: str, target: str) -> Any:
+        _check_path(where, target)
         path, _, name = target.rpartition(".")
         module = self.get_submodule(path)
         if module.__dict__[kind].get(name) is None:

@@ -342,6 +342,14 @@ def test_registration_by_name_and_lookup_by_dotted_path():
         model.register_parameter("w", np.zeros(2))
     with pytest.raises(KeyError, match=r"add_module: Sequential already has an attribute 'forward'"):
         model.add_module("forward", nn.ReLU())
+    # A path is a string: get_submodule(0) gave the model itself (0 is falsy), get_submodule(1)
+    # failed inside str methods, whichever index was meant.
+    for call, where in [(model.get_submodule, "get_submodule"), (model.get_parameter, "get_parameter"),
+                        (model.get_buffer, "get_buffer")]:
+        for target in (0, 1):
+            with pytest.raises(TypeError, match=rf"{where}: got target={target} \(int\); expected a dotted path "
+                                                rf"string, e.g. '0.weight'"):
+                call(target)
 
 
 def test_forward_hooks_see_and_may_replace_inputs_and_outputs(rng):
