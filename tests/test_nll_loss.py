@@ -65,6 +65,26 @@ def test_after_log_softmax_it_is_cross_entropy(on, rng):
     np.testing.assert_allclose(host(a.grad), host(b.grad), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("loss", ["nll_loss", "cross_entropy", "cross_entropy_smoothed"])
+@pytest.mark.parametrize("weight", [None, [1.0, 2.0, 0.5]])
+def test_a_mean_over_only_ignored_rows_is_nan_but_its_gradient_is_zero(on, rng, loss, weight):
+    # Ignored rows take no part in the loss, so their gradient is 0, even when the "mean" is
+    # 0/0 = NaN because every row is ignored (PyTorch's too: it never writes those rows). The
+    # scale dL/0 = inf times the rows' weight 0 made it NaN, which an optimizer step spreads
+    # into every weight of the model.
+    z = mg.Tensor(on(rng.normal(size=(4, 3))), requires_grad=True)
+    labels = on(np.full(4, 1))
+    options = dict(weight=None if weight is None else on(np.array(weight)), ignore_index=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if loss == "nll_loss":
+            out = F.nll_loss(F.log_softmax(z, dim=1), labels, **options)
+        else:
+            out = F.cross_entropy(z, labels, label_smoothing=0.1 if loss.endswith("smoothed") else 0.0, **options)
+        assert np.isnan(out.item())
+        out.backward()
+    np.testing.assert_array_equal(host(z.grad), np.zeros((4, 3)))
+
+
 def test_the_module_keeps_weights_as_a_buffer_and_float32_stays_float32(device, rng):
     loss_fn = nn.NLLLoss(weight=np.array([1.0, 2.0, 0.5], dtype=np.float32), ignore_index=1)
     assert "weight" in loss_fn.state_dict() and repr(loss_fn) == "NLLLoss(ignore_index=1)"

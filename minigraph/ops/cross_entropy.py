@@ -23,13 +23,17 @@ def label_weights(weight: Any, labels: Any, kept: Any) -> Any:
     return row_weight
 
 
-def row_gradients(grad_output: Any, reduction: str, denominator: Any, n: int) -> Any:
+def row_gradients(grad_output: Any, reduction: str, denominator: Any, n: int, kept: Any = None) -> Any:
     """gᵢ: the gradient reaching each of the n rows' losses, (n,): dLᵢ ("none"), dL ("sum") or
-    dL / denominator ("mean"; the denominator may be a 0-d device array)."""
+    dL / denominator ("mean"; the denominator may be a 0-d device array), and 0 where ``kept``
+    (N,) is 0: an ignored row gets no gradient, as in PyTorch, even where a "mean" over only
+    ignored rows makes dL / 0 infinite (its weight 0 times that would be NaN)."""
+    xp = get_array_module(grad_output)
     if reduction == "none":
-        return grad_output
-    scale = grad_output / denominator if reduction == "mean" else grad_output
-    return get_array_module(grad_output).broadcast_to(scale, (n,))
+        scale = grad_output
+    else:
+        scale = xp.broadcast_to(grad_output / denominator if reduction == "mean" else grad_output, (n,))
+    return scale if kept is None else xp.where(kept > 0, scale, 0).astype(scale.dtype, copy=False)
 
 
 @verified
@@ -97,7 +101,7 @@ class CrossEntropy(Function):
         xp = get_array_module(probs)
         n, classes = probs.shape
         eps, a, kept, weight = self.smoothing, self.row_weight, self.kept, self.weight
-        g = row_gradients(grad_output, self.reduction, self.denominator, n)
+        g = row_gradients(grad_output, self.reduction, self.denominator, n, kept)
         label_part = g if a is None else g * a  # gᵢ·aᵢ
         if eps:
             label_part = (1.0 - eps) * label_part
@@ -317,12 +321,13 @@ class NLLLoss(Function):
     dL (sum) or dLᵢ (none): dXᵢ,yᵢ = −gᵢ·aᵢ, and 0 elsewhere in the row.
     """
 
-    __slots__ = ("labels", "reduction", "row_weight", "denominator", "shape")
+    __slots__ = ("labels", "reduction", "kept", "row_weight", "denominator", "shape")
     op = "nll_loss"
 
     def __init__(self, labels: Any, reduction: str, weight: Any = None, kept: Any = None) -> None:
         self.labels = labels  # data, not an input
         self.reduction = reduction
+        self.kept = kept  # (N,) 0 where the label is ignore_index, else 1; None: all kept
         self.row_weight = label_weights(weight, labels, kept)
         self.denominator = labels.shape[0] if self.row_weight is None else self.row_weight.sum()
 
@@ -340,7 +345,7 @@ class NLLLoss(Function):
     def backward(self, grad_output: Any) -> tuple:
         xp = get_array_module(grad_output)
         n = self.shape[0]
-        g = row_gradients(grad_output, self.reduction, self.denominator, n)
+        g = row_gradients(grad_output, self.reduction, self.denominator, n, self.kept)
         grad = xp.zeros(self.shape, dtype=grad_output.dtype)
         grad[xp.arange(n), self.labels] = -(g if self.row_weight is None else g * self.row_weight)
         return (grad,)
