@@ -212,6 +212,10 @@ def batch_norm_seconds(lib: Library, x_host: numpy.ndarray, reps: int) -> float:
 def worker(variant: str, args: argparse.Namespace) -> dict:
     """Every measurement for ``variant``, in this process; figures in seconds."""
     reps, device = REPS["quick" if args.quick else "full"], args.device
+    if args.keep_freed_memory:  # before any array: every variant's process gets the same allocator
+        from minigraph.memory import keep_freed_memory
+
+        keep_freed_memory()
     lib = Library(variant, device) if variant != "numpy" else None
     sync, prints, times = lib.sync if lib else common.synchronizer(device), {}, {}
     for n in args.ns:
@@ -288,6 +292,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--json", action="store_true", help="end with one JSON line of all results")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--rounds", type=int, help="alternating rounds of workers (default 5; 3 on the GPU)")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="every worker first calls minigraph.memory.keep_freed_memory()")
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.ns, args.bn_shapes = SIZES["quick" if args.quick else args.device]
@@ -325,6 +331,7 @@ def main(argv: list[str] | None = None) -> dict | None:
           else "the variants agree on the first step's loss and gradients")
     common.emit({"benchmark": "train_step", "device": args.device, "widths": WIDTHS, "ns": args.ns,
                  "bn_shapes": args.bn_shapes, "rounds": len(rounds), "variants": variants,
+                 "keep_freed_memory": args.keep_freed_memory,
                  "machine": machine, "results": table, "agree": not problems, "problems": problems,
                  "fingerprints": {v: rounds[0][v]["fingerprint"] for v in variants}}, args.json)
     if problems:
