@@ -112,10 +112,14 @@ def main(argv: list[str] | None = None) -> dict:
     agree = all(numpy.allclose(first[v][k][name], first["minigraph-formula"][k][name], rtol=1e-4, atol=1e-5)
                 for v in variants for k in first[v] for name in ("y0", "dx0"))
     print(f"layer norm forward + backward, float32, CPU ({common.describe_machine(machine)}); "
-          f"{common.env_summary(machine['env'])}; MINIGRAPH_FUSED set per variant; median ms per call over {len(rounds)} round(s)")
+          f"{common.env_summary(machine['env'])}; MINIGRAPH_FUSED set per variant")
+    def cell(figures: dict) -> str:
+        spread = figures["seconds_over_rounds"]
+        return f"{figures['seconds'] * 1e3:.2f} ({spread['min'] * 1e3:.1f}–{spread['max'] * 1e3:.1f})"
+
+    print(f"median ms per call (the rounds' min–max) over {len(rounds)} round(s)")
     print(common.format_table(["M × D"] + list(variants),
-                              [[key.replace("x", " × ")] + [table[key][v]["seconds"] * 1e3 for v in variants]
-                               for key in table]))
+                              [[key.replace("x", " × ")] + [cell(table[key][v]) for v in variants] for key in table]))
     fused_ran = all(f["fused"] for rnd in rounds for f in rnd["minigraph-fused"].values())
     print(f"y and dX agree with the formula's: {agree}; minigraph-fused ran the kernel: {fused_ran}")
     report = {"benchmark": "layer_norm", "machine": machine, "variants": list(variants), "agree": agree,
