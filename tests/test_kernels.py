@@ -473,6 +473,8 @@ def test_an_unclear_minigraph_fused_is_an_error_not_silently_on(monkeypatch, rng
             mg.batch_norm(mg.Tensor(rng.normal(size=(4, 3))), None, None, *running, training=training)
         np.testing.assert_array_equal(running[0], 0.0)  # refused before the statistics were touched
         np.testing.assert_array_equal(running[1], 1.0)
+    with pytest.raises(ValueError, match=f"layer_norm: MINIGRAPH_FUSED is '{value}'; expected one of 0, "):
+        mg.layer_norm(mg.Tensor(rng.normal(size=(4, 3))), 3)
 
 
 def test_a_failed_numba_import_falls_back_to_the_formula_with_exactly_one_warning(monkeypatch, rng):
