@@ -273,7 +273,7 @@ def _layer_norm_gradients(x: Any, mean: Any, inv_std: Any, weight: Any, grad_y: 
             s = inv_std[i]
             sum_g = 0.0
             sum_g_xhat = 0.0
-            for j in range(d):  # one read of the row for all four sums (the branch is hoisted out)
+            for j in range(d):  # one read of the row for all four sums
                 normalised = (x[i, j] - mu) * s
                 if want_columns:
                     block_sum[b, j] += grad_y[i, j]
