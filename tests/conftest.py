@@ -100,8 +100,9 @@ def on(device: str):
 
 
 @pytest.fixture(params=["fused", "formula"])
-def batch_norm_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Batch norm on the fused kernels (minigraph/kernels, CPU with numba) or on its formula."""
+def fused_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Ops with fused kernels (batch norm, layer norm: minigraph/kernels, CPU with numba) on the kernels
+    or on their formulas; on the GPU (or the stand-in) both run the formula, as no GPU kernels exist yet."""
     if request.param == "fused" and importlib.util.find_spec("numba") is None:
         pytest.skip("numba is not installed (pip install 'minigraph[fast]'): no fused CPU path")
     monkeypatch.setenv("MINIGRAPH_FUSED", "1" if request.param == "fused" else "0")

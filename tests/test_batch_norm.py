@@ -10,8 +10,8 @@ from minigraph.backend import to_device
 
 
 @pytest.fixture(autouse=True)
-def every_test_on_both_paths(batch_norm_path):
-    """Every test here runs on the fused kernels and on the formula (see conftest.batch_norm_path)."""
+def every_test_on_both_paths(fused_path):
+    """Every test here runs on the fused kernels and on the formula (see conftest.fused_path)."""
 
 
 def host(a):

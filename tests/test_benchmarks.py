@@ -133,6 +133,14 @@ def test_the_jacobian_is_block_diagonal_and_matches_finite_differences():
     assert np.all(jac[:n, n:] == 0) and np.all(jac[n:, :n] == 0)
 
 
+def test_layer_norm_quick_mode_runs_and_the_variants_agree():
+    report = run_script("layer_norm.py")
+    assert report["benchmark"] == "layer_norm" and report["agree"]
+    assert {"minigraph-formula", "minigraph-fused"} <= set(report["variants"])
+    assert set(report["results"]["64x16"]) == set(report["variants"])
+    assert report["fused_ran"] == (HAS_NUMBA and kernels.fused_enabled())
+
+
 def test_column_dot_quick_mode_runs(device):
     report = run_script("column_dot.py", "--device", device)
     assert report["benchmark"] == "column_dot" and report["results"]

@@ -75,14 +75,14 @@ def test_mse_gradients_for_pred_and_target(on, rng, reduction, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("ddof", [0, 1])
 @pytest.mark.parametrize("eps", [0.0, 1e-3])
-def test_batch_norm_training_gradients(on, rng, shape, ddof, eps, batch_norm_path):
+def test_batch_norm_training_gradients(on, rng, shape, ddof, eps, fused_path):
     n, p = shape
     x = mg.Tensor(on(rng.normal(size=shape) * 3 + 2), requires_grad=True)
     gamma, beta = param(on, rng, p), param(on, rng, p)
     assert mg.gradcheck(lambda x, g, b: mg.batch_norm(x, g, b, eps=eps, ddof=ddof), [x, gamma, beta], **TIGHT)
 
 
-def test_batch_norm_training_gradients_with_running_stats(on, rng, batch_norm_path):
+def test_batch_norm_training_gradients_with_running_stats(on, rng, fused_path):
     x, gamma, beta = param(on, rng, 8, 3), param(on, rng, 3), param(on, rng, 3)
     running_mean, running_var = on(np.zeros(3)), on(np.ones(3))
     assert mg.gradcheck(lambda x, g, b: mg.batch_norm(x, g, b, running_mean, running_var),
@@ -90,7 +90,7 @@ def test_batch_norm_training_gradients_with_running_stats(on, rng, batch_norm_pa
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 3), (5, 4)])
-def test_batch_norm_eval_gradients(on, rng, shape, batch_norm_path):
+def test_batch_norm_eval_gradients(on, rng, shape, fused_path):
     n, p = shape
     running_mean, running_var = on(rng.normal(size=p)), on(rng.uniform(0.5, 2.0, size=p))
     x, gamma, beta = param(on, rng, n, p), param(on, rng, p), param(on, rng, p)
@@ -101,7 +101,7 @@ def test_batch_norm_eval_gradients(on, rng, shape, batch_norm_path):
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("wanted", ["x", "gamma", "beta", "x gamma", "x beta", "gamma beta"])
 def test_batch_norm_gradients_when_only_some_inputs_want_them(on, rng, wanted, training,
-                                                              batch_norm_path):
+                                                              fused_path):
     """A frozen input or scale (requires_grad=False) must not break the others' gradients:
     eval mode with only beta trainable once saved nothing and failed in backward."""
     running_mean, running_var = on(rng.normal(size=3)), on(rng.uniform(0.5, 2.0, size=3))
@@ -111,13 +111,13 @@ def test_batch_norm_gradients_when_only_some_inputs_want_them(on, rng, wanted, t
     assert mg.gradcheck(fn, inputs, **TIGHT)
 
 
-def test_batch_norm_without_affine_parameters(on, rng, batch_norm_path):
+def test_batch_norm_without_affine_parameters(on, rng, fused_path):
     assert mg.gradcheck(lambda x: mg.batch_norm(x, None, None), [param(on, rng, 6, 3)], **TIGHT)
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 2), (2, 3, 1), (3, 2, 4)])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_gradients_for_sequences_of_channels(on, rng, shape, training, batch_norm_path):
+def test_batch_norm_gradients_for_sequences_of_channels(on, rng, shape, training, fused_path):
     """x: (N, C, L), normalised per channel over N·L values, through a transpose and reshape."""
     n, c, length = shape
     x = mg.Tensor(on(rng.normal(size=shape) * 3 + 2), requires_grad=True)

@@ -1,4 +1,4 @@
-"""The fused batch-norm kernels (minigraph/kernels) against the formula path they must equal."""
+"""The fused batch-norm and layer-norm kernels (minigraph/kernels) against the formula paths they must equal."""
 
 from __future__ import annotations
 
@@ -69,6 +69,53 @@ def term_scale(name, x, gamma, beta, grad_y):
     return float(np.abs(gamma).max() * np.abs(grad_y).max() / np.asarray(x, np.float64).std(axis=0).min())
 
 
+# Layer norm's, on X: (M, D), the rows (M) taking the place of batch norm's columns (p).
+# (x's shape, normalized_shape): D = 1 (X̂ = 0), one row, a short last block, 3-D x over two dims,
+# and two large enough for every thread: (700, 200) and (2500, 64) have three row blocks each.
+LN_CASES = [((5, 1), (1,)), ((1, 7), (7,)), ((9, 3), (3,)), ((3, 4, 5), (4, 5)), ((700, 200), (200,)),
+            ((2500, 64), (64,))]
+AFFINE = {"both": (True, True), "weight": (True, False), "bias": (False, True), "none": (False, False)}
+
+
+def ln_problem(rng, x_shape, shape=None, affine="both", dtype=np.float64):
+    """x with rows of different offsets and scales, weight, bias of ``shape`` (default: x's last dim;
+    None where ``affine`` leaves them out) and a random dY, all of ``dtype``."""
+    shape = x_shape[-1:] if shape is None else shape
+    x = (rng.normal(size=x_shape) * rng.uniform(0.5, 3.0, size=x_shape[:-1] + (1,))
+         + rng.normal(size=x_shape[:-1] + (1,)) * 3)
+    has_weight, has_bias = AFFINE[affine]
+    weight = rng.uniform(0.5, 2.0, size=shape) * rng.choice([-1, 1], size=shape) if has_weight else None
+    bias = rng.normal(size=shape) if has_bias else None
+    return [None if a is None else a.astype(dtype) for a in (x, weight, bias, rng.normal(size=x_shape))]
+
+
+def ln_run(monkeypatch, path, x, weight, bias, grad_y, wanted=(True, True, True), eps=1e-5):
+    """layer_norm over weight's (or x's last) dims on ``path``, forward and backward: y and the
+    gradients of the inputs given that ``wanted`` says require grad."""
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1" if path == "fused" else "0")
+    shape = x.shape[-1:] if weight is None and bias is None else (weight if weight is not None else bias).shape
+    tensors = [None if a is None else mg.Tensor(a.copy(), requires_grad=w) for a, w in zip((x, weight, bias), wanted)]
+    out = mg.layer_norm(tensors[0], shape, tensors[1], tensors[2], eps=eps)
+    assert (out.grad_fn.kernel is not None) == (path == "fused")  # the path asked for is the one that ran
+    out.backward(grad_y)
+    results = {"y": out.data}
+    for name, t, w in zip(("dx", "dweight", "dbias"), tensors, wanted):
+        if t is not None:
+            assert (t.grad is not None) == w, name
+            if w:
+                results[name] = t.grad
+    return results
+
+
+def ln_term_scale(name, x, weight, grad_y, shape):
+    """For dX, the size of its terms s·γ·dY (they cancel: for D = 1 dX is 0, computed as noise)."""
+    if name != "dx":
+        return 0.0
+    rows = np.asarray(x, np.float64).reshape(-1, int(np.prod(shape)))
+    gamma = 1.0 if weight is None else np.abs(weight).max()
+    return float(gamma * np.abs(grad_y).max() / max(rows.std(axis=1).min(), 1e-300))
+
+
 # --- the two paths are the same function ---------------------------------------------------------
 @needs_numba
 @pytest.mark.parametrize("shape", SHAPES)
@@ -83,14 +130,20 @@ def test_float64_fused_equals_the_formula_to_1e_12(monkeypatch, rng, shape, ddof
         assert relative_error(fused[name], formula[name], term_scale(name, *arrays)) <= 1e-12, name
 
 
+# batch norm's problem(rng, (N, p)) and run, layer norm's ln_problem(rng, x_shape) and ln_run
+OPS = {"batch_norm": (problem, run), "layer_norm": (ln_problem, ln_run)}
+
+
 @needs_numba
-@pytest.mark.parametrize("shape", [(64, 8), (4096, 64)])
-def test_float32_fused_is_within_1e_5_of_float64_and_no_less_accurate_than_the_formula(monkeypatch, rng, shape):
-    arrays = problem(rng, shape)
-    reference = run(monkeypatch, "formula", *arrays)
+@pytest.mark.parametrize("op,shape", [("batch_norm", (64, 8)), ("batch_norm", (4096, 64)), ("layer_norm", (64, 8)),
+                                      ("layer_norm", (300, 257)), ("layer_norm", (6, 50, 40))])
+def test_float32_fused_is_within_1e_5_of_float64_and_no_less_accurate_than_the_formula(monkeypatch, rng, op, shape):
+    make, run_op = OPS[op]
+    arrays = make(rng, shape)
+    reference = run_op(monkeypatch, "formula", *arrays)
     single = [a.astype(np.float32) for a in arrays]
-    fused = run(monkeypatch, "fused", *single)
-    formula = run(monkeypatch, "formula", *single)
+    fused = run_op(monkeypatch, "fused", *single)
+    formula = run_op(monkeypatch, "formula", *single)
     for name in reference:
         assert fused[name].dtype == np.float32
         fused_error = relative_error(fused[name], reference[name])
@@ -99,15 +152,20 @@ def test_float32_fused_is_within_1e_5_of_float64_and_no_less_accurate_than_the_f
 
 
 @needs_numba
-def test_the_float32_variance_survives_a_mean_of_1e4_standard_deviations(monkeypatch, rng):
-    """The large-mean case of test_batch_norm.py, checked against float64 and not only loosely."""
-    x = (100.0 + 0.01 * rng.normal(size=(512, 3))).astype(np.float32)
-    ones, zeros = np.ones(3, np.float32), np.zeros(3, np.float32)
+@pytest.mark.parametrize("op,shape,names", [("batch_norm", (512, 3), ("y", "dx", "running_var")),
+                                            ("layer_norm", (3, 512), ("y", "dx", "dweight", "dbias"))])
+def test_the_float32_variance_survives_a_mean_of_1e4_standard_deviations(monkeypatch, rng, op, shape, names):
+    """The large-mean cases of test_batch_norm.py and test_layer_norm.py (E[x²] − E[x]² loses every
+    digit there), checked against float64 and not only loosely. Batch norm normalises the 3 columns
+    of 512 values, layer norm the 3 rows of 512."""
+    run_op = OPS[op][1]
+    x = (100.0 + 0.01 * rng.normal(size=shape)).astype(np.float32)
+    ones, zeros = np.ones(shape[1], np.float32), np.zeros(shape[1], np.float32)
     grad_y = rng.normal(size=x.shape).astype(np.float32)
-    fused = run(monkeypatch, "fused", x, ones, zeros, grad_y, eps=0.0)
-    reference = run(monkeypatch, "formula", *(a.astype(np.float64) for a in (x, ones, zeros, grad_y)), eps=0.0)
-    np.testing.assert_allclose(fused["y"].std(axis=0), 1.0, rtol=1e-5)
-    for name in ("y", "dx", "running_var"):
+    fused = run_op(monkeypatch, "fused", x, ones, zeros, grad_y, eps=0.0)
+    reference = run_op(monkeypatch, "formula", *(a.astype(np.float64) for a in (x, ones, zeros, grad_y)), eps=0.0)
+    np.testing.assert_allclose(fused["y"].std(axis=0 if op == "batch_norm" else 1), 1.0, rtol=1e-5)
+    for name in names:
         assert relative_error(fused[name], reference[name]) <= 1e-5, name
 
 
@@ -174,17 +232,19 @@ def test_eval_mode_fused_equals_the_formula(monkeypatch, rng, needs_gamma):
 
 
 @needs_numba
-def test_results_are_bitwise_the_same_for_every_thread_count(monkeypatch, rng):
+@pytest.mark.parametrize("op", list(OPS))
+def test_results_are_bitwise_the_same_for_every_thread_count(monkeypatch, rng, op):
     import numba
 
-    arrays = problem(rng, (6000, 64))  # 384k elements: above the one-thread size, 6 row blocks
+    make, run_op = OPS[op]
+    arrays = make(rng, (6000, 64))  # 384k elements: above the one-thread size, 6 row blocks
     counts = sorted({1, numba.config.NUMBA_NUM_THREADS})
     before = numba.get_num_threads()
     try:
         results = []
         for count in counts + counts:  # each count twice: also the same from run to run
             numba.set_num_threads(count)
-            results.append(run(monkeypatch, "fused", *arrays))
+            results.append(run_op(monkeypatch, "fused", *arrays))
     finally:
         numba.set_num_threads(before)
     for other in results[1:]:
@@ -265,6 +325,89 @@ def test_a_child_forked_while_another_thread_ran_a_kernel_does_not_wait_for_it_f
     assert done.stdout.split() == ["workqueue", "0", "True"], done.stderr[-2000:]
 
 
+# --- layer norm: the fused kernel against its formula -----------------------------------------
+@needs_numba
+@pytest.mark.parametrize("x_shape,shape", LN_CASES)
+@pytest.mark.parametrize("affine", list(AFFINE))
+def test_layer_norm_float64_fused_equals_the_formula_to_1e_12(monkeypatch, rng, x_shape, shape, affine):
+    x, weight, bias, grad_y = ln_problem(rng, x_shape, shape, affine)
+    fused = ln_run(monkeypatch, "fused", x, weight, bias, grad_y)
+    formula = ln_run(monkeypatch, "formula", x, weight, bias, grad_y)
+    assert fused.keys() == formula.keys()
+    for name in formula:
+        assert fused[name].dtype == np.float64 and fused[name].shape == formula[name].shape
+        scale = ln_term_scale(name, x, weight, grad_y, shape)
+        assert relative_error(fused[name], formula[name], scale) <= 1e-12, name
+
+
+@needs_numba
+@pytest.mark.parametrize("x_shape,shape", [((4, 3), (3,)), ((2, 3, 4), (3, 4))])
+@pytest.mark.parametrize("affine", list(AFFINE))
+def test_layer_norm_gradcheck_passes_through_the_fused_path(fused, rng, x_shape, shape, affine):
+    x, weight, bias, _ = ln_problem(rng, x_shape, shape, affine)
+    given = [mg.Tensor(a, requires_grad=True) for a in (x, weight, bias) if a is not None]
+
+    def fn(x, *rest):
+        parts = iter(rest)
+        return mg.layer_norm(x, shape, next(parts) if weight is not None else None,
+                             next(parts) if bias is not None else None, eps=1e-3)
+
+    assert fn(*given).grad_fn.kernel is not None
+    assert mg.gradcheck(fn, given, atol=1e-7, rtol=1e-5)
+
+
+@needs_numba
+@pytest.mark.parametrize("wanted", [(True, False, False), (False, True, False), (False, False, True),
+                                    (False, True, True), (True, True, False), (True, False, True)])
+def test_layer_norm_only_the_gradients_asked_for_are_returned_and_they_match(monkeypatch, rng, wanted):
+    arrays = ln_problem(rng, (300, 40), (40,))
+    want = ln_run(monkeypatch, "formula", *arrays)
+    got = ln_run(monkeypatch, "fused", *arrays, wanted=wanted)  # asserts the others got no gradient
+    assert len(got) == 1 + sum(wanted)
+    for name in got:
+        assert relative_error(got[name], want[name]) <= 1e-12, name
+
+
+@needs_numba
+def test_layer_norm_non_contiguous_input_and_gradient_give_the_contiguous_results(monkeypatch, rng):
+    x, weight, bias, grad_y = ln_problem(rng, (300, 7), (7,))
+    want = ln_run(monkeypatch, "fused", x, weight, bias, grad_y)
+    strided = [np.asfortranarray(x), weight, np.repeat(bias, 2)[::2], np.asfortranarray(grad_y)]
+    got = ln_run(monkeypatch, "fused", *strided)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@needs_numba
+def test_layer_norm_fused_backward_never_writes_into_the_gradient_it_was_given(monkeypatch, rng):
+    x, weight, bias, grad_y = ln_problem(rng, (40, 5), (5,))
+    want = ln_run(monkeypatch, "formula", x, weight, bias, grad_y)["dx"]
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+    node = mg.layer_norm(mg.Tensor(x, requires_grad=True), 5, mg.Tensor(weight), mg.Tensor(bias)).grad_fn
+    caller_grad = grad_y.copy()
+    grad_x = node.backward(caller_grad)[0]
+    assert grad_x is not caller_grad and relative_error(grad_x, want) <= 1e-12
+    np.testing.assert_array_equal(caller_grad, grad_y)
+
+
+@needs_numba
+def test_layer_norm_a_constant_row_without_eps_is_nan_on_both_paths_and_the_rest_agrees(monkeypatch, rng):
+    """Variance 0 and eps = 0: inv_std is 1/0 = inf and X̂ = 0·inf = NaN, as NumPy computes it;
+    the kernel must neither raise ZeroDivisionError nor spill the NaN into other rows' results."""
+    x, weight, bias, grad_y = ln_problem(rng, (20, 6), (6,))
+    x[3] = 2.5
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fused = ln_run(monkeypatch, "fused", x, weight, bias, grad_y, eps=0.0)
+        formula = ln_run(monkeypatch, "formula", x, weight, bias, grad_y, eps=0.0)
+    for name in ("y", "dx"):
+        assert np.isnan(fused[name][3]).all() and np.isnan(formula[name][3]).all(), name
+        others = np.delete(np.arange(20), 3)
+        assert relative_error(fused[name][others], formula[name][others],
+                              ln_term_scale(name, x[others], weight, grad_y, (6,))) <= 1e-12, name
+    for name in ("dweight", "dbias"):  # the NaN row is in every column's sum on both paths
+        assert np.array_equal(np.isnan(fused[name]), np.isnan(formula[name])), name
+
+
 # --- choosing the path ---------------------------------------------------------------------------
 @needs_numba
 def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(monkeypatch, rng):
@@ -279,15 +422,24 @@ def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(monkeypatch, rng
     # Compiled before rigging: compile_for runs the kernels, which would turn them off for good.
     monkeypatch.setenv("MINIGRAPH_FUSED", "1")
     assert kernels.batch_norm(x, gamma, beta) is cpu
-    for name in ("batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward"):
+    ln_want = ln_run(monkeypatch, "formula", x, gamma, beta, grad_y)
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
+    assert kernels.layer_norm(x, gamma, beta) is cpu
+    for name in ("batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward", "layer_norm_forward",
+                 "layer_norm_backward"):
         monkeypatch.setattr(cpu, name, broken)
     got = run(monkeypatch, "formula", x, gamma, beta, grad_y)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name])
     mg.batch_norm(mg.Tensor(x), None, None, np.zeros(4), np.ones(4), training=False)
+    ln_got = ln_run(monkeypatch, "formula", x, gamma, beta, grad_y)
+    for name in ln_want:
+        np.testing.assert_array_equal(ln_got[name], ln_want[name])
     monkeypatch.setenv("MINIGRAPH_FUSED", "1")  # the rigged kernels are live: they do run when on
     with pytest.raises(AssertionError, match="a fused kernel ran"):
         mg.batch_norm(mg.Tensor(x), None, None)
+    with pytest.raises(AssertionError, match="a fused kernel ran"):
+        mg.layer_norm(mg.Tensor(x), 4)
 
 
 def test_other_arrays_and_dtypes_are_left_to_the_formula(fused):
@@ -299,6 +451,9 @@ def test_other_arrays_and_dtypes_are_left_to_the_formula(fused):
     assert kernels.batch_norm(x.astype(np.float16), np.ones(2, np.float16), np.zeros(2, np.float16)) is None
     assert kernels.batch_norm(x, np.ones(2, np.float32), np.zeros(2)) is None  # mixed dtypes
     assert kernels.batch_norm(x.astype(">f8"), np.ones(2), np.zeros(2)) is None  # not native byte order
+    assert kernels.layer_norm(x.view(StandIn)) is None
+    assert kernels.layer_norm(x, np.ones(2, np.float32)) is None
+    assert kernels.layer_norm(np.ones((0, 2))) is None and kernels.layer_norm(np.ones((2, 0))) is None  # empty
 
 
 @pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("False", False), ("1", True), ("", True),
@@ -318,6 +473,8 @@ def test_an_unclear_minigraph_fused_is_an_error_not_silently_on(monkeypatch, rng
             mg.batch_norm(mg.Tensor(rng.normal(size=(4, 3))), None, None, *running, training=training)
         np.testing.assert_array_equal(running[0], 0.0)  # refused before the statistics were touched
         np.testing.assert_array_equal(running[1], 1.0)
+    with pytest.raises(ValueError, match=f"layer_norm: MINIGRAPH_FUSED is '{value}'; expected one of 0, "):
+        mg.layer_norm(mg.Tensor(rng.normal(size=(4, 3))), 3)
 
 
 def test_a_failed_numba_import_falls_back_to_the_formula_with_exactly_one_warning(monkeypatch, rng):

@@ -18,6 +18,12 @@ CASES = [((6, 5), (5,)), ((4, 5), (4, 5)), ((3, 4, 5), (5,)), ((3, 4, 5), (4, 5)
 AFFINE = ["both", "weight", "bias", "none"]
 
 
+@pytest.fixture(autouse=True)
+def every_test_on_both_paths(fused_path):
+    """Every test here runs on the fused kernel and on the formula (see conftest.fused_path);
+    tests/test_kernels.py holds the two paths to each other."""
+
+
 def host(a):
     return to_device(a.data if isinstance(a, mg.Tensor) else a, "cpu")
 

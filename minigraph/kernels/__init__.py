@@ -13,7 +13,7 @@ stays the readable definition and the reference the tests hold kernels to.
   is missing, or its import or compile fails, one warning is issued and the
   formula serves for the rest of the process. So it does in a child forked
   from a process that ran them on GNU OpenMP, where numba would kill the child.
-- CuPy arrays: no kernels yet (see ``batch_norm``); anything else gets None.
+- CuPy arrays: no kernels yet (see ``_serving``); anything else gets None.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class _CpuKernels:
             self.warned = True
             warnings.warn(
                 f"minigraph: the fused CPU kernels are off in this process: {self.failure}. Batch "
-                f"norm runs its NumPy formula instead; set {ENV_VAR}=0 to choose it without this warning.",
+                f"norm and layer norm run their NumPy formulas instead; set {ENV_VAR}=0 to choose it without this warning.",
                 RuntimeWarning, stacklevel=3,
             )
         return None
@@ -122,13 +122,9 @@ class _CpuKernels:
 _cpu = _CpuKernels()
 
 
-def batch_norm(x: Any, *others: Any) -> ModuleType | None:
-    """The module whose batch-norm kernels serve x: (N, p) and the (p,) arrays ``others``, or None.
-
-    The module provides ``batch_norm_forward``, ``batch_norm_backward`` and
-    ``batch_norm_eval_forward`` (see ``kernels/cpu.py`` for their contracts).
-    """
-    if not fused_enabled("batch_norm"):
+def _serving(op: str, x: Any, others: tuple) -> ModuleType | None:
+    """The module whose kernels serve x and ``others`` for ``op``, or None: NumPy arrays of one dtype."""
+    if not fused_enabled(op):
         return None
     arrays = (x,) + others
     if all(type(a) is numpy.ndarray for a in arrays):
@@ -136,6 +132,26 @@ def batch_norm(x: Any, *others: Any) -> ModuleType | None:
         if dtype in _CPU_DTYPES and all(a.dtype == dtype for a in others):
             return _cpu.serving(dtype)
         return None
-    # A GPU module plugs in here: kernels/gpu.py (CuPy) with the same three functions,
+    # A GPU module plugs in here: kernels/gpu.py (CuPy) with the same functions,
     # returned for CuPy arrays it serves, e.g. `if backend.is_gpu_array(x): return _gpu.serving(dtype)`.
     return None
+
+
+def batch_norm(x: Any, *others: Any) -> ModuleType | None:
+    """The module whose batch-norm kernels serve x: (N, p) and the (p,) arrays ``others``, or None.
+
+    The module provides ``batch_norm_forward``, ``batch_norm_backward`` and
+    ``batch_norm_eval_forward`` (see ``kernels/cpu.py`` for their contracts).
+    """
+    return _serving("batch_norm", x, others)
+
+
+def layer_norm(x: Any, *others: Any) -> ModuleType | None:
+    """The module whose layer-norm kernels serve x: (M, D) and the (D,) arrays ``others`` (weight,
+    bias where given), or None; None also for an empty x, which the formula handles and which
+    has nothing to fuse.
+
+    The module provides ``layer_norm_forward`` and ``layer_norm_backward`` (``kernels/cpu.py``).
+    """
+    module = _serving("layer_norm", x, others)  # first: a misspelt MINIGRAPH_FUSED is an error here too
+    return module if x.size else None

@@ -1,4 +1,4 @@
-"""Batch norm fused for NumPy arrays by numba: two passes over (N, p) each way, on all cores.
+"""Batch norm and layer norm fused for NumPy arrays by numba: few passes over the data, on all cores.
 
 The math is the formula path's (``minigraph/ops/batch_norm.py``, derived in
 docs/batchnorm.md); that code stays the definition and tests hold these kernels
@@ -35,6 +35,22 @@ can take 50–100× longer (2048 × 512 float32 forward + backward on 2 busy cor
 ~70 ms, against ~1.5 ms with OMP_WAIT_POLICY=PASSIVE and ~0.65 ms on idle
 cores). PyTorch's CPU kernels behave the same. On such a machine set
 OMP_WAIT_POLICY=PASSIVE or NUMBA_NUM_THREADS=1 before the first batch norm.
+
+Layer norm (``minigraph/ops/layer_norm.py``) is batch norm with rows and columns
+swapped: each row of X: (M, D) is normalised over its D columns. A row is read
+from memory once per kernel and then stays in cache, so
+
+    forward   per row: Σx, then Σ(x − μ)² (two-pass), s; then Y = (X − μ1ᵀ) ⊙ s1ᵀ ⊙ 1γ + 1β
+    backward  per row: Σ G and Σ G ⊙ X̂ (G = dY ⊙ γ), then dX; in the same pass each row block
+              adds dY and dY ⊙ X̂ into its own row of (blocks, D) partial sums for dβ and dγ,
+              merged in block order afterwards (no two threads write one sum; deterministic)
+
+Rows are independent, so the forward runs over rows in parallel with no merge at
+all. The row sums are scalar reductions, which LLVM vectorises only when it may
+reassociate them: these kernels are compiled with fastmath's ``reassoc`` alone
+(no ``nnan``/``ninf``, so NaN and inf propagate as in NumPy). The summation order
+is then fixed by the compiled code and the row length, never by the threads, and
+every sum is still float64.
 """
 
 from __future__ import annotations
@@ -54,15 +70,17 @@ MIN_BLOCK_ROWS = 16  # and at least 16 rows, so the (blocks, p) float64 partial 
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
 
-def _jit(function: Callable) -> Callable:
+def _jit(function: Callable, **extra: Any) -> Callable:
     """numba's parallel JIT, cached on disk across processes where a cache directory is writable.
+
+    ``extra`` adds to or overrides numba.njit's options (the layer norm kernels' fastmath).
 
     numba caches next to this file, or in the user's cache directory when the
     package folder is read-only (NUMBA_CACHE_DIR overrides both). With neither
     writable, numba refuses ``cache=True`` at decoration time; the kernels then
     compile in every process instead of failing.
     """
-    options = {"parallel": True, "fastmath": False, "nogil": True}
+    options = {"parallel": True, "fastmath": False, "nogil": True, **extra}
     try:
         return numba.njit(cache=True, **options)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
@@ -208,6 +226,68 @@ def _input_gradient(x: Any, mean: Any, grad_y: Any, scale: Any, grad_y_mean: Any
                 out[i, j] = scale[j] * (grad_y[i, j] - grad_y_mean[j]) - (x[i, j] - mean[j]) * centred_scale[j]
 
 
+def _jit_rows(function: Callable) -> Callable:
+    """The layer norm kernels' JIT: row sums may be reassociated (vectorised); 1/0 is inf, as in NumPy.
+
+    error_model="numpy": a constant row with eps = 0 has variance 0, and its inv_std must be
+    inf (X̂ = 0·inf = NaN, as the formula gives) instead of a ZeroDivisionError.
+    """
+    return _jit(function, fastmath={"reassoc"}, error_model="numpy")
+
+
+@_jit_rows
+def _layer_norm_rows(x: Any, weight: Any, bias: Any, eps: float, mean: Any, inv_std: Any, out: Any) -> None:
+    """x, out: (M, D), D > 0; weight, bias: (D,) float64 -> writes mean, inv_std: (M,) float64 and
+    out = (X − μ1ᵀ) ⊙ s1ᵀ ⊙ 1γ + 1β."""
+    m, d = x.shape
+    for i in prange(m):
+        total = 0.0
+        for j in range(d):
+            total += x[i, j]
+        mu = total / d
+        sum_sq = 0.0
+        for j in range(d):  # the row is still in cache: the second pass costs little
+            deviation = x[i, j] - mu
+            sum_sq += deviation * deviation
+        s = 1.0 / numpy.sqrt(sum_sq / d + eps)
+        mean[i] = mu
+        inv_std[i] = s
+        for j in range(d):
+            out[i, j] = (x[i, j] - mu) * s * weight[j] + bias[j]
+
+
+@_jit_rows
+def _layer_norm_gradients(x: Any, mean: Any, inv_std: Any, weight: Any, grad_y: Any, rows: int,
+                          want_x: bool, want_columns: bool, block_dot: Any, block_sum: Any, out: Any) -> None:
+    """x, grad_y, out: (M, D), D > 0; mean, inv_std: (M,), weight: (D,), all float64.
+
+    With ``want_columns``: block_dot[b], block_sum[b] (zeros on entry) += Σ dY ⊙ X̂ and Σ dY over
+    row block b. With ``want_x``: out = s1ᵀ ⊙ [G − (G1)/D 1ᵀ − X̂ ⊙ ((G ⊙ X̂)1)/D 1ᵀ], G = dY ⊙ 1γ;
+    out may be grad_y itself (each row is read in full before it is written).
+    """
+    m, d = x.shape
+    blocks = (m + rows - 1) // rows
+    for b in prange(blocks):
+        for i in range(b * rows, min(m, (b + 1) * rows)):
+            mu = mean[i]
+            s = inv_std[i]
+            sum_g = 0.0
+            sum_g_xhat = 0.0
+            for j in range(d):  # one read of the row for all four sums
+                normalised = (x[i, j] - mu) * s
+                if want_columns:
+                    block_sum[b, j] += grad_y[i, j]
+                    block_dot[b, j] += grad_y[i, j] * normalised
+                g = grad_y[i, j] * weight[j]
+                sum_g += g
+                sum_g_xhat += g * normalised
+            if want_x:
+                mean_g = sum_g / d
+                mean_g_xhat = sum_g_xhat / d
+                for j in range(d):
+                    out[i, j] = s * (grad_y[i, j] * weight[j] - mean_g - (x[i, j] - mu) * s * mean_g_xhat)
+
+
 # --- what ops/batch_norm.py calls ------------------------------------------------------------
 def batch_norm_forward(x: Any, gamma: Any, beta: Any, eps: float, ddof: int) -> tuple:
     """Training-mode forward: x: (N, p), gamma, beta: (p,) -> (y: (N, p), mean: (p,), sum_sq: (p,), saved).
@@ -260,6 +340,50 @@ def batch_norm_eval_forward(x: Any, gamma: Any, beta: Any, mean: Any, inv_std: A
     return y
 
 
+# --- what ops/layer_norm.py calls ------------------------------------------------------------
+def _affine64(a: Any, d: int, fill: float) -> Any:
+    """weight or bias: (D,) as float64, or ``fill`` everywhere for None (×1 and +0 are exact)."""
+    return numpy.full(d, fill) if a is None else a.astype(numpy.float64)
+
+
+def layer_norm_forward(x: Any, weight: Any, bias: Any, eps: float) -> tuple:
+    """x: (M, D) with M, D > 0, weight, bias: (D,) or None -> (y: (M, D), saved for ``layer_norm_backward``)."""
+    x = kernel_ready(x)
+    m, d = x.shape
+    gamma = _affine64(weight, d, 1.0)
+    y = numpy.empty_like(x)
+    mean, inv_std = numpy.empty(m), numpy.empty(m)
+    with _ThreadsFor(x):
+        _layer_norm_rows(x, gamma, _affine64(bias, d, 0.0), eps, mean, inv_std, y)
+    # X, not X̂: X is the layer's input and alive anyway; X̂ would be another (M, D) array.
+    return y, (x, mean, inv_std, gamma)
+
+
+def layer_norm_backward(saved: tuple, grad_output: Any, needs_grad: tuple) -> tuple:
+    """dY: (M, D) -> (dX: (M, D), dγ: (D,), dβ: (D,)), None where ``needs_grad`` (three bools) says
+    not needed (one pass computes dγ and dβ together when either is asked for)."""
+    x, mean, inv_std, gamma = saved
+    needs_x, needs_weight, needs_bias = needs_grad
+    grad_y = kernel_ready(grad_output)
+    m, d = x.shape
+    rows = block_rows(d)
+    want_columns = bool(needs_weight or needs_bias)
+    blocks = (m + rows - 1) // rows if want_columns else 0
+    block_dot, block_sum = numpy.zeros((blocks, d)), numpy.zeros((blocks, d))
+    grad_x = None
+    if needs_x:
+        # A copy made by kernel_ready is ours to overwrite; the dY we were given never is.
+        grad_x = grad_y if grad_y is not grad_output else numpy.empty_like(grad_y)
+    with _ThreadsFor(x):
+        _layer_norm_gradients(x, mean, inv_std, gamma, grad_y, rows, bool(needs_x), want_columns,
+                              block_dot, block_sum, grad_x if needs_x else grad_y)
+    dtype = x.dtype
+    # Summed down axis 0 in block order: the same result for every thread count.
+    return (grad_x,
+            block_dot.sum(axis=0).astype(dtype) if needs_weight else None,
+            block_sum.sum(axis=0).astype(dtype) if needs_bias else None)
+
+
 def threading_layer() -> str | None:
     """numba's threading layer ('omp', 'tbb' or 'workqueue'), or None before any kernel ran."""
     try:
@@ -269,7 +393,7 @@ def threading_layer() -> str | None:
 
 
 def compile_for(dtype: Any) -> None:
-    """Compile (or load from numba's cache) every kernel for ``dtype`` by running it on a (2, 1) input.
+    """Compile (or load from numba's cache) every kernel for ``dtype`` by running it on a tiny input.
 
     The calls go through the functions above, so the compiled signatures are
     exactly the ones real calls use; a failure surfaces here, where
@@ -280,3 +404,6 @@ def compile_for(dtype: Any) -> None:
     y, _, _, saved = batch_norm_forward(x, ones, zeros, 1e-5, 0)
     batch_norm_backward(saved, y, 0, (True, True, True))
     batch_norm_eval_forward(x, ones, zeros, zeros, ones)
+    rows = numpy.array([[0.0, 1.0]], dtype=dtype)  # one row of D = 2
+    y, saved = layer_norm_forward(rows, ones.repeat(2), zeros.repeat(2), 1e-5)
+    layer_norm_backward(saved, y, (True, True, True))

@@ -12,6 +12,10 @@ its D columns, and then the affine part per column. With 1 a column of D ones:
     Y = X̂ ⊙ γ + β                   γ, β: (D,) broadcast over the M rows
 (M,) vectors such as μ and s are columns broadcast over the D columns; (D,) vectors rows
 broadcast over the M rows. Everything is matrix algebra on (M, D): no loop over rows or features.
+
+For NumPy arrays a fused kernel (``minigraph/kernels/cpu.py``, numba) computes the same in one
+read of each row per direction; this formula stays the definition the tests hold it to, and
+serves wherever no kernel does (``MINIGRAPH_FUSED=0``, no numba, CuPy arrays, empty x).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import checks
+from .. import checks, kernels
 from ..backend import column_dot, column_sums, get_array_module
 from ..engine import Function, Tensor, apply, as_tensors, verified
 
@@ -40,7 +44,7 @@ class LayerNorm(Function):
     paths through μ and through σ².
     """
 
-    __slots__ = ("eps", "shape", "has_weight", "has_bias")
+    __slots__ = ("eps", "shape", "has_weight", "has_bias", "kernel")
     op = "layer_norm"
 
     def __init__(self, eps: float, shape: tuple[int, ...], has_weight: bool, has_bias: bool) -> None:
@@ -48,6 +52,7 @@ class LayerNorm(Function):
         self.shape = shape  # normalized_shape
         self.has_weight = has_weight
         self.has_bias = has_bias
+        self.kernel = None  # the fused kernels that ran the forward, if any (minigraph.kernels)
 
     def rows(self, a: Any) -> Any:
         """a: (*lead, *S) as (M, D): a view when a is contiguous, else a copy."""
@@ -57,8 +62,14 @@ class LayerNorm(Function):
     def forward(self, x: Any, *affine: Any) -> Any:
         weight = affine[0].reshape(-1) if self.has_weight else None
         bias = affine[-1].reshape(-1) if self.has_bias else None
-        xp = get_array_module(x)
         rows = self.rows(x)
+        self.kernel = kernels.layer_norm(rows, *(a for a in (weight, bias) if a is not None))
+        if self.kernel is not None:  # the formula below, fused into one read of each row
+            y, saved = self.kernel.layer_norm_forward(rows, weight, bias, self.eps)
+            if any(self.needs_grad):
+                self.saved = saved
+            return y.reshape(x.shape)
+        xp = get_array_module(x)
         # Sums over D = 0 columns are 0; dividing by 1 instead keeps 0/0 out (y is empty anyway).
         d = max(rows.shape[1], 1)
         mean = rows @ xp.ones(rows.shape[1], dtype=x.dtype) / d  # row sums as a matrix-vector product
@@ -77,16 +88,20 @@ class LayerNorm(Function):
         return y.reshape(x.shape)
 
     def backward(self, grad_output: Any) -> tuple:
-        normalised, inv_std, weight = self.saved
         grad_rows = self.rows(grad_output)
-        grads = [None]
-        if self.needs_grad[0]:
-            grads[0] = self.input_gradient(grad_rows, normalised, inv_std, weight).reshape(grad_output.shape)
         wanted = iter(self.needs_grad[1:])
-        if self.has_weight:
-            grads.append(column_dot(grad_rows, normalised).reshape(self.shape) if next(wanted) else None)
-        if self.has_bias:
-            grads.append(column_sums(grad_rows).reshape(self.shape) if next(wanted) else None)
+        needs = (self.needs_grad[0], self.has_weight and next(wanted), self.has_bias and next(wanted))
+        if self.kernel is not None:
+            grad_x, grad_weight, grad_bias = self.kernel.layer_norm_backward(self.saved, grad_rows, needs)
+        else:
+            normalised, inv_std, weight = self.saved
+            grad_x = self.input_gradient(grad_rows, normalised, inv_std, weight) if needs[0] else None
+            grad_weight = column_dot(grad_rows, normalised) if needs[1] else None
+            grad_bias = column_sums(grad_rows) if needs[2] else None
+        grads = [shaped(grad_x, grad_output.shape)]
+        for given, grad in ((self.has_weight, grad_weight), (self.has_bias, grad_bias)):
+            if given:
+                grads.append(shaped(grad, self.shape))
         return tuple(grads)
 
     @staticmethod
@@ -103,6 +118,15 @@ class LayerNorm(Function):
         grad_x -= through_mean[:, None]
         grad_x *= inv_std[:, None]
         return grad_x
+
+
+def shaped(a: Any, shape: tuple[int, ...]) -> Any:
+    """a reshaped to ``shape``, or a itself (None too) when it has that shape already.
+
+    Not a view of itself: the engine hands a new array that owns its memory to .grad as it is,
+    but copies a view (it cannot tell whose memory a view shares), 16 MiB at (4096, 1024) float32.
+    """
+    return a if a is None or a.shape == shape else a.reshape(shape)
 
 
 def normalized_shape_of(owner: str, normalized_shape: Any) -> tuple[int, ...]:
