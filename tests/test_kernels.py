@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -501,7 +502,7 @@ def test_a_failed_compile_falls_back_to_the_formula_with_exactly_one_warning(mon
 
     from minigraph.kernels import cpu
 
-    def failing_compile(dtype):
+    def failing_compile(op, dtype):
         raise TypingError("simulated")
 
     monkeypatch.setattr(kernels, "_cpu", kernels._CpuKernels())
@@ -596,8 +597,8 @@ def test_the_openmp_threads_are_told_to_sleep_soon_unless_the_user_chose(preset,
     code = ("import os, numpy, minigraph as mg; from minigraph.kernels import cpu; "
             "gomp = lambda: 'libgomp' in open('/proc/self/maps').read(); "
             "compile_for = cpu.compile_for; seen = []; "
-            "cpu.compile_for = lambda dtype: (seen.append((os.environ.get('GOMP_SPINCOUNT'), gomp())), "
-            "compile_for(dtype)); "
+            "cpu.compile_for = lambda op, dtype: (seen.append((os.environ.get('GOMP_SPINCOUNT'), gomp())), "
+            "compile_for(op, dtype)); "
             "mg.batch_norm(mg.Tensor(numpy.ones((3, 2)), requires_grad=True), None, None); "
             "print(seen[0][0], os.environ.get('GOMP_SPINCOUNT'), seen[0][1], gomp(), cpu.threading_layer())")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
@@ -610,3 +611,18 @@ def test_the_openmp_threads_are_told_to_sleep_soon_unless_the_user_chose(preset,
     if layer == "omp" and sys.platform.startswith("linux"):
         # GNU OpenMP loaded inside compile_for, so it read the variable as it was set then.
         assert (gomp_before, gomp_after) == ("False", "True")
+
+
+def test_each_ops_kernels_compile_on_its_first_use_only():
+    """A net without layer norm never pays for compiling its kernels (nor the reverse)."""
+    pytest.importorskip("numba")
+    code = ("import json, numpy, minigraph as mg; from minigraph import kernels; "
+            "ops = lambda: sorted(op for op, _ in kernels._cpu.compiled); "
+            "x = mg.Tensor(numpy.ones((3, 2), numpy.float32), requires_grad=True); "
+            "mg.batch_norm(x, None, None).sum().backward(); first = ops(); "
+            "mg.layer_norm(x, (2,)).sum().backward(); print(json.dumps([first, ops()]))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MINIGRAPH_FUSED="1", MINIGRAPH_DEVICE="cpu")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [["batch_norm"], ["batch_norm", "layer_norm"]]

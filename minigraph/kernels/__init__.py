@@ -72,13 +72,14 @@ class _CpuKernels:
 
     def __init__(self) -> None:
         self.module: ModuleType | None = None
-        self.compiled: set[numpy.dtype] = set()
+        self.compiled: set[tuple[str, numpy.dtype]] = set()  # (op, dtype) pairs compiled so far
         self.failure: str | None = None  # why the kernels are off, once they are
         self.warned = False
 
-    def serving(self, dtype: numpy.dtype) -> ModuleType | None:
-        """The compiled ``cpu`` module for ``dtype``, or None if numba cannot provide it."""
-        if self.failure is None and dtype not in self.compiled:
+    def serving(self, op: str, dtype: numpy.dtype) -> ModuleType | None:
+        """The ``cpu`` module with ``op``'s kernels compiled for ``dtype``, or None if numba cannot
+        provide them."""
+        if self.failure is None and (op, dtype) not in self.compiled:
             try:
                 if self.module is None:
                     spin_set = _spin_briefly()
@@ -86,13 +87,13 @@ class _CpuKernels:
                         self.module = importlib.import_module(f"{__name__}.cpu")  # imports numba
                         if hasattr(os, "register_at_fork"):
                             os.register_at_fork(after_in_child=self.forked)
-                        self.module.compile_for(dtype)  # runs the kernels: the threads start, libgomp reads it
+                        self.module.compile_for(op, dtype)  # runs the kernels: the threads start, libgomp reads it
                     finally:
                         if spin_set:  # not passed on to this process's children, which did not ask for it
                             os.environ.pop("GOMP_SPINCOUNT", None)
                 else:
-                    self.module.compile_for(dtype)
-                self.compiled.add(dtype)
+                    self.module.compile_for(op, dtype)
+                self.compiled.add((op, dtype))
             except ImportError as exc:
                 self.failure = f"numba cannot be imported ({type(exc).__name__}: {exc}); " \
                                f"pip install 'minigraph[fast]' installs it"
@@ -130,10 +131,10 @@ def _serving(op: str, x: Any, others: tuple) -> ModuleType | None:
     if all(type(a) is numpy.ndarray for a in arrays):
         dtype = x.dtype
         if dtype in _CPU_DTYPES and all(a.dtype == dtype for a in others):
-            return _cpu.serving(dtype)
+            return _cpu.serving(op, dtype)
         return None
     # A GPU module plugs in here: kernels/gpu.py (CuPy) with the same functions,
-    # returned for CuPy arrays it serves, e.g. `if backend.is_gpu_array(x): return _gpu.serving(dtype)`.
+    # returned for CuPy arrays it serves, e.g. `if backend.is_gpu_array(x): return _gpu.serving(op, dtype)`.
     return None
 
 

@@ -392,18 +392,23 @@ def threading_layer() -> str | None:
         return None
 
 
-def compile_for(dtype: Any) -> None:
-    """Compile (or load from numba's cache) every kernel for ``dtype`` by running it on a tiny input.
+def compile_for(op: str, dtype: Any) -> None:
+    """Compile (or load from numba's cache) ``op``'s kernels for ``dtype`` by running them on a
+    tiny input: each op's on its first use only, so a net without layer norm never compiles its.
 
     The calls go through the functions above, so the compiled signatures are
     exactly the ones real calls use; a failure surfaces here, where
     ``minigraph.kernels`` turns it into a warning and the formula path.
     """
-    x = numpy.array([[0.0], [1.0]], dtype=dtype)
     ones, zeros = numpy.ones(1, dtype=dtype), numpy.zeros(1, dtype=dtype)
-    y, _, _, saved = batch_norm_forward(x, ones, zeros, 1e-5, 0)
-    batch_norm_backward(saved, y, 0, (True, True, True))
-    batch_norm_eval_forward(x, ones, zeros, zeros, ones)
-    rows = numpy.array([[0.0, 1.0]], dtype=dtype)  # one row of D = 2
-    y, saved = layer_norm_forward(rows, ones.repeat(2), zeros.repeat(2), 1e-5)
-    layer_norm_backward(saved, y, (True, True, True))
+    if op == "batch_norm":
+        x = numpy.array([[0.0], [1.0]], dtype=dtype)
+        y, _, _, saved = batch_norm_forward(x, ones, zeros, 1e-5, 0)
+        batch_norm_backward(saved, y, 0, (True, True, True))
+        batch_norm_eval_forward(x, ones, zeros, zeros, ones)
+    elif op == "layer_norm":
+        rows = numpy.array([[0.0, 1.0]], dtype=dtype)  # one row of D = 2
+        y, saved = layer_norm_forward(rows, ones.repeat(2), zeros.repeat(2), 1e-5)
+        layer_norm_backward(saved, y, (True, True, True))
+    else:
+        raise ValueError(f"compile_for: no kernels for op {op!r}")
