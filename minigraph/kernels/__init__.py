@@ -105,7 +105,8 @@ class _CpuKernels:
             self.warned = True
             warnings.warn(
                 f"minigraph: the fused CPU kernels are off in this process: {self.failure}. Batch "
-                f"norm and layer norm run their NumPy formulas instead; set {ENV_VAR}=0 to choose it without this warning.",
+                f"norm and layer norm run their NumPy formulas instead; set {ENV_VAR}=0 to choose them "
+                f"without this warning.",
                 RuntimeWarning, stacklevel=3,
             )
         return None
