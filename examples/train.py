@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None, distributed: bool = False) -> int:
     parser.add_argument("--json", action="store_true", help="end with one JSON line of results")
     args = parser.parse_args(argv)
     # Each step frees and reallocates the same arrays: let the allocator keep them rather than
-    # map and zero fresh pages every step (a fifth of a CPU step at N = 2048; minigraph/memory.py).
+    # map and zero fresh pages every step (a third of a CPU step at N = 2048; minigraph/memory.py).
     keep_freed_memory()
 
     if args.synthetic:

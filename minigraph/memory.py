@@ -3,7 +3,7 @@
 A training step on the CPU allocates the same (N, p) arrays every step and frees them at its
 end. glibc returns large freed blocks to the kernel (or maps each one afresh), so every step
 then pays the kernel to map and zero those pages again: at N = 2048 on the example net, about
-3800 page faults per step and a fifth of the step's time (BENCHMARKS.md). Hand-written NumPy
+4000 page faults per step and a third of the step's time (BENCHMARKS.md). Hand-written NumPy
 avoids it by allocating once; an autograd engine cannot, since each step builds a new graph.
 ``keep_freed_memory()`` asks glibc to keep freed blocks up to a limit, so the next step reuses
 them. It changes the whole process's allocator (every library in it), so it is opt-in: call it
