@@ -12,6 +12,7 @@ from ..backend import get_array_module, is_gpu_array, join_device
 from ..engine import Function, Tensor, apply, as_tensor, is_grad_enabled, verified
 from .mse_loss import REDUCTIONS
 from .shape import check_range, data_array
+from .softmax import log_softmax_along
 
 
 def label_weights(weight: Any, labels: Any, kept: Any) -> Any:
@@ -140,10 +141,8 @@ class CrossEntropyProbabilities(Function):
         self.smoothing = smoothing
 
     def forward(self, logits: Any, targets: Any) -> Any:
-        xp = get_array_module(logits)
         n, classes = logits.shape
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        log_probs = log_softmax_along(logits, 1)
         eps = self.smoothing
         mixed = (1.0 - eps) * targets + eps / classes if eps else targets  # T′
         weighted = mixed if self.weight is None else mixed * self.weight  # U

@@ -19,6 +19,21 @@ from ..backend import get_array_module
 from ..engine import Function, Tensor, apply, as_tensor, verified
 
 
+def shifted(x: Any, axis: int | None) -> Any:
+    """X − m, m the max along ``axis`` (kept as size 1): a new array whose exp cannot overflow.
+    An empty x is copied as it is (nothing to shift; NumPy's max refuses an empty axis)."""
+    xp = get_array_module(x)
+    return x - xp.max(x, axis=axis, keepdims=True) if x.size else x.copy()
+
+
+def log_softmax_along(x: Any, axis: int | None) -> Any:
+    """log softmax(x) along ``axis`` on arrays: X − m − log Σ e^(X − m) (``cross_entropy`` uses it too)."""
+    xp = get_array_module(x)
+    y = shifted(x, axis)
+    y -= xp.log(xp.exp(y).sum(axis=axis, keepdims=True))
+    return y
+
+
 class _AlongAxis(Function):
     """x: shape S -> y: shape S, normalised along ``axis`` (None for a 0-d x: its one element)."""
 
@@ -26,13 +41,6 @@ class _AlongAxis(Function):
 
     def __init__(self, axis: int | None) -> None:
         self.axis = axis
-
-    def shifted_exp(self, x: Any) -> tuple[Any, Any]:
-        """(X − m, Σ e^(X − m)) along the axis, the sum kept as size 1 to broadcast."""
-        xp = get_array_module(x)
-        # An empty x has nothing to shift (and NumPy's max refuses an empty axis).
-        shifted = x - xp.max(x, axis=self.axis, keepdims=True) if x.size else x.copy()
-        return shifted, xp.exp(shifted).sum(axis=self.axis, keepdims=True)
 
 
 @verified
@@ -47,10 +55,8 @@ class Softmax(_AlongAxis):
     op = "softmax"
 
     def forward(self, x: Any) -> Any:
-        shifted, total = self.shifted_exp(x)
-        xp = get_array_module(x)
-        y = xp.exp(shifted)
-        y /= total
+        y = get_array_module(x).exp(shifted(x, self.axis))
+        y /= y.sum(axis=self.axis, keepdims=True)  # one exp, reused: not e^(X − m) again for the sum
         self.saved = (y,)
         return y
 
@@ -72,8 +78,7 @@ class LogSoftmax(_AlongAxis):
     op = "log_softmax"
 
     def forward(self, x: Any) -> Any:
-        shifted, total = self.shifted_exp(x)
-        y = shifted - get_array_module(x).log(total)
+        y = log_softmax_along(x, self.axis)
         self.saved = (y,)
         return y
 
