@@ -9,6 +9,7 @@ import numpy
 from ..backend import get_array_module, join_device
 from ..engine import Function, Tensor, apply, verified
 from .cross_entropy import weight_data
+from .elementwise import stable_sigmoid, stable_softplus
 from .mse_loss import elementwise_upstream, loss_operands, reduced
 
 
@@ -36,8 +37,7 @@ class BinaryCrossEntropyWithLogits(Function):
 
     def forward(self, logits: Any, targets: Any) -> Any:
         xp = get_array_module(logits)
-        exp_neg_abs = xp.exp(-xp.abs(logits))  # e^−|x| <= 1: never overflows
-        softplus_neg = xp.maximum(-logits, 0) + xp.log1p(exp_neg_abs)  # sp = −log σ(x)
+        softplus_neg, exp_neg_abs = stable_softplus(xp, -logits)  # sp = −log σ(x), and e^−|x|
         scaled = softplus_neg if self.pos_weight is None else (1 + (self.pos_weight - 1) * targets) * softplus_neg
         losses = (1 - targets) * logits + scaled
         if self.weight is not None:
@@ -56,9 +56,7 @@ class BinaryCrossEntropyWithLogits(Function):
         needs_logits, needs_targets = self.needs_grad
         grad_logits = grad_targets = None
         if needs_logits:
-            # σ(x) from e^−|x| as stable_sigmoid forms it: σ(−|x|) = e/(1 + e), σ(|x|) = 1 − σ(−|x|).
-            low = exp_neg_abs / (1 + exp_neg_abs)
-            sigmoid = xp.where(logits >= 0, 1 - low, low)
+            sigmoid = stable_sigmoid(xp, logits, exp_neg_abs)
             if pos_weight is None:
                 grad_logits = (sigmoid - targets) * g
             else:

@@ -213,13 +213,21 @@ class Tanh(FromOutput):
         return 1 - y * y
 
 
-def stable_sigmoid(xp: Any, x: Any) -> Any:
-    """σ(x) = 1 / (1 + e⁻ˣ) for any x without overflow."""
+def stable_sigmoid(xp: Any, x: Any, e: Any = None) -> Any:
+    """σ(x) = 1 / (1 + e⁻ˣ) for any x without overflow; ``e``: e^(−|x|) if already computed."""
     # e^(−|x|) never overflows, and σ(−|x|) = e/(1 + e) keeps its relative precision far
     # into the tail; σ(x) = 1 − σ(−x) for x >= 0.
-    e = xp.exp(-xp.abs(x))
+    if e is None:
+        e = xp.exp(-xp.abs(x))
     low = e / (1 + e)
     return xp.where(x >= 0, 1 - low, low)
+
+
+def stable_softplus(xp: Any, z: Any) -> tuple[Any, Any]:
+    """(log(1 + e^z), e^(−|z|)) for any z without overflow: log(1 + e^z) = max(z, 0) +
+    log(1 + e^(−|z|)). The second is what ``stable_sigmoid`` needs, for a backward to reuse."""
+    e = xp.exp(-xp.abs(z))
+    return xp.maximum(z, 0) + xp.log1p(e), e
 
 
 @verified

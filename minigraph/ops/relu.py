@@ -8,7 +8,7 @@ from typing import Any
 from .. import checks
 from ..backend import get_array_module
 from ..engine import Function, Tensor, apply, as_tensor, verified
-from .elementwise import stable_sigmoid
+from .elementwise import stable_sigmoid, stable_softplus
 
 
 @verified
@@ -123,15 +123,16 @@ class Softplus(Function):
         xp = get_array_module(x)
         z = x * self.beta
         linear = z > self.threshold
-        # log(1 + e^z) = max(z, 0) + log(1 + e^(−|z|)): no overflow for any z.
-        smooth = (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))) / self.beta
-        self.saved = (z, linear)
+        smooth, e = stable_softplus(xp, z)
+        smooth /= self.beta
+        self.saved = (z, e, linear)
         return xp.where(linear, x, smooth)
 
     def backward(self, grad_output: Any) -> tuple:
-        z, linear = self.saved
+        z, e, linear = self.saved
         xp = get_array_module(z)
-        return (grad_output * xp.where(linear, 1.0, stable_sigmoid(xp, z)).astype(z.dtype, copy=False),)
+        slope = xp.where(linear, 1.0, stable_sigmoid(xp, z, e)).astype(z.dtype, copy=False)
+        return (grad_output * slope,)
 
 
 @verified
