@@ -104,7 +104,14 @@ else
   # variant skipped for want of a usable GPU shows up in the summary.
   timeout_flag=()
   "$py" -c "import pytest_timeout" 2>/dev/null && timeout_flag=(--timeout=120)
-  step tests 240 "$py" -m pytest -q -rfEs "${timeout_flag[@]}" -p no:cacheprovider
+  # Several worker processes where pytest-xdist is installed (GPU_CHECK_WORKERS, default 4; 0 runs
+  # the suite in this one process): CuPy compiles each of the suite's hundreds of kernels on first
+  # use, and the workers share that work through CuPy's on-disk kernel cache.
+  workers=()
+  if [ "${GPU_CHECK_WORKERS:-4}" != 0 ] && "$py" -c "import xdist" 2>/dev/null; then
+    workers=(-n "${GPU_CHECK_WORKERS:-4}")
+  fi
+  step tests 240 "$py" -m pytest -q -rfEs "${timeout_flag[@]}" "${workers[@]}" -p no:cacheprovider
 
   step bench_train_step 60 "$py" benchmarks/train_step.py --quick --device gpu
   step bench_bn_backward 40 "$py" benchmarks/bn_backward.py --quick --device gpu

@@ -101,8 +101,9 @@ def on(device: str):
 
 @pytest.fixture(params=["fused", "formula"])
 def fused_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Ops with fused kernels (batch norm, layer norm: minigraph/kernels, CPU with numba) on the kernels
-    or on their formulas; on the GPU (or the stand-in) both run the formula, as no GPU kernels exist yet."""
+    """Ops with fused kernels (minigraph/kernels: batch norm and layer norm on the CPU with numba, batch
+    norm on a real GPU with CUDA) on the kernels or on their formulas. Where no kernel serves (layer
+    norm on a GPU, anything on the CuPy stand-in, which runs no CUDA) both run the formula."""
     if request.param == "fused" and importlib.util.find_spec("numba") is None:
         pytest.skip("numba is not installed (pip install 'minigraph[fast]'): no fused CPU path")
     monkeypatch.setenv("MINIGRAPH_FUSED", "1" if request.param == "fused" else "0")

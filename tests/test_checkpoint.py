@@ -179,6 +179,7 @@ def test_load_of_a_missing_file_is_the_systems_error(tmp_path):
 
 def test_a_pytorch_state_dict_is_refused_with_the_layout_and_how_to_convert():
     torch = pytest.importorskip("torch")
+    torch.manual_seed(0)  # unseeded, about one draw in 300 put an output near 0, where rtol alone failed
     theirs = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU(),
                                  torch.nn.Linear(3, 3))
     ours = nn.Sequential(nn.Linear(3, 3, rng=0), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 3, rng=0))
@@ -197,7 +198,8 @@ def test_a_pytorch_state_dict_is_refused_with_the_layout_and_how_to_convert():
     assert ours.load_state_dict(converted) == ([], [])  # the advertised conversion works, as it is
     assert int(ours[1].num_batches_tracked) == 2
     x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
-    np.testing.assert_allclose(ours(x).numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours(x).numpy(), theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_a_state_dict_with_pytorchs_batch_counter_loads_it_and_an_old_one_without_it_too():

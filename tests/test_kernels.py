@@ -122,9 +122,14 @@ def ln_term_scale(name, x, weight, grad_y, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("ddof,eps", [(0, 1e-5), (1, 0.0)])
 def test_float64_fused_equals_the_formula_to_1e_12(monkeypatch, rng, shape, ddof, eps):
-    arrays = problem(rng, shape)
-    fused = run(monkeypatch, "fused", *arrays, ddof=ddof, eps=eps)
-    formula = run(monkeypatch, "formula", *arrays, ddof=ddof, eps=eps)
+    assert_float64_paths_agree(run, monkeypatch, problem(rng, shape), ddof=ddof, eps=eps)
+
+
+def assert_float64_paths_agree(run_path, monkeypatch, arrays, **options):
+    """``run_path`` (this file's ``run`` or test_kernels_gpu.py's) on the kernels and on the formula:
+    every result float64 and the same to 1e-12 of its size (dX: of its terms' size)."""
+    fused = run_path(monkeypatch, "fused", *arrays, **options)
+    formula = run_path(monkeypatch, "formula", *arrays, **options)
     assert fused.keys() == formula.keys()
     for name in formula:
         assert fused[name].dtype == np.float64

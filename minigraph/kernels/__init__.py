@@ -13,7 +13,11 @@ stays the readable definition and the reference the tests hold kernels to.
   is missing, or its import or compile fails, one warning is issued and the
   formula serves for the rest of the process. So it does in a child forked
   from a process that ran them on GNU OpenMP, where numba would kill the child.
-- CuPy arrays: no kernels yet (see ``_serving``); anything else gets None.
+- CuPy float32/float64 arrays: ``kernels/gpu.py``, batch norm's CUDA kernels, compiled by
+  CuPy (NVRTC) on first use and cached on disk by CuPy. A compile failure warns once and
+  the CuPy formula serves from then on. The CPU stand-in CuPy (tests/standin) runs no CUDA,
+  so its arrays get the formula. Layer norm has no GPU kernels: its formula serves there.
+- Anything else gets None.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy
 ENV_VAR = "MINIGRAPH_FUSED"
 _OFF = ("0", "false", "off", "no")
 _ON = ("1", "true", "on", "yes", "")
-_CPU_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+_FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 
 def fused_enabled(op: str = "minigraph") -> bool:
@@ -63,12 +67,15 @@ def _spin_briefly() -> bool:
     return True
 
 
-class _CpuKernels:
-    """Imports ``kernels/cpu.py`` and compiles it per dtype, on first use; remembers a failure.
+class _Kernels:
+    """One device's kernel module, imported and compiled per (op, dtype) on first use; remembers a failure.
 
-    One instance per process (``_cpu`` below): a failure warns once and turns
-    the CPU kernels off from then on, rather than retrying on every call.
+    One instance per device and process (``_cpu``, ``_gpu`` below): a failure warns once and
+    turns that device's kernels off from then on, rather than retrying on every call.
     """
+
+    device = ""  # "CPU" or "GPU", for the warning
+    formulas = ""  # what runs instead, for the warning
 
     def __init__(self) -> None:
         self.module: ModuleType | None = None
@@ -76,40 +83,60 @@ class _CpuKernels:
         self.failure: str | None = None  # why the kernels are off, once they are
         self.warned = False
 
+    def load(self, op: str, dtype: numpy.dtype) -> ModuleType:
+        """Import the module and compile ``op`` for ``dtype`` the first time (raises on failure)."""
+        raise NotImplementedError
+
+    def explain(self, exc: Exception) -> str:
+        """Why the kernels are off, from the exception that turned them off."""
+        return f"they failed to compile ({type(exc).__name__}: {exc})"
+
     def serving(self, op: str, dtype: numpy.dtype) -> ModuleType | None:
-        """The ``cpu`` module with ``op``'s kernels compiled for ``dtype``, or None if numba cannot
-        provide them."""
+        """The module with ``op``'s kernels compiled for ``dtype``, or None if they cannot be had."""
         if self.failure is None and (op, dtype) not in self.compiled:
             try:
                 if self.module is None:
-                    spin_set = _spin_briefly()
-                    try:
-                        self.module = importlib.import_module(f"{__name__}.cpu")  # imports numba
-                        if hasattr(os, "register_at_fork"):
-                            os.register_at_fork(after_in_child=self.forked)
-                        self.module.compile_for(op, dtype)  # runs the kernels: the threads start, libgomp reads it
-                    finally:
-                        if spin_set:  # not passed on to this process's children, which did not ask for it
-                            os.environ.pop("GOMP_SPINCOUNT", None)
+                    self.module = self.load(op, dtype)
                 else:
                     self.module.compile_for(op, dtype)
                 self.compiled.add((op, dtype))
-            except ImportError as exc:
-                self.failure = f"numba cannot be imported ({type(exc).__name__}: {exc}); " \
-                               f"pip install 'minigraph[fast]' installs it"
-            except Exception as exc:  # numba's compile errors, a broken install: never a crash
-                self.failure = f"numba failed to compile them ({type(exc).__name__}: {exc})"
+            except Exception as exc:  # compile errors, a broken install: never a crash
+                self.failure = self.explain(exc)
         if self.failure is None:
             return self.module
         if not self.warned:
             self.warned = True
             warnings.warn(
-                f"minigraph: the fused CPU kernels are off in this process: {self.failure}. Batch "
-                f"norm and layer norm run their NumPy formulas instead; set {ENV_VAR}=0 to choose them "
-                f"without this warning.",
+                f"minigraph: the fused {self.device} kernels are off in this process: {self.failure}. "
+                f"{self.formulas} instead; set {ENV_VAR}=0 to choose them without this warning.",
                 RuntimeWarning, stacklevel=3,
             )
         return None
+
+
+class _CpuKernels(_Kernels):
+    """``kernels/cpu.py`` (numba), for NumPy arrays."""
+
+    device = "CPU"
+    formulas = "Batch norm and layer norm run their NumPy formulas"
+
+    def load(self, op: str, dtype: numpy.dtype) -> ModuleType:
+        spin_set = _spin_briefly()
+        try:
+            module = importlib.import_module(f"{__name__}.cpu")  # imports numba
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=self.forked)
+            self.module = module  # (forked() reads it)
+            module.compile_for(op, dtype)  # runs the kernels: the threads start, libgomp reads it
+            return module
+        finally:
+            if spin_set:  # not passed on to this process's children, which did not ask for it
+                os.environ.pop("GOMP_SPINCOUNT", None)
+
+    def explain(self, exc: Exception) -> str:
+        if isinstance(exc, ImportError):
+            return f"numba cannot be imported ({type(exc).__name__}: {exc}); pip install 'minigraph[fast]' installs it"
+        return f"numba failed to compile them ({type(exc).__name__}: {exc})"
 
     def forked(self) -> None:
         """In a child just forked: numba terminates a child that starts GNU OpenMP threads its parent used."""
@@ -121,7 +148,24 @@ class _CpuKernels:
             self.warned = False
 
 
+class _GpuKernels(_Kernels):
+    """``kernels/gpu.py`` (CUDA compiled by CuPy), for CuPy arrays; batch norm only."""
+
+    device = "GPU"
+    formulas = "Batch norm runs its CuPy formula"
+    ops = ("batch_norm",)
+
+    def load(self, op: str, dtype: numpy.dtype) -> ModuleType:
+        module = importlib.import_module(f"{__name__}.gpu")
+        module.compile_for(op, dtype)
+        return module
+
+    def explain(self, exc: Exception) -> str:
+        return f"CuPy failed to compile or run them ({type(exc).__name__}: {exc})"
+
+
 _cpu = _CpuKernels()
+_gpu = _GpuKernels()
 
 
 def _serving(op: str, x: Any, others: tuple) -> ModuleType | None:
@@ -131,21 +175,29 @@ def _serving(op: str, x: Any, others: tuple) -> ModuleType | None:
     arrays = (x,) + others
     if all(type(a) is numpy.ndarray for a in arrays):
         dtype = x.dtype
-        if dtype in _CPU_DTYPES and all(a.dtype == dtype for a in others):
+        if dtype in _FLOAT_DTYPES and all(a.dtype == dtype for a in others):
             return _cpu.serving(op, dtype)
         return None
-    # A GPU module plugs in here: kernels/gpu.py (CuPy) with the same functions,
-    # returned for CuPy arrays it serves, e.g. `if backend.is_gpu_array(x): return _gpu.serving(op, dtype)`.
+    cupy = sys.modules.get("cupy")  # a CuPy array exists only once cupy is imported
+    if cupy is None or op not in _gpu.ops or not all(type(a) is cupy.ndarray for a in arrays):
+        return None
+    if getattr(cupy, "IS_STANDIN", False):  # the CPU stand-in for tests runs no CUDA: its formula serves
+        return None
+    dtype = x.dtype
+    if dtype in _FLOAT_DTYPES and all(a.dtype == dtype for a in others):
+        return _gpu.serving(op, dtype)
     return None
 
 
 def batch_norm(x: Any, *others: Any) -> ModuleType | None:
-    """The module whose batch-norm kernels serve x: (N, p) and the (p,) arrays ``others``, or None.
+    """The module whose batch-norm kernels serve x: (N, p) and the (p,) arrays ``others``, or None;
+    None also for an empty x, which the formula handles.
 
     The module provides ``batch_norm_forward``, ``batch_norm_backward`` and
     ``batch_norm_eval_forward`` (see ``kernels/cpu.py`` for their contracts).
     """
-    return _serving("batch_norm", x, others)
+    module = _serving("batch_norm", x, others)  # first: a misspelt MINIGRAPH_FUSED is an error here too
+    return module if x.size else None  # (N, 0): nothing to fuse, and CUDA refuses a launch of no blocks
 
 
 def layer_norm(x: Any, *others: Any) -> ModuleType | None:
