@@ -193,6 +193,8 @@ def launch(processes: int, mode: str, device: str, threads: str) -> dict:
         threads = str(max(1, usable_cpus() // processes))
     env = {**os.environ, "MPIEXEC_TIMEOUT": str(TIMEOUT), "MINIGRAPH_DEVICE": device,
            "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads,
+           # Open MPI's mpiexec refuses root without these (as GPU machines run); MPICH ignores them.
+           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(common.ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([mpiexec(), "-n", str(processes), sys.executable, "-m", "mpi4py", __file__,
                            "--worker", mode, "--device", device],

@@ -94,7 +94,7 @@ fi
 
 if [ -n "${preflight_failed:-}" ]; then
   echo "== the remaining steps are not run: the preflight failed"
-  for name in tests bench_train_step bench_bn_backward bench_column_dot example_train example_classify \
+  for name in tests bench_train_step bench_bn_backward bench_bn_gpu bench_column_dot example_train example_classify \
       example_seed_question; do
     echo "NOT RUN: the preflight failed" >"$logdir/$name.log"  # (no stale log from an earlier run)
     results+=("$name not-run")
@@ -115,6 +115,7 @@ else
 
   step bench_train_step 60 "$py" benchmarks/train_step.py --quick --device gpu
   step bench_bn_backward 40 "$py" benchmarks/bn_backward.py --quick --device gpu
+  step bench_bn_gpu 40 "$py" benchmarks/bn_gpu.py --quick
   step bench_column_dot 30 "$py" benchmarks/column_dot.py --quick --device gpu
   # mpiexec as the benchmark finds it: beside the interpreter, else on PATH.
   if "$py" -c "import mpi4py, pathlib, shutil, sys

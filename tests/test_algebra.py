@@ -201,7 +201,8 @@ def test_reductions_take_pytorchs_dim_and_keepdim_too(on, rng, name):
     for torch_style, numpy_style in [(dict(dim=1), dict(axis=1)), (dict(dim=(0, 2), keepdim=True),
                                      dict(axis=(0, 2), keepdims=True)), (dict(keepdim=True), dict(keepdims=True))]:
         out = getattr(x, name)(**torch_style)
-        np.testing.assert_array_equal(out.numpy(), getattr(np, name)(x_np, **numpy_style))
+        # Equal up to the summation order, which CuPy's reduction kernels choose (an ulp apart on an H100).
+        np.testing.assert_allclose(out.numpy(), getattr(np, name)(x_np, **numpy_style), rtol=1e-14, atol=1e-15)
     with pytest.raises(TypeError, match=rf"{name}: got both axis=0 and dim=1; expected one of them "
                                         rf"\(dim is PyTorch's name for axis\)"):
         getattr(mg, name)(x, 0, dim=1)

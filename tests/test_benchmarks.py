@@ -171,3 +171,16 @@ def test_ab_step_refuses_to_compare_revisions_that_compute_different_losses():
     assert ab_step.disagreements({"a": 1.0, "b": 1.0 + 1e-7}) == []
     problems = ab_step.disagreements({"a": 1.0, "b": 1.0 + 1e-4, "c": 1.0})
     assert len(problems) == 1 and "at b" in problems[0] and "at a" in problems[0]
+
+
+def test_bn_gpu_quick_mode_runs_and_the_paths_agree(gpu):
+    import cupy
+
+    report = run_script("bn_gpu.py")
+    assert report["benchmark"] == "bn_gpu" and report["agree"]
+    result = report["results"]["256x64"]
+    want = {"formula", "copy (CuPy)"}
+    if not getattr(cupy, "IS_STANDIN", False):  # real CUDA: the kernels, timed and checked against the formula
+        want |= {"kernels", "kernels 1-wide", "minigraph"}
+        assert "minigraph" in result["disagreement"]
+    assert want <= set(result["seconds"]) and all(t > 0 for t in result["seconds"].values())

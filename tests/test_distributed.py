@@ -305,7 +305,10 @@ def mpirun(n: int, *args: str, module: bool = True, timeout: int = LAUNCH_TIMEOU
     with tempfile.TemporaryDirectory() as results_dir:
         env = {**os.environ, "MPIEXEC_TIMEOUT": str(timeout), "PYTHONPATH": pythonpath,
                "RESULTS_DIR": results_dir,
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # n processes share 2 cores
+               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",  # n processes share 2 cores
+               # Open MPI's mpiexec refuses to run as root without these (containers and the GPU
+               # machines run as root); MPICH ignores them.
+               "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
         done = subprocess.run([mpiexec_path(), "-n", str(n), *python, *args], capture_output=True,
                               text=True, env=env, timeout=timeout + 15)
         results = [json.loads(line) for path in sorted(Path(results_dir).glob("rank*.jsonl"))

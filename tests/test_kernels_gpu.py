@@ -202,6 +202,7 @@ def test_minigraph_fused_0_runs_the_formula_and_not_the_kernels(cupy, monkeypatc
 
     arrays = problem(rng, (9, 4))
     want = run(monkeypatch, "formula", *arrays)
+    monkeypatch.setenv("MINIGRAPH_FUSED", "1")
     assert kernels.batch_norm(cupy.ones((2, 1)), cupy.ones(1), cupy.zeros(1)) is gpu  # compiled before rigging
     for name in ("batch_norm_forward", "batch_norm_backward", "batch_norm_eval_forward"):
         monkeypatch.setattr(gpu, name, broken)
@@ -227,8 +228,24 @@ def test_a_failed_compile_falls_back_to_the_formula_with_exactly_one_warning(cup
         got = run(monkeypatch, "formula", *arrays)  # rigged: the kernels cannot compile, the formula runs
         monkeypatch.setenv("MINIGRAPH_FUSED", "1")
         for _ in range(3):
-            out = mg.batch_norm(mg.Tensor(cupy.asarray(arrays[0])), None, None)
+            out = mg.batch_norm(mg.Tensor(cupy.asarray(arrays[0]), requires_grad=True), None, None)
             assert out.grad_fn.kernel is None
     messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
     assert len(messages) == 1 and "GPU kernels are off" in messages[0] and "rigged" in messages[0], messages
     assert np.isfinite(got["y"]).all()
+
+
+def test_running_statistics_that_are_strided_views_are_updated_too(cupy, monkeypatch, rng):
+    """The merge kernel updates contiguous statistics itself and leaves strided ones to the op."""
+    x, gamma, beta, grad_y = problem(rng, (64, 5))
+    results = {}
+    for path in ("fused", "formula"):
+        monkeypatch.setenv("MINIGRAPH_FUSED", "1" if path == "fused" else "0")
+        storage = cupy.zeros((2, 10))
+        mean, var = storage[0, ::2], storage[1, ::2]  # (5,) views with a stride of 2 elements
+        var += 1.0
+        mg.batch_norm(mg.Tensor(cupy.asarray(x)), mg.Tensor(cupy.asarray(gamma)), mg.Tensor(cupy.asarray(beta)),
+                      mean, var, momentum=0.3)
+        results[path] = host(storage)
+    assert relative_error(results["fused"], results["formula"]) <= 1e-12
+    assert (results["fused"][:, 1::2] == 0).all()  # the elements between were left alone

@@ -289,11 +289,14 @@ def _layer_norm_gradients(x: Any, mean: Any, inv_std: Any, weight: Any, grad_y: 
 
 
 # --- what ops/batch_norm.py calls ------------------------------------------------------------
-def batch_norm_forward(x: Any, gamma: Any, beta: Any, eps: float, ddof: int) -> tuple:
-    """Training-mode forward: x: (N, p), gamma, beta: (p,) -> (y: (N, p), mean: (p,), sum_sq: (p,), saved).
+def batch_norm_forward(x: Any, gamma: Any, beta: Any, eps: float, ddof: int, running: tuple | None = None) -> tuple:
+    """Training-mode forward: x: (N, p), gamma, beta: (p,) -> (y: (N, p), mean: (p,), sum_sq: (p,), saved,
+    updated).
 
     ``mean`` and ``sum_sq`` = Σ(x − μ)² are float64, for the running statistics;
-    ``saved`` is what ``batch_norm_backward`` takes.
+    ``saved`` is what ``batch_norm_backward`` takes. ``running`` (the statistics and momentum)
+    is left to the caller, whose in-place NumPy updates cost next to nothing here: ``updated``
+    is False (kernels/gpu.py updates them in its merge kernel, saving launches).
     """
     x = kernel_ready(x)
     n, p = x.shape
@@ -303,7 +306,7 @@ def batch_norm_forward(x: Any, gamma: Any, beta: Any, eps: float, ddof: int) -> 
         mean, sum_sq = _column_statistics(x, rows)
         inv_std = 1.0 / numpy.sqrt(sum_sq / (n - ddof) + eps)
         _normalise(x, mean, gamma * inv_std, beta.astype(numpy.float64), rows, y)
-    return y, mean, sum_sq, (mean, inv_std, x, gamma)
+    return y, mean, sum_sq, (mean, inv_std, x, gamma), False
 
 
 def batch_norm_backward(saved: tuple, grad_output: Any, ddof: int, needs_grad: tuple) -> tuple:
@@ -403,7 +406,7 @@ def compile_for(op: str, dtype: Any) -> None:
     ones, zeros = numpy.ones(1, dtype=dtype), numpy.zeros(1, dtype=dtype)
     if op == "batch_norm":
         x = numpy.array([[0.0], [1.0]], dtype=dtype)
-        y, _, _, saved = batch_norm_forward(x, ones, zeros, 1e-5, 0)
+        y, _, _, saved, _ = batch_norm_forward(x, ones, zeros, 1e-5, 0)
         batch_norm_backward(saved, y, 0, (True, True, True))
         batch_norm_eval_forward(x, ones, zeros, zeros, ones)
     elif op == "layer_norm":

@@ -53,8 +53,12 @@ class BatchNorm(Function):
     def forward(self, x: Any, gamma: Any, beta: Any) -> Any:
         self.kernel = kernels.batch_norm(x, gamma, beta)
         if self.kernel is not None:  # the formula below, fused into two passes over x
-            y, mean, sum_sq, saved = self.kernel.batch_norm_forward(x, gamma, beta, self.eps, self.ddof)
-            self._update_running_statistics(mean, sum_sq, x.shape[0])
+            y, mean, sum_sq, saved, updated = self.kernel.batch_norm_forward(
+                x, gamma, beta, self.eps, self.ddof, (self.running_mean, self.running_var, self.momentum))
+            if updated:  # by the kernels, as _update_running_statistics would
+                self.running_mean = self.running_var = None
+            else:
+                self._update_running_statistics(mean, sum_sq, x.shape[0])
             if any(self.needs_grad):
                 self.saved = saved
             return y
