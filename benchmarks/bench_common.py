@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -223,6 +224,17 @@ def over_rounds(rounds: Sequence[dict[str, dict[str, dict]]]) -> dict[str, dict[
 
 
 # --- output -------------------------------------------------------------------------------
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def last_json_line(text: str) -> Any:
+    """The JSON value on the last non-blank line of ``text``, terminal colour codes removed: Open
+    MPI's mpiexec (seen with the H100 image's) may end a job's forwarded output with a line of
+    colour resets, "\x1b[0m\x1b[0m", after the line a process printed."""
+    lines = [_TERMINAL_CODES.sub("", line).strip() for line in text.splitlines()]
+    return json.loads(next(line for line in reversed(lines) if line))
+
+
 def emit(report: dict, as_json: bool) -> None:
     """End the output with the report as one JSON line, when asked (the tests read that line)."""
     if as_json:

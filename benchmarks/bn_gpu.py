@@ -2,9 +2,7 @@
 
 Training mode, float32, x: (N, p) with a random dY. Timed in one process, on one stream:
 
-- ``kernels``: ``minigraph/kernels/gpu.py`` called directly (no graph): forward, then backward,
-  at the width they choose (16-byte accesses where p and the alignment allow);
-- ``kernels 1-wide``: the same with one element per access, the path for any other p;
+- ``kernels``: ``minigraph/kernels/gpu.py`` called directly (no graph): forward, then backward;
 - ``minigraph``: ``mg.batch_norm`` and ``backward`` through the graph, running statistics
   updated, on the kernels (MINIGRAPH_FUSED=1) and on the formula (``formula``, MINIGRAPH_FUSED=0);
 - ``torch``: ``torch.nn.functional.batch_norm`` in training mode on CUDA, forward and backward;
@@ -78,12 +76,6 @@ def measure(shape: str, reps: int, rounds: int, has_torch: bool) -> dict[str, fl
     if has_kernels:
         gpu.compile_for("batch_norm", numpy.float32)
         times["kernels"] = pipelined_seconds(kernels, sync, reps, rounds)
-        aligned = gpu._aligned
-        gpu._aligned = lambda a: False  # every array looks unaligned: one element per access
-        try:
-            times["kernels 1-wide"] = pipelined_seconds(kernels, sync, reps, rounds)
-        finally:
-            gpu._aligned = aligned
 
     running = cupy.zeros(p, cupy.float32), cupy.ones(p, cupy.float32)
     tx = mg.Tensor(x, requires_grad=True)

@@ -201,7 +201,7 @@ def launch(processes: int, mode: str, device: str, threads: str) -> dict:
                           capture_output=True, text=True, env=env, timeout=TIMEOUT + 30)
     if done.returncode != 0:
         raise RuntimeError(f"the {processes}-process job failed (exit {done.returncode}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return common.last_json_line(done.stdout)
 
 
 def over_rounds(results: list[dict]) -> dict:

@@ -29,6 +29,8 @@ from minigraph import backend, distributed as dist, nn
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "distributed_worker.py"
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_common  # noqa: E402  (benchmarks/ is not a package)
 import distributed_worker as worker  # noqa: E402  (tests/ is on sys.path: pytest puts it there)
 
 
@@ -316,6 +318,15 @@ def mpirun(n: int, *args: str, module: bool = True, timeout: int = LAUNCH_TIMEOU
     return done, results
 
 
+def test_the_json_line_is_found_under_the_colour_resets_open_mpi_appends():
+    """As the H100 image's Open MPI mpiexec ended train_distributed.py's output (the test below failed there)."""
+    printed = 'epoch 1\n{"test_rmse": 54.9, "processes": 3}\n\x1b[0m\x1b[0m\n'
+    assert bench_common.last_json_line(printed) == {"test_rmse": 54.9, "processes": 3}
+    assert bench_common.last_json_line('\x1b[0m{"a": 1}\x1b[0m') == {"a": 1}
+    with pytest.raises(json.JSONDecodeError):  # a last line that is not JSON is still an error
+        bench_common.last_json_line('{"a": 1}\nTraceback: ...\n')
+
+
 def reference_training(rows: int = 24) -> dict[str, np.ndarray]:
     """One process, the whole batch: nn.SyncBatchNorm is BatchNorm1d here (no init())."""
     return worker.train(worker.build_model(), [rows], 0)
@@ -431,7 +442,7 @@ def test_the_distributed_example_reports_the_single_process_test_rmse():
     done, _ = mpirun(3, str(ROOT / "examples" / "train_distributed.py"), "--device", "cpu", "--json",
                      *[f"--{k}={v}" for k, v in flags.items()], timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got = bench_common.last_json_line(done.stdout)
     want = train.train(train.standardised_split(*train.load_diabetes_data()), device="cpu",
                        progress=False, **flags)
     assert got["processes"] == 3 and want["processes"] == 1

@@ -18,7 +18,14 @@ Layout: a block is 32 × 8 threads. Its 32 threads along x take 32 neighbouring 
 warp reads one row's 32 consecutive elements (128 bytes of float32) at a time; its 8 threads
 along y take every 8th row of the block's chunk. Every thread keeps its column's sums in
 registers, and each thread's column parameters (μ, γ s ...) are loaded once. The chunks are
-chosen from the shape alone (about 2048 blocks in all), never from the card.
+chosen from the shape alone (about 2048 blocks in all), never from the card. Measured on an
+H100 (BENCHMARKS.md), this runs at 0.90 of a device-to-device copy's bandwidth at 65536×512;
+a version with 16-byte accesses (4 float32 per thread) was no faster there and 9% slower at
+1048576×64, so the kernels stay this simple.
+
+The merge kernel of the forward also updates the running statistics, as the formula's
+in-place array operations would (six small launches fewer per layer, which counts where a
+step is launch-bound).
 
 Accuracy: every sum accumulates in float64, and each element is computed in float64 and
 rounded once to the array's dtype, as in ``kernels/cpu.py``. The variance never forms
@@ -51,23 +58,6 @@ _SOURCE = r"""
 #define LANES 8
 #define MERGE_THREADS 128
 
-// VEC neighbouring elements of a row, loaded or stored as one 8- or 16-byte access.
-template <typename T, int VEC>
-struct alignas(sizeof(T) * VEC) Pack { T v[VEC]; };
-
-template <typename T, int VEC>
-__device__ __forceinline__ Pack<T, VEC> load(const T* at) { return *reinterpret_cast<const Pack<T, VEC>*>(at); }
-
-// Stores as one 16-byte access (a plain float4 store is split into four by NVRTC 13).
-__device__ __forceinline__ void store(float* at, const Pack<float, 4>& a) {
-    __stwb(reinterpret_cast<float4*>(at), make_float4(a.v[0], a.v[1], a.v[2], a.v[3]));
-}
-__device__ __forceinline__ void store(double* at, const Pack<double, 2>& a) {
-    __stwb(reinterpret_cast<double2*>(at), make_double2(a.v[0], a.v[1]));
-}
-template <typename T>
-__device__ __forceinline__ void store(T* at, const Pack<T, 1>& a) { *at = a.v[0]; }
-
 // (count, mean, m2) += (n_b, mean_b, m2_b): Chan et al.'s merge of two groups' moments, exact in
 // exact arithmetic (m2 is Σ(x − mean)²).
 __device__ __forceinline__ void merge_moments(double &count, double &mean, double &m2,
@@ -81,64 +71,45 @@ __device__ __forceinline__ void merge_moments(double &count, double &mean, doubl
     count = total;
 }
 
-// This thread's first column j0 (it takes VEC: j0 .. j0 + VEC − 1, all < p when j0 < p, as VEC
-// divides p) and the rows [start, stop) of the block's chunk.
-template <int VEC>
-__device__ __forceinline__ long long block_place(long long n, long long rows, long long &start, long long &stop) {
-    start = (long long)blockIdx.y * rows;
-    stop = min(n, start + rows);
-    return ((long long)blockIdx.x * TILE + threadIdx.x) * VEC;
+// Rows [start, stop) of chunk blockIdx.y for this thread's column j (one of TILE of blockIdx.x).
+__device__ __forceinline__ void chunk_rows(long long n, long long chunk_rows, long long &start, long long &stop) {
+    start = (long long)blockIdx.y * chunk_rows;
+    stop = min(n, start + chunk_rows);
 }
 
 // Step 1 of the forward: per (chunk, column), the count is implied by the shape; the mean and
 // Σ(x − mean)² go to part_mean[chunk * p + j] and part_m2[chunk * p + j].
-template <typename T, int VEC>
+template <typename T>
 __global__ void bn_statistics_partial(const T* __restrict__ x, long long n, long long p, long long rows,
                                       double* __restrict__ part_mean, double* __restrict__ part_m2) {
-    __shared__ double s_count[LANES][TILE], s_mean[LANES][TILE * VEC], s_m2[LANES][TILE * VEC];
+    __shared__ double s_count[LANES][TILE], s_mean[LANES][TILE], s_m2[LANES][TILE];
     const int tx = threadIdx.x, ty = threadIdx.y;
+    const long long j = (long long)blockIdx.x * TILE + tx;
     long long start, stop;
-    const long long j0 = block_place<VEC>(n, rows, start, stop);
-    double count = 0.0, mean[VEC], m2[VEC];
-    #pragma unroll
-    for (int k = 0; k < VEC; ++k) { mean[k] = 0.0; m2[k] = 0.0; }
+    chunk_rows(n, rows, start, stop);
+    double count = 0.0, mean = 0.0, m2 = 0.0;
     long long i = start + ty;
-    if (j0 < p && i < stop) {
-        // Shifted by this thread's first values: no E[x²] − E[x]² cancellation for a large mean.
-        const Pack<T, VEC> first = load<T, VEC>(x + i * p + j0);
-        double shift[VEC], sum[VEC], sum_sq[VEC];
-        #pragma unroll
-        for (int k = 0; k < VEC; ++k) { shift[k] = (double)first.v[k]; sum[k] = 0.0; sum_sq[k] = 0.0; }
+    if (j < p && i < stop) {
+        // Shifted by this thread's first value: no E[x²] − E[x]² cancellation for a large mean.
+        const double shift = (double)x[i * p + j];
+        double sum = 0.0, sum_sq = 0.0;
         #pragma unroll 4
         for (; i < stop; i += LANES) {
-            const Pack<T, VEC> a = load<T, VEC>(x + i * p + j0);
-            #pragma unroll
-            for (int k = 0; k < VEC; ++k) {
-                const double d = (double)a.v[k] - shift[k];
-                sum[k] += d;
-                sum_sq[k] += d * d;
-            }
+            const double d = (double)x[i * p + j] - shift;
+            sum += d;
+            sum_sq += d * d;
             count += 1.0;
         }
-        #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-            mean[k] = shift[k] + sum[k] / count;
-            m2[k] = fmax(sum_sq[k] - sum[k] * (sum[k] / count), 0.0);
-        }
+        mean = shift + sum / count;
+        m2 = fmax(sum_sq - sum * (sum / count), 0.0);
     }
-    s_count[ty][tx] = count;
-    #pragma unroll
-    for (int k = 0; k < VEC; ++k) { s_mean[ty][tx * VEC + k] = mean[k]; s_m2[ty][tx * VEC + k] = m2[k]; }
+    s_count[ty][tx] = count; s_mean[ty][tx] = mean; s_m2[ty][tx] = m2;
     __syncthreads();
-    if (ty == 0 && j0 < p) {
-        #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-            double c = count, m = mean[k], q = m2[k];
-            for (int lane = 1; lane < LANES; ++lane)  // in lane order: deterministic
-                merge_moments(c, m, q, s_count[lane][tx], s_mean[lane][tx * VEC + k], s_m2[lane][tx * VEC + k]);
-            part_mean[(long long)blockIdx.y * p + j0 + k] = m;
-            part_m2[(long long)blockIdx.y * p + j0 + k] = q;
-        }
+    if (ty == 0 && j < p) {
+        for (int k = 1; k < LANES; ++k)  // in lane order: deterministic
+            merge_moments(count, mean, m2, s_count[k][tx], s_mean[k][tx], s_m2[k][tx]);
+        part_mean[(long long)blockIdx.y * p + j] = mean;
+        part_m2[(long long)blockIdx.y * p + j] = m2;
     }
 }
 
@@ -194,66 +165,46 @@ __global__ void bn_statistics_merge(const double* __restrict__ part_mean, const 
 }
 
 // Step 3 of the forward (and the evaluation-mode forward): y = (x − mean) · scale + shift.
-template <typename T, int VEC>
+template <typename T>
 __global__ void bn_normalise(const T* __restrict__ x, long long n, long long p, long long rows,
                              const double* __restrict__ mean, const double* __restrict__ scale,
                              const double* __restrict__ shift, T* __restrict__ y) {
+    const long long j = (long long)blockIdx.x * TILE + threadIdx.x;
+    if (j >= p) return;
     long long start, stop;
-    const long long j0 = block_place<VEC>(n, rows, start, stop);
-    if (j0 >= p) return;
-    double m[VEC], a[VEC], c[VEC];
-    #pragma unroll
-    for (int k = 0; k < VEC; ++k) { m[k] = mean[j0 + k]; a[k] = scale[j0 + k]; c[k] = shift[j0 + k]; }
+    chunk_rows(n, rows, start, stop);
+    const double m = mean[j], a = scale[j], c = shift[j];
     #pragma unroll 4
-    for (long long i = start + threadIdx.y; i < stop; i += LANES) {
-        const Pack<T, VEC> in = load<T, VEC>(x + i * p + j0);
-        Pack<T, VEC> out;
-        #pragma unroll
-        for (int k = 0; k < VEC; ++k) out.v[k] = (T)(((double)in.v[k] - m[k]) * a[k] + c[k]);
-        store(y + i * p + j0, out);
-    }
+    for (long long i = start + threadIdx.y; i < stop; i += LANES)
+        y[i * p + j] = (T)(((double)x[i * p + j] - m) * a + c);
 }
 
 // Step 1 of the backward: per (chunk, column), Σ dY and Σ dY ⊙ (X − 1μ).
-template <typename T, int VEC>
+template <typename T>
 __global__ void bn_gradient_partial(const T* __restrict__ x, const T* __restrict__ grad_y, long long n,
                                     long long p, long long rows, const double* __restrict__ mean,
                                     double* __restrict__ part_sum, double* __restrict__ part_dot) {
-    __shared__ double s_sum[LANES][TILE * VEC], s_dot[LANES][TILE * VEC];
+    __shared__ double s_sum[LANES][TILE], s_dot[LANES][TILE];
     const int tx = threadIdx.x, ty = threadIdx.y;
+    const long long j = (long long)blockIdx.x * TILE + tx;
     long long start, stop;
-    const long long j0 = block_place<VEC>(n, rows, start, stop);
-    double sum[VEC], dot[VEC], m[VEC];
-    #pragma unroll
-    for (int k = 0; k < VEC; ++k) { sum[k] = 0.0; dot[k] = 0.0; m[k] = 0.0; }
-    if (j0 < p) {
-        #pragma unroll
-        for (int k = 0; k < VEC; ++k) m[k] = mean[j0 + k];
+    chunk_rows(n, rows, start, stop);
+    double sum = 0.0, dot = 0.0;
+    if (j < p) {
+        const double m = mean[j];
         #pragma unroll 4
         for (long long i = start + ty; i < stop; i += LANES) {
-            const Pack<T, VEC> g = load<T, VEC>(grad_y + i * p + j0);
-            const Pack<T, VEC> a = load<T, VEC>(x + i * p + j0);
-            #pragma unroll
-            for (int k = 0; k < VEC; ++k) {
-                sum[k] += (double)g.v[k];
-                dot[k] += (double)g.v[k] * ((double)a.v[k] - m[k]);
-            }
+            const double g = (double)grad_y[i * p + j];
+            sum += g;
+            dot += g * ((double)x[i * p + j] - m);
         }
     }
-    #pragma unroll
-    for (int k = 0; k < VEC; ++k) { s_sum[ty][tx * VEC + k] = sum[k]; s_dot[ty][tx * VEC + k] = dot[k]; }
+    s_sum[ty][tx] = sum; s_dot[ty][tx] = dot;
     __syncthreads();
-    if (ty == 0 && j0 < p) {
-        #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-            double total = sum[k], product = dot[k];
-            for (int lane = 1; lane < LANES; ++lane) {
-                total += s_sum[lane][tx * VEC + k];
-                product += s_dot[lane][tx * VEC + k];
-            }
-            part_sum[(long long)blockIdx.y * p + j0 + k] = total;
-            part_dot[(long long)blockIdx.y * p + j0 + k] = product;
-        }
+    if (ty == 0 && j < p) {
+        for (int k = 1; k < LANES; ++k) { sum += s_sum[k][tx]; dot += s_dot[k][tx]; }
+        part_sum[(long long)blockIdx.y * p + j] = sum;
+        part_dot[(long long)blockIdx.y * p + j] = dot;
     }
 }
 
@@ -293,51 +244,32 @@ __global__ void bn_gradient_merge(const double* __restrict__ part_sum, const dou
 }
 
 // Step 3 of the backward: dX = a (dY − b) − (X − μ) c, per column (a, b, c) = coef[0..2][j].
-template <typename T, int VEC>
+template <typename T>
 __global__ void bn_input_gradient(const T* __restrict__ x, const T* __restrict__ grad_y, long long n,
                                   long long p, long long rows, const double* __restrict__ mean,
                                   const double* __restrict__ coef, T* __restrict__ grad_x) {
+    const long long j = (long long)blockIdx.x * TILE + threadIdx.x;
+    if (j >= p) return;
     long long start, stop;
-    const long long j0 = block_place<VEC>(n, rows, start, stop);
-    if (j0 >= p) return;
-    double m[VEC], a[VEC], b[VEC], c[VEC];
-    #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-        m[k] = mean[j0 + k]; a[k] = coef[j0 + k]; b[k] = coef[p + j0 + k]; c[k] = coef[2 * p + j0 + k];
-    }
+    chunk_rows(n, rows, start, stop);
+    const double m = mean[j], a = coef[j], b = coef[p + j], c = coef[2 * p + j];
     #pragma unroll 4
-    for (long long i = start + threadIdx.y; i < stop; i += LANES) {
-        const Pack<T, VEC> g = load<T, VEC>(grad_y + i * p + j0);
-        const Pack<T, VEC> in = load<T, VEC>(x + i * p + j0);
-        Pack<T, VEC> out;
-        #pragma unroll
-        for (int k = 0; k < VEC; ++k)
-            out.v[k] = (T)(a[k] * ((double)g.v[k] - b[k]) - ((double)in.v[k] - m[k]) * c[k]);
-        store(grad_x + i * p + j0, out);
-    }
+    for (long long i = start + threadIdx.y; i < stop; i += LANES)
+        grad_x[i * p + j] = (T)(a * ((double)grad_y[i * p + j] - b) - ((double)x[i * p + j] - m) * c);
 }
 """
 
-STREAMING = ("bn_statistics_partial", "bn_normalise", "bn_gradient_partial", "bn_input_gradient")  # <T, VEC>
-MERGING = ("bn_statistics_merge", "bn_gradient_merge")  # <T>
-WIDE = 16  # bytes per load and store on the vector path: 4 float32 or 2 float64 neighbours in a row
+KERNELS = ("bn_statistics_partial", "bn_statistics_merge", "bn_normalise", "bn_gradient_partial",
+           "bn_gradient_merge", "bn_input_gradient")
 _C_TYPES = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}
 DTYPES = tuple(_C_TYPES)
 _module: Any = None  # the compiled cupy.RawModule, once compile_for ran
-_functions: dict[tuple, Any] = {}  # (kernel, dtype[, VEC]) -> its cupy.RawKernel
+_functions: dict[tuple[str, numpy.dtype], Any] = {}  # (kernel, dtype) -> its cupy.RawKernel
 
 
-def _widths(dtype: numpy.dtype) -> tuple[int, int]:
-    """The elements per access a kernel is compiled for: 1, and as many as fill WIDE bytes."""
-    return 1, WIDE // dtype.itemsize
-
-
-def _names(dtype: numpy.dtype) -> dict[tuple, str]:
-    """(kernel, dtype[, VEC]) -> the C++ name of its instantiation for NVRTC."""
-    ctype = _C_TYPES[dtype]
-    names = {(k, dtype, vec): f"{k}<{ctype}, {vec}>" for k in STREAMING for vec in _widths(dtype)}
-    names.update({(k, dtype): f"{k}<{ctype}>" for k in MERGING})
-    return names
+def _name(kernel: str, dtype: numpy.dtype) -> str:
+    """The C++ name of ``kernel``'s instantiation for ``dtype``, as NVRTC is asked for it."""
+    return f"{kernel}<{_C_TYPES[dtype]}>"
 
 
 def compile_for(op: str, dtype: Any) -> None:
@@ -347,47 +279,31 @@ def compile_for(op: str, dtype: Any) -> None:
     if op != "batch_norm":
         raise ValueError(f"compile_for: no GPU kernels for op {op!r}")
     if _module is None:
-        everything = {key: name for d in DTYPES for key, name in _names(d).items()}
+        names = [_name(k, d) for k in KERNELS for d in DTYPES]
         # NVRTC compiles every instantiation at once; CuPy caches the binary on disk.
-        _module = cupy.RawModule(code=_SOURCE, options=("--std=c++17",), name_expressions=list(everything.values()))
+        _module = cupy.RawModule(code=_SOURCE, options=("--std=c++17",), name_expressions=names)
     dtype = numpy.dtype(dtype)
-    for key, name in _names(dtype).items():
-        _functions[key] = _module.get_function(name)
-    for p in (1, _widths(dtype)[1]):  # both widths: a failure of either surfaces now
-        x = cupy.tile(cupy.asarray([[0.0], [1.0]], dtype=dtype), (1, p))
-        ones, zeros = cupy.ones(p, dtype=dtype), cupy.zeros(p, dtype=dtype)
-        y, _, _, saved, _ = batch_norm_forward(x, ones, zeros, 1e-5, 0, (zeros.copy(), ones.copy(), 0.1))
-        batch_norm_backward(saved, y, 0, (True, True, True))
-        batch_norm_eval_forward(x, ones, zeros, zeros, ones)
+    for kernel in KERNELS:
+        _functions[kernel, dtype] = _module.get_function(_name(kernel, dtype))
+    x = cupy.asarray([[0.0], [1.0]], dtype=dtype)
+    ones, zeros = cupy.ones(1, dtype=dtype), cupy.zeros(1, dtype=dtype)
+    y, _, _, saved, _ = batch_norm_forward(x, ones, zeros, 1e-5, 0, (zeros.copy(), ones.copy(), 0.1))
+    batch_norm_backward(saved, y, 0, (True, True, True))
+    batch_norm_eval_forward(x, ones, zeros, zeros, ones)
 
 
-def _aligned(a: Any) -> bool:
-    """True when a's data starts on a WIDE-byte boundary (CuPy allocates on 256; a view may not)."""
-    return a.data.ptr % WIDE == 0
+def layout(n: int, p: int) -> tuple[tuple[int, int], int, int]:
+    """(grid, row chunks, rows per chunk) for x: (N, p): a function of the shape alone, never of the card.
 
-
-def layout(n: int, p: int, vec: int = 1) -> tuple[int, int, int]:
-    """(column tiles, row chunks, rows per chunk) for x: (N, p) read ``vec`` columns per thread.
-
-    About TARGET_BLOCKS blocks of TILE·vec columns × one chunk of rows, each thread of a block
+    About TARGET_BLOCKS blocks of TILE columns × one chunk of rows, each thread of a block
     taking at least 4 rows (LANES threads share a chunk's rows), so that a thread's sums
-    amortise its block's merge. A function of the shape (and width) alone, never of the card.
+    amortise its block's merge.
     """
-    tiles = -(-p // (TILE * vec))
+    tiles = -(-p // TILE)
     chunks = max(1, min(-(-TARGET_BLOCKS // tiles), n // (4 * LANES)))
     rows = -(-n // chunks)
-    return tiles, -(-n // rows), rows
-
-
-def _plan(*arrays: Any) -> tuple[int, tuple[int, int], int, int]:
-    """(VEC, grid, chunks, rows per chunk) for the (N, p) ``arrays`` a kernel streams through:
-    VEC elements per access wherever the rows allow it (p a multiple of VEC, every array aligned)."""
-    n, p = arrays[0].shape
-    vec = _widths(arrays[0].dtype)[1]
-    if p % vec or not all(_aligned(a) for a in arrays):
-        vec = 1
-    tiles, chunks, rows = layout(n, p, vec)
-    return vec, (tiles, chunks), chunks, rows
+    chunks = -(-n // rows)
+    return (tiles, chunks), chunks, rows
 
 
 def _ready(a: Any) -> Any:
@@ -414,11 +330,11 @@ def batch_norm_forward(x: Any, gamma: Any, beta: Any, eps: float, ddof: int, run
     n, p = x.shape
     dtype = x.dtype
     y = cupy.empty_like(x)
-    vec, grid, chunks, rows = _plan(x, y)
+    grid, chunks, rows = layout(n, p)
     partials = cupy.empty((2, chunks, p), dtype=numpy.float64)
     stats = cupy.empty((5, p), dtype=numpy.float64)  # μ, Σ(x − μ)², s, γ s, β
     block = (TILE, LANES)
-    _functions["bn_statistics_partial", dtype, vec](grid, block, (x, *_scalars(n, p, rows), partials[0], partials[1]))
+    _functions["bn_statistics_partial", dtype](grid, block, (x, *_scalars(n, p, rows), partials[0], partials[1]))
     running_mean, running_var, momentum = running if running is not None else (None, None, 0.0)
     # The kernel writes contiguous (p,) arrays of x's dtype (which the op has checked); a strided view
     # is left to the caller's update.
@@ -430,7 +346,7 @@ def batch_norm_forward(x: Any, gamma: Any, beta: Any, eps: float, ddof: int, run
         (partials[0], partials[1], *_scalars(chunks, rows, n, p), gamma, beta, numpy.float64(eps),
          numpy.int64(ddof), stats, running_mean, running_var, numpy.float64(momentum),
          numpy.float64(momentum / (n - 1))))
-    _functions["bn_normalise", dtype, vec](grid, block, (x, *_scalars(n, p, rows), stats[0], stats[3], stats[4], y))
+    _functions["bn_normalise", dtype](grid, block, (x, *_scalars(n, p, rows), stats[0], stats[3], stats[4], y))
     return y, stats[0], stats[1], (stats[0], stats[2], x, gamma), updated
 
 
@@ -442,18 +358,18 @@ def batch_norm_backward(saved: tuple, grad_output: Any, ddof: int, needs_grad: t
     n, p = x.shape
     dtype = x.dtype
     grad_x = cupy.empty_like(x) if needs_x else None  # a new array: the dY we were given is never written
-    vec, grid, chunks, rows = _plan(x, grad_y, *([grad_x] if needs_x else []))
+    grid, chunks, rows = layout(n, p)
     block = (TILE, LANES)
     partials = cupy.empty((2, chunks, p), dtype=numpy.float64)
     coef = cupy.empty((3, p), dtype=numpy.float64)
     grads = cupy.empty((2, p), dtype=dtype)  # dγ, dβ
-    _functions["bn_gradient_partial", dtype, vec](
+    _functions["bn_gradient_partial", dtype](
         grid, block, (x, grad_y, *_scalars(n, p, rows), mean, partials[0], partials[1]))
     _functions["bn_gradient_merge", dtype](
         (p,), (MERGE_THREADS,),
         (partials[0], partials[1], *_scalars(chunks, n, p, ddof), inv_std, gamma, grads[0], grads[1], coef))
     if needs_x:
-        _functions["bn_input_gradient", dtype, vec](
+        _functions["bn_input_gradient", dtype](
             grid, block, (x, grad_y, *_scalars(n, p, rows), mean, coef, grad_x))
     return grad_x, grads[0] if needs_gamma else None, grads[1] if needs_beta else None
 
@@ -463,9 +379,9 @@ def batch_norm_eval_forward(x: Any, gamma: Any, beta: Any, mean: Any, inv_std: A
     x = _ready(x)
     n, p = x.shape
     y = cupy.empty_like(x)
-    vec, grid, _, rows = _plan(x, y)
+    grid, _, rows = layout(n, p)
     columns = cupy.stack([mean.astype(numpy.float64), gamma * inv_std.astype(numpy.float64),
                           beta.astype(numpy.float64)])
-    _functions["bn_normalise", x.dtype, vec](grid, (TILE, LANES),
-                                             (x, *_scalars(n, p, rows), columns[0], columns[1], columns[2], y))
+    _functions["bn_normalise", x.dtype](grid, (TILE, LANES),
+                                        (x, *_scalars(n, p, rows), columns[0], columns[1], columns[2], y))
     return y
