@@ -28,7 +28,7 @@ import numpy as np
 
 import minigraph as mg
 from minigraph import nn, optim
-from minigraph.backend import check_device, to_device
+from minigraph.backend import check_device, device_of, to_device
 
 from train import progress_bar  # examples/train.py, beside this file
 
@@ -89,7 +89,7 @@ def accuracy(model: nn.Module, x: Any, y: Any) -> float:
     """Fraction of rows whose largest logit is at the label, in eval mode. x: (N, p), y: (N,)."""
     model.eval()
     with mg.no_grad():
-        predictions = model(mg.Tensor(x)).data.argmax(axis=1)
+        predictions = model(mg.Tensor(x, device=device_of(x))).data.argmax(axis=1)
     model.train()
     return float((predictions == y).mean())
 
@@ -131,7 +131,8 @@ def train(
             rows = order[first:first + batch_size]
             if len(rows) < 2:  # batch norm cannot normalise a batch of one row
                 continue
-            loss = loss_fn(model(mg.Tensor(x_train[rows])), y_train[rows])
+            # device=: host arrays would otherwise go to the default device, the GPU on a GPU machine.
+            loss = loss_fn(model(mg.Tensor(x_train[rows], device=device)), y_train[rows])
             opt.zero_grad()
             loss.backward()
             opt.step()

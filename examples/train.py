@@ -32,7 +32,7 @@ import numpy as np
 
 import minigraph as mg
 from minigraph import nn, optim
-from minigraph.backend import check_device, get_array_module, to_device
+from minigraph.backend import check_device, device_of, get_array_module, to_device
 from minigraph.memory import keep_freed_memory
 
 SPLIT_SEED = 2018  # the row split never moves with --seed, so every seed is scored on the same rows
@@ -134,7 +134,7 @@ def evaluate(model: nn.Module, x: Any, y: Any) -> float:
     """Mean squared error (standardised units) in eval mode, with the running statistics; one host sync."""
     model.eval()
     with mg.no_grad():
-        loss = mg.mse_loss(model(mg.Tensor(x)), mg.Tensor(y)).item()
+        loss = mg.mse_loss(model(mg.Tensor(x, device=device_of(x))), mg.Tensor(y, device=device_of(y))).item()
     model.train()
     return loss
 
@@ -222,7 +222,8 @@ def train(
                 if len(rows) < 2:  # a last batch of one row cannot be batch-normalised
                     continue
                 rows = rows[len(rows) * rank // size:len(rows) * (rank + 1) // size]  # this process's share
-                loss = loss_fn(model(mg.Tensor(x_train[rows])), mg.Tensor(y_train[rows]))
+                # device=: host arrays would otherwise go to the default device, the GPU on a GPU machine.
+                loss = loss_fn(model(mg.Tensor(x_train[rows], device=device)), mg.Tensor(y_train[rows], device=device))
                 if graph_path is not None and epoch == 1 and first == 0 and rank == 0:
                     with open(graph_path, "w") as f:
                         f.write(mg.viz.to_dot(loss, params=dict(model.named_parameters())))

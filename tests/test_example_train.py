@@ -181,3 +181,29 @@ def test_synthetic_1_gives_the_real_reason(capsys):
         train.main(["--synthetic", "1"])
     message = capsys.readouterr().err.strip().splitlines()[-1]  # the usage lines above name every flag
     assert "argument --synthetic: 1 rows split into" in message and "batch-size" not in message
+
+
+def gpu_default_environment() -> dict[str, str]:
+    """The environment of a GPU machine: MINIGRAPH_DEVICE unset (auto: the GPU), with the CuPy
+    stand-in first on the path where there is no real GPU; this checkout's minigraph."""
+    from minigraph import backend
+
+    paths = [str(ROOT)]
+    if not backend.is_gpu_available() or getattr(sys.modules.get("cupy"), "IS_STANDIN", False):
+        paths.insert(0, str(ROOT / "tests" / "standin"))
+    env = {k: v for k, v in os.environ.items() if k != "MINIGRAPH_DEVICE"}
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+@pytest.mark.parametrize("script,extra", [("train.py", ["--synthetic", "300", "--batch-size", "64"]),
+                                          ("classify.py", ["--hidden", "16"])])
+def test_device_cpu_trains_on_the_cpu_where_the_gpu_is_the_default(script, extra):
+    """Found on the H100: every batch went to the default device (the GPU) while the model was on the
+    CPU, so --device cpu failed on any GPU machine. The batches now name their device."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--device", "cpu", "--epochs", "2",
+                          "--json", *extra], capture_output=True, text=True, timeout=120,
+                         env=gpu_default_environment())
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1])["device"] == "cpu"

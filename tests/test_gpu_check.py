@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,3 +63,24 @@ def test_a_hanging_step_cannot_keep_the_summary_past_the_budget(tmp_path):
     steps = verdicts(summary)
     assert steps["environment"] == "TIMED OUT"
     assert steps["preflight"] == "NOT RUN" and steps["tests"] == "NOT RUN"
+
+
+def test_the_figures_script_runs_every_step_in_quick_mode(tmp_path):
+    """scripts/gpu_figures.sh --quick on the GPU this test run has, else on the CuPy stand-in. Its CPU
+    training step runs where the GPU is the default device (which found examples/train.py's bug)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("tqdm")
+    from minigraph import backend
+
+    paths = [str(ROOT)]
+    if not backend.is_gpu_available() or getattr(sys.modules.get("cupy"), "IS_STANDIN", False):
+        paths.insert(0, str(ROOT / "tests" / "standin"))
+    env = {k: v for k, v in os.environ.items() if k != "MINIGRAPH_DEVICE"}
+    env.update(PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(paths))
+    logdir = tmp_path / "figures"
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_figures.sh"), str(logdir), "--quick"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    summary = (logdir / "summary.txt").read_text()
+    assert run.returncode == 0, summary + run.stderr
+    steps = {row.split()[0]: row.split()[3] for row in summary.splitlines() if " exit " in row}
+    assert steps == {"bn_gpu": "ok", "train_step": "ok", "train_gpu": "ok", "train_cpu": "ok"}, summary
