@@ -157,6 +157,32 @@ def test_numpy_data_is_refused_inside_device_math(gpu):
         cupy.ones(2) + np.ones(2)
 
 
+def test_what_cupy_lacks_or_restricts_is_refused(gpu):
+    """CuPy 14.2 lacks or restricts these, so minigraph must not call them on the GPU; the stand-in
+    refuses each as CuPy does (on a real GPU this test checks the stand-in's model of CuPy)."""
+    import cupy
+
+    grad = cupy.zeros((3, 2))
+    rows = cupy.asarray([0, 0, 2])
+    cupy.add.at(grad, rows, cupy.ones((3, 2)))  # what getitem's backward needs: repeated rows summed
+    np.testing.assert_array_equal(grad.get(), [[2, 2], [0, 0], [1, 1]])
+    with pytest.raises(NotImplementedError):
+        cupy.multiply.at(grad, rows, 2.0)  # .at only for ufuncs with a scatter op
+    with pytest.raises(TypeError):
+        cupy.subtract.at(grad, rows, 1.0)  # subtract's atomics: int32 and uint32 only
+    with pytest.raises(NotImplementedError):
+        cupy.maximum.reduce(grad)  # .reduce only for add and multiply
+    for call in (lambda: cupy.add(grad, 1.0, where=grad > 0), lambda: grad.sum(initial=1.0),
+                 lambda: cupy.sum(grad, where=grad > 0), lambda: np.insert(grad, 0, 1.0),
+                 lambda: np.vecdot(grad, grad)):
+        with pytest.raises(TypeError):
+            call()
+    assert not hasattr(cupy, "errstate")
+    generator = cupy.random.default_rng(0)
+    assert not hasattr(generator, "normal") and not hasattr(generator, "choice")
+    assert generator.random((2, 3), dtype=np.float32).dtype == np.float32  # what dropout draws
+
+
 def test_scalars_from_reductions_act_as_numbers_on_every_device(device, rng):
     """NumPy reductions give scalars, CuPy's give 0-d arrays: both take the tensor's dtype, so the
     same script works on both machines (as PyTorch treats 0-d tensors in type promotion)."""

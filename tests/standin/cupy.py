@@ -21,6 +21,16 @@ CPU machine, in CI, instead of on its first contact with a GPU. Each rule cites 
 * ``flags`` has only ``c_contiguous``, ``f_contiguous`` and ``owndata`` (cupy/_core/flags.pyx):
   no ``writeable``. ``broadcast_to`` returns a writable zero-stride view, as CuPy's does.
 * Reductions return 0-d arrays, never NumPy scalars (``sum``, ``dot``, ``max`` ...).
+* Only what CuPy 14.2 has (read at tag v14.2.0): the NumPy names ``cupy/__init__.py`` does not
+  define (``errstate``, ``vecdot``, ``insert`` ...) are missing here too, and NumPy's function of
+  such a name given stand-in arrays raises TypeError, as ``__array_function__`` returns
+  NotImplemented when CuPy has no function of that name (core.pyx). Ufuncs take only ``out``,
+  ``dtype`` and ``casting`` (``ufunc.__call__``, cupy/_core/_kernel.pyx); ``ufunc.at`` exists only
+  for the ufuncs with a scatter op and dtypes CuPy's atomics cover (``ufunc.at``, _kernel.pyx;
+  ``_scatter_op_single``, _routines_indexing.pyx); ``ufunc.reduce`` only for add and multiply,
+  without ``initial``/``where``; reductions take no ``initial``/``where`` (``ndarray.sum``,
+  core.pyx; ``cupy.sum``, cupy/_math/sumprod.py); ``random.Generator`` has only CuPy's
+  distributions (no ``normal``, ``choice``, ``permutation`` ..., cupy/random/_generator_api.pyx).
 * ``cuda.is_available()``, ``cuda.Device().synchronize()``, ``cuda.Stream.null.synchronize()``,
   ``cuda.Event`` / ``cuda.get_elapsed_time``, ``cuda.runtime.getDeviceProperties`` and the
   memory pools answer as CuPy's do (the device's name says it is this stand-in).
@@ -78,11 +88,39 @@ def _wrap(value: Any) -> Any:
     return value
 
 
+# NumPy's public names that cupy/__init__.py (v14.2.0) does not define: cupy.<name> is an
+# AttributeError, and numpy.<name>(cupy_array) a TypeError (__array_function__, core.pyx, finds no
+# cupy.<name> and returns NotImplemented). Computed as dir(numpy) minus the names cupy/__init__.py
+# imports or defines; NumPy's types and submodules that no array code calls are left out.
+_NOT_IN_CUPY = frozenset({
+    "asmatrix", "block", "bmat", "busday_count", "busday_offset", "datetime_as_string", "datetime_data",
+    "einsum_path", "errstate", "frompyfunc", "fromregex", "geomspace", "getbufsize", "geterr",
+    "geterrcall", "histogram_bin_edges", "insert", "is_busday", "isnat", "matvec", "nanpercentile",
+    "nanquantile", "nditer", "nested_iters", "polyder", "polydiv", "polyint", "setbufsize", "seterr",
+    "seterrcall", "spacing", "unstack", "vecdot", "vecmat", "longdouble", "clongdouble", "float128",
+    "complex256", "matrix", "memmap", "ndenumerate", "emath", "ma", "rec", "char", "strings",
+})
+# CuPy's reductions have no ``initial`` or ``where``: ndarray.sum/max/mean(axis, dtype, out,
+# keepdims) (cupy/_core/core.pyx), cupy.sum(a, axis, dtype, out, keepdims) (cupy/_math/sumprod.py),
+# cupy.amax(a, axis, out, keepdims) (cupy/_statistics/order.py).
+_REDUCTIONS = frozenset({"sum", "prod", "max", "min", "amax", "amin", "mean", "var", "std", "any", "all",
+                         "nansum", "nanprod", "nanmax", "nanmin", "nanmean", "nanvar", "nanstd",
+                         "argmax", "argmin", "cumsum", "cumprod"})
+
+
+def _refuse_reduction_kwargs(name: str, kwargs: dict) -> None:
+    refused = sorted({"initial", "where"} & set(kwargs))
+    if name in _REDUCTIONS and refused:
+        raise TypeError(f"{name}() got an unexpected keyword argument {refused[0]!r} (CuPy stand-in: "
+                        f"CuPy's reductions take axis, dtype, out and keepdims only)")
+
+
 def _on_device(func: Any) -> Any:
     """``func`` running on unwrapped arguments, returning wrapped results; ``out=`` is honoured."""
 
     @functools.wraps(func)
     def call(*args: Any, **kwargs: Any) -> Any:
+        _refuse_reduction_kwargs(getattr(func, "__name__", ""), kwargs)
         out = kwargs.get("out")
         if out is not None and type(out) is not ndarray:
             raise TypeError("Output arguments type must be cupy.ndarray (CuPy stand-in)")
@@ -134,13 +172,21 @@ class ndarray:
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
         # core.pyx: NumPy ufuncs run as CuPy's when every operand is a CuPy array or a scalar;
         # a NumPy array among them is an implicit host->device copy, which CuPy refuses.
-        func = getattr(ufunc, method) if method != "__call__" else ufunc
         if "out" in kwargs:
             (out,) = kwargs["out"]
             kwargs["out"] = out
-        return _on_device(func)(*inputs, **kwargs)
+        if ufunc.__name__ in _NOT_IN_CUPY:  # core.pyx: no cupy.<name> (vecdot ...): NotImplemented
+            return NotImplemented
+        device_ufunc = _Ufunc(ufunc)
+        if method == "__call__":
+            return device_ufunc(*inputs, **kwargs)
+        if not hasattr(device_ufunc, method):  # core.pyx: getattr(cupy_ufunc, method) fails
+            return NotImplemented
+        return getattr(device_ufunc, method)(*inputs, **kwargs)
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        if getattr(func, "__module__", None) == "numpy" and func.__name__ in _NOT_IN_CUPY:
+            return NotImplemented  # core.pyx: no cupy.<name>, so NumPy raises TypeError
         return _on_device(func)(*args, **kwargs)
 
     # --- attributes: NumPy's, minus what CuPy lacks ---------------------------------------
@@ -291,26 +337,93 @@ def broadcast_to(a: ndarray, shape: Any) -> ndarray:
     return ndarray._of(numpy.lib.stride_tricks.as_strided(base, view.shape, view.strides))
 
 
+# ufunc.at exists only where the ufunc has a scatter op (cupy/_core/_kernel.pyx, ``ufunc.at``:
+# NotImplementedError otherwise), and with integer index arrays only for the dtypes its atomics
+# cover (``_scatter_op_single``, cupy/_core/_routines_indexing.pyx: TypeError otherwise).
+_INTS = ("int32", "int64", "uint32", "uint64")
+_SCATTER_DTYPES = {
+    "add": ("float16", "float32", "float64") + _INTS,
+    "subtract": ("int32", "uint32"),
+    "maximum": ("float32", "float64") + _INTS,
+    "minimum": ("float32", "float64") + _INTS,
+    "bitwise_and": _INTS, "bitwise_or": _INTS, "bitwise_xor": _INTS,
+}
+
+
+def _scatters_atomically(indices: Any) -> bool:
+    """Whether CuPy's ``_scatter_op`` takes the atomic path for ``indices``: an integer array, or
+    several arrays. Ints and slices alone, or one boolean mask, need no atomics (no dtype limit)."""
+    parts = indices if isinstance(indices, tuple) else (indices,)
+    arrays = [_index(p) if type(p) is ndarray else numpy.asarray(p)
+              for p in parts if type(p) is ndarray or isinstance(p, (numpy.ndarray, list))]
+    # An empty list is an empty integer index (_prepare_slice_list, _routines_indexing.pyx).
+    return len(arrays) > 1 or any(a.dtype.kind in "iu" or a.size == 0 for a in arrays)
+
+
+_GUFUNC_KEYWORDS = ("axes", "axis", "keepdims", "casting", "dtype", "signature", "order", "out")
+
+
 class _Ufunc:
-    """A NumPy ufunc on stand-in arrays, with ``.at`` and ``.reduce`` (cupy.add.at exists since CuPy 13)."""
+    """A NumPy ufunc on stand-in arrays, with CuPy's ``__call__`` keywords, ``.at`` and ``.reduce``."""
 
     def __init__(self, ufunc: Any) -> None:
         self._ufunc = ufunc
         self.__name__ = ufunc.__name__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # ufunc.__call__ (cupy/_core/_kernel.pyx) pops out, dtype and casting, then raises
+        # TypeError('Wrong arguments ...') for anything left: no where=, order=, subok=. matmul is
+        # a generalized ufunc there (_GUFunc.__call__, cupy/_core/_gufuncs.py), with axes too.
+        allowed = _GUFUNC_KEYWORDS if self.__name__ == "matmul" else ("out", "dtype", "casting")
+        unknown = {k: v for k, v in kwargs.items() if k not in allowed}
+        if unknown:
+            raise TypeError(f"Wrong arguments {unknown} (CuPy stand-in: CuPy's ufuncs take out, dtype "
+                            f"and casting only)")
         return _on_device(self._ufunc)(*args, **kwargs)
 
     def at(self, a: ndarray, indices: Any, b: Any = None) -> None:
+        dtypes = _SCATTER_DTYPES.get(self.__name__)
+        if dtypes is None:
+            raise NotImplementedError(f"`cupy_{self.__name__}.at` is not supported yet (CuPy stand-in)")
+        if _scatters_atomically(indices) and a.dtype.name not in dtypes:
+            raise TypeError(f"cupy.{self.__name__}.at only supports {', '.join(dtypes)} as data type "
+                            f"(CuPy stand-in; got {a.dtype})")
         self._ufunc.at(_unwrap(a), _index(indices), *(() if b is None else (_unwrap(b),)))
 
-    def reduce(self, *args: Any, **kwargs: Any) -> Any:
-        return _on_device(self._ufunc.reduce)(*args, **kwargs)
+    # ufunc.outer, .reduce, .accumulate, .reduceat (cupy/_core/_kernel.pyx): outer for every ufunc;
+    # the others only as sum/prod, cumsum/cumprod and add's reduceat, with no initial or where.
+    def outer(self, a: Any, b: Any, **kwargs: Any) -> Any:
+        return self(*_unwrap_outer(a, b), **kwargs)
+
+    def reduce(self, array: ndarray, axis: Any = 0, dtype: Any = None, out: Any = None,
+               keepdims: bool = False) -> Any:
+        self._only("reduce", ("add", "multiply"))
+        return _on_device(self._ufunc.reduce)(array, axis=axis, dtype=dtype, out=out, keepdims=keepdims)
+
+    def accumulate(self, array: ndarray, axis: Any = 0, dtype: Any = None, out: Any = None) -> Any:
+        self._only("accumulate", ("add", "multiply"))
+        return _on_device(self._ufunc.accumulate)(array, axis=axis, dtype=dtype, out=out)
+
+    def reduceat(self, array: ndarray, indices: Any, axis: Any = 0, dtype: Any = None, out: Any = None) -> Any:
+        self._only("reduceat", ("add",))
+        return _on_device(self._ufunc.reduceat)(array, indices, axis=axis, dtype=dtype, out=out)
+
+    def _only(self, method: str, names: tuple) -> None:
+        if self.__name__ not in names:
+            raise NotImplementedError(f"`cupy_{self.__name__}.{method}` is not supported yet (CuPy stand-in)")
+
+
+def _unwrap_outer(a: Any, b: Any) -> tuple:
+    """A and B shaped as ufunc.outer does (A.shape + (1,) * B.ndim and (1,) * A.ndim + B.shape)."""
+    a, b = asarray(a), asarray(b)
+    return a.reshape(a.shape + (1,) * b.ndim), b.reshape((1,) * a.ndim + b.shape)
 
 
 @functools.lru_cache(maxsize=None)
 def __getattr__(name: str) -> Any:
-    """Everything else is NumPy's function of that name, on stand-in arrays."""
+    """Everything else that CuPy has is NumPy's function of that name, on stand-in arrays."""
+    if name in _NOT_IN_CUPY:
+        raise AttributeError(f"module 'cupy' has no attribute {name!r} (CuPy stand-in: CuPy 14.2 has none)")
     value = getattr(numpy, name)
     if isinstance(value, numpy.ufunc):
         return _Ufunc(value)
@@ -320,6 +433,15 @@ def __getattr__(name: str) -> Any:
 
 
 # --- random -------------------------------------------------------------------------------------
+# The distributions cupy.random.Generator implements (cupy/random/_generator_api.pyx, v14.2.0);
+# NumPy's others (normal, choice, permutation, shuffle, lognormal ...) are AttributeErrors there.
+_GENERATOR_METHODS = frozenset({
+    "random", "uniform", "integers", "beta", "chisquare", "dirichlet", "exponential", "f", "geometric",
+    "hypergeometric", "logseries", "standard_exponential", "poisson", "power", "standard_normal", "gamma",
+    "standard_gamma", "binomial",
+})
+
+
 class _Generator:
     """cupy.random.Generator (cupy/random/_generator_api.pyx): draws land on the device."""
 
@@ -327,6 +449,9 @@ class _Generator:
         self._rng = numpy.random.default_rng(seed)
 
     def __getattr__(self, name: str) -> Any:
+        if name not in _GENERATOR_METHODS:
+            raise AttributeError(f"'cupy.random.Generator' object has no attribute {name!r} (CuPy "
+                                 f"stand-in: CuPy's Generator has {', '.join(sorted(_GENERATOR_METHODS))})")
         return _on_device(getattr(self._rng, name))
 
 
