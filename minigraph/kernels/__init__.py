@@ -75,6 +75,7 @@ class _Kernels:
     """
 
     device = ""  # "CPU" or "GPU", for the warning
+    compiler = ""  # what compiles them, for the warning
     formulas = ""  # what runs instead, for the warning
 
     def __init__(self) -> None:
@@ -89,7 +90,7 @@ class _Kernels:
 
     def explain(self, exc: Exception) -> str:
         """Why the kernels are off, from the exception that turned them off."""
-        return f"they failed to compile ({type(exc).__name__}: {exc})"
+        return f"{self.compiler} failed to compile or run them ({type(exc).__name__}: {exc})"
 
     def serving(self, op: str, dtype: numpy.dtype) -> ModuleType | None:
         """The module with ``op``'s kernels compiled for ``dtype``, or None if they cannot be had."""
@@ -118,6 +119,7 @@ class _CpuKernels(_Kernels):
     """``kernels/cpu.py`` (numba), for NumPy arrays."""
 
     device = "CPU"
+    compiler = "numba"
     formulas = "Batch norm and layer norm run their NumPy formulas"
 
     def load(self, op: str, dtype: numpy.dtype) -> ModuleType:
@@ -136,7 +138,7 @@ class _CpuKernels(_Kernels):
     def explain(self, exc: Exception) -> str:
         if isinstance(exc, ImportError):
             return f"numba cannot be imported ({type(exc).__name__}: {exc}); pip install 'minigraph[fast]' installs it"
-        return f"numba failed to compile them ({type(exc).__name__}: {exc})"
+        return super().explain(exc)
 
     def forked(self) -> None:
         """In a child just forked: numba terminates a child that starts GNU OpenMP threads its parent used."""
@@ -152,6 +154,7 @@ class _GpuKernels(_Kernels):
     """``kernels/gpu.py`` (CUDA compiled by CuPy), for CuPy arrays; batch norm only."""
 
     device = "GPU"
+    compiler = "CuPy"
     formulas = "Batch norm runs its CuPy formula"
     ops = ("batch_norm",)
 
@@ -160,32 +163,29 @@ class _GpuKernels(_Kernels):
         module.compile_for(op, dtype)
         return module
 
-    def explain(self, exc: Exception) -> str:
-        return f"CuPy failed to compile or run them ({type(exc).__name__}: {exc})"
-
 
 _cpu = _CpuKernels()
 _gpu = _GpuKernels()
 
 
 def _serving(op: str, x: Any, others: tuple) -> ModuleType | None:
-    """The module whose kernels serve x and ``others`` for ``op``, or None: NumPy arrays of one dtype."""
+    """The module whose kernels serve x and ``others`` for ``op``, or None: float32 or float64 arrays
+    of one dtype, all NumPy (the CPU kernels) or all CuPy (the GPU kernels, where ``op`` has one)."""
     if not fused_enabled(op):
         return None
     arrays = (x,) + others
     if all(type(a) is numpy.ndarray for a in arrays):
-        dtype = x.dtype
-        if dtype in _FLOAT_DTYPES and all(a.dtype == dtype for a in others):
-            return _cpu.serving(op, dtype)
-        return None
-    cupy = sys.modules.get("cupy")  # a CuPy array exists only once cupy is imported
-    if cupy is None or op not in _gpu.ops or not all(type(a) is cupy.ndarray for a in arrays):
-        return None
-    if getattr(cupy, "IS_STANDIN", False):  # the CPU stand-in for tests runs no CUDA: its formula serves
-        return None
+        kernels = _cpu
+    else:
+        cupy = sys.modules.get("cupy")  # a CuPy array exists only once cupy is imported
+        if cupy is None or op not in _gpu.ops or not all(type(a) is cupy.ndarray for a in arrays):
+            return None
+        if getattr(cupy, "IS_STANDIN", False):  # the CPU stand-in for tests runs no CUDA: its formula serves
+            return None
+        kernels = _gpu
     dtype = x.dtype
     if dtype in _FLOAT_DTYPES and all(a.dtype == dtype for a in others):
-        return _gpu.serving(op, dtype)
+        return kernels.serving(op, dtype)
     return None
 
 
