@@ -6,6 +6,7 @@ so a figure always belongs to the code next to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -205,7 +206,7 @@ def run_worker(script: str, argv: Sequence[str], variant: str, env: dict | None 
                           capture_output=True, text=True, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise RuntimeError(f"the {variant} worker failed (exit {done.returncode}):\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return last_json_line(done.stdout)
 
 
 def over_rounds(rounds: Sequence[dict[str, dict[str, dict]]]) -> dict[str, dict[str, dict]]:
@@ -224,6 +225,20 @@ def over_rounds(rounds: Sequence[dict[str, dict[str, dict]]]) -> dict[str, dict[
 
 
 # --- output -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def minigraph_fused(value: str) -> Iterator[None]:
+    """MINIGRAPH_FUSED=value inside (minigraph reads it at each call), the caller's setting restored after."""
+    before = os.environ.get("MINIGRAPH_FUSED")
+    os.environ["MINIGRAPH_FUSED"] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MINIGRAPH_FUSED"]
+        else:
+            os.environ["MINIGRAPH_FUSED"] = before
+
+
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tracemalloc
 from pathlib import Path
@@ -83,20 +82,6 @@ def forward_statistics(x: Any, ddof: int, eps: float) -> tuple[Any, Any]:
 
 
 # --- method 1: minigraph's node, on the formula or on the fused kernels --------------------------
-@contextlib.contextmanager
-def formula_path() -> Any:
-    """MINIGRAPH_FUSED=0 inside, the caller's setting restored after."""
-    before = os.environ.get("MINIGRAPH_FUSED")
-    os.environ["MINIGRAPH_FUSED"] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["MINIGRAPH_FUSED"]
-        else:
-            os.environ["MINIGRAPH_FUSED"] = before
-
-
 def minigraph_node(problem: dict, ddof: int, eps: float, fused: bool = False) -> mg.Function | None:
     """The BatchNorm node after a forward pass, holding what its backward needs.
 
@@ -106,7 +91,7 @@ def minigraph_node(problem: dict, ddof: int, eps: float, fused: bool = False) ->
     x = mg.Tensor(problem["x"], requires_grad=True)
     gamma = mg.Tensor(problem["gamma"], requires_grad=True)
     beta = mg.Tensor(problem["beta"], requires_grad=True)
-    with contextlib.nullcontext() if fused else formula_path():
+    with contextlib.nullcontext() if fused else common.minigraph_fused("0"):
         node = mg.batch_norm(x, gamma, beta, eps=eps, ddof=ddof).grad_fn
     return node if node.kernel is not None or not fused else None
 

@@ -21,7 +21,6 @@ copy's 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -87,16 +86,12 @@ def measure(shape: str, reps: int, rounds: int, has_torch: bool) -> dict[str, fl
 
     outputs = {}  # (y, dX) of each path, to check that the paths compute the same
     for name, fused in (("minigraph", "1"), ("formula", "0"))[0 if has_kernels else 1:]:
-        before = os.environ.get("MINIGRAPH_FUSED")
-        os.environ["MINIGRAPH_FUSED"] = fused
-        try:
+        with common.minigraph_fused(fused):
             times[name] = pipelined_seconds(node, sync, reps, rounds)
             tx.grad = None
             y = mg.batch_norm(tx, tg, tb, eps=EPS)
             y.backward(grad_y)
             outputs[name] = common.to_host(y), common.to_host(tx.grad)
-        finally:
-            os.environ.pop("MINIGRAPH_FUSED") if before is None else os.environ.update(MINIGRAPH_FUSED=before)
 
     copy = cupy.empty_like(x)
     times["copy (CuPy)"] = pipelined_seconds(lambda: cupy.copyto(copy, x), sync, reps, rounds)

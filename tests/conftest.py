@@ -8,7 +8,10 @@ an array type that refuses what CuPy refuses. The stand-in is not a GPU.
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,7 @@ import pytest
 
 from minigraph import backend
 
+ROOT = Path(__file__).resolve().parents[1]
 DEVICES = ["cpu", "gpu"]
 
 # Tolerances for the suite's finite-difference checks: 100 times tighter than gradcheck's defaults
@@ -57,6 +61,16 @@ def on_standin(device: str) -> bool:
     import cupy
 
     return getattr(cupy, "IS_STANDIN", False)
+
+
+def gpu_default_environment() -> dict[str, str]:
+    """os.environ as on a GPU machine, for a child process: MINIGRAPH_DEVICE unset (auto: the GPU),
+    this checkout's minigraph, and the CuPy stand-in first on the path where there is no real GPU."""
+    paths = [str(ROOT)]
+    if not backend.is_gpu_available() or getattr(sys.modules.get("cupy"), "IS_STANDIN", False):
+        paths.insert(0, str(ROOT / "tests" / "standin"))
+    env = {k: v for k, v in os.environ.items() if k != "MINIGRAPH_DEVICE"}
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def require_gpu() -> None:

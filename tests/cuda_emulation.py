@@ -83,12 +83,6 @@ void launch(void (*kernel)(A...), unsigned gx, unsigned gy, unsigned bx, unsigne
 """
 
 
-def _source() -> str:
-    text = GPU_MODULE.read_text()
-    start = text.index('_SOURCE = r"""') + len('_SOURCE = r"""')
-    return text[start:text.index('"""', start)]
-
-
 def _symbol(name: str) -> str:
     return re.sub(r"\W+", "_", name).strip("_")
 
@@ -108,12 +102,12 @@ def compiler_problem() -> str | None:
     return None
 
 
-def build(names: list[str]) -> ctypes.CDLL:
-    """Compile the kernels' instantiations ``names`` (e.g. "bn_normalise<float>") into a shared library,
-    once per source (cached in the temporary directory by a hash of the code)."""
+def build(source: str, names: list[str]) -> ctypes.CDLL:
+    """Compile the CUDA ``source``'s instantiations ``names`` (e.g. "bn_normalise<float>") into a shared
+    library, once per source (cached in the temporary directory by a hash of the code)."""
     exports = "".join(f'extern "C" void {_symbol(n)}(unsigned gx, unsigned gy, unsigned bx, unsigned by, '
                       f'void** a) {{ launch({n}, gx, gy, bx, by, a); }}\n' for n in names)
-    code = PRELUDE + _source() + LAUNCHER + exports
+    code = PRELUDE + source + LAUNCHER + exports
     digest = hashlib.sha1(code.encode()).hexdigest()[:16]
     library = Path(tempfile.gettempdir()) / f"minigraph_cuda_emulation_{digest}.so"
     if not library.exists():
@@ -168,7 +162,7 @@ def gpu_module() -> types.ModuleType:
 
     class RawModule:
         def __init__(self, code: str, options: tuple = (), name_expressions: Any = ()) -> None:
-            self.library = build(list(name_expressions))
+            self.library = build(code, list(name_expressions))  # gpu.py's _SOURCE, as NVRTC would get it
 
         def get_function(self, name: str) -> _Kernel:
             return _Kernel(self.library, name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigraph import backend
+from conftest import gpu_default_environment
 
 pytest.importorskip("sklearn")
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,10 +54,7 @@ def test_the_same_seed_gives_identical_numbers_and_another_seed_does_not(digits)
 
 def test_the_command_line_runs_on_the_gpu_path_and_writes_json_and_a_plot(tmp_path):
     """On a machine without a GPU, the GPU path runs against the CuPy stand-in."""
-    paths = [str(ROOT)]  # this checkout's minigraph, whichever one the environment installed
-    if not backend.is_gpu_available() or getattr(sys.modules.get("cupy"), "IS_STANDIN", False):
-        paths.insert(0, str(ROOT / "tests" / "standin"))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    env = gpu_default_environment()  # this checkout's minigraph, whichever one the environment installed
     plot = tmp_path / "curves.png"
     run = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "classify.py"), "--epochs", "2", "--hidden", "32", "--device", "gpu",

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import minigraph as mg
+from conftest import gpu_default_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "train.py"
@@ -181,18 +182,6 @@ def test_synthetic_1_gives_the_real_reason(capsys):
         train.main(["--synthetic", "1"])
     message = capsys.readouterr().err.strip().splitlines()[-1]  # the usage lines above name every flag
     assert "argument --synthetic: 1 rows split into" in message and "batch-size" not in message
-
-
-def gpu_default_environment() -> dict[str, str]:
-    """The environment of a GPU machine: MINIGRAPH_DEVICE unset (auto: the GPU), with the CuPy
-    stand-in first on the path where there is no real GPU; this checkout's minigraph."""
-    from minigraph import backend
-
-    paths = [str(ROOT)]
-    if not backend.is_gpu_available() or getattr(sys.modules.get("cupy"), "IS_STANDIN", False):
-        paths.insert(0, str(ROOT / "tests" / "standin"))
-    env = {k: v for k, v in os.environ.items() if k != "MINIGRAPH_DEVICE"}
-    return {**env, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 @pytest.mark.parametrize("script,extra", [("train.py", ["--synthetic", "300", "--batch-size", "64"]),

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import gpu_default_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
@@ -70,13 +72,7 @@ def test_the_figures_script_runs_every_step_in_quick_mode(tmp_path):
     training step runs where the GPU is the default device (which found examples/train.py's bug)."""
     pytest.importorskip("sklearn")
     pytest.importorskip("tqdm")
-    from minigraph import backend
-
-    paths = [str(ROOT)]
-    if not backend.is_gpu_available() or getattr(sys.modules.get("cupy"), "IS_STANDIN", False):
-        paths.insert(0, str(ROOT / "tests" / "standin"))
-    env = {k: v for k, v in os.environ.items() if k != "MINIGRAPH_DEVICE"}
-    env.update(PYTHON=sys.executable, PYTHONPATH=os.pathsep.join(paths))
+    env = {**gpu_default_environment(), "PYTHON": sys.executable}
     logdir = tmp_path / "figures"
     run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_figures.sh"), str(logdir), "--quick"],
                          capture_output=True, text=True, env=env, timeout=300)
