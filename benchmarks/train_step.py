@@ -4,9 +4,11 @@ The net: (Linear → BatchNorm1d → ReLU) × 2 → Linear, MSE loss, one SGD up
 256 → 512 → 512 → 1, float32. Variants, each in its own worker process, alternating for --rounds
 rounds: ``minigraph`` (MINIGRAPH_FUSED=1), ``minigraph-formula`` (MINIGRAPH_FUSED=0), ``numpy``
 (by hand against NumPy, or CuPy on the GPU) and ``torch`` (eager; CUDA on the GPU). Also timed: a
-chain of ReLUs (engine overhead per node) and batch norm forward + backward alone, with its
-effective bandwidth against a copy. The first step's loss and gradient norms must agree across
-the variants before a second round runs, or the script exits 1. BENCHMARKS.md gives the method.
+chain of ReLUs (engine overhead per node), one call of the array library alone (the host's
+cost per launch, which differs between machines and bounds every launch-bound figure) and batch
+norm forward + backward alone, with its effective bandwidth against a copy. The first step's
+loss and gradient norms must agree across the variants before a second round runs, or the script
+exits 1. BENCHMARKS.md gives the method.
 
     python benchmarks/train_step.py                  # CPU: N = 2048, 4096
     python benchmarks/train_step.py --device gpu     # GPU: N = 256, 4096, 65536
@@ -38,6 +40,7 @@ SIZES = {"cpu": ([2048, 4096], ["2048x512", "4096x512"]),  # step N, batch norm 
          "quick": ([64], ["256x64"])}
 REPS = {"full": {"steps": 10, "warmup": 3, "chain": 2000, "chain_reps": 7, "bn_reps": 20},
         "quick": {"steps": 2, "warmup": 1, "chain": 200, "chain_reps": 2, "bn_reps": 3}}
+PER_NODE = {"chain": "µs/node", "call": "µs/call"}  # rows given per node or per call, not per run
 # The largest minigraph / PyTorch ratio the open issues ask for (CPU: issue 9; GPU: issue 8,
 # whose step target starts at N = 4096: the smaller step is launch-bound).
 # Passes over (N, p) that batch norm's forward + backward must make, for its bandwidth. CPU: 5 (read
@@ -202,6 +205,19 @@ def chain_seconds(lib: Library, length: int, reps: int) -> float:
     return common.median_seconds(run, lib.sync, reps) / length
 
 
+def call_seconds(lib: Library, length: int, reps: int) -> float:
+    """One call of the array library under the variant, max(a, 0) on a 4×4 array (NumPy or
+    CuPy's ``maximum``; ``torch.relu``), ``length`` in a row: median seconds per call. What a
+    launch costs the host, with no engine around it: a ReLU node makes three such calls."""
+    a = lib.array(numpy.ones((4, 4)))
+    call = (lambda: lib.lib.relu(a)) if lib.torch else (lambda: common.array_module(lib.device).maximum(a, 0))
+
+    def run() -> None:
+        for _ in range(length):
+            call()
+    return common.median_seconds(run, lib.sync, reps) / length
+
+
 def batch_norm_seconds(lib: Library, x_host: numpy.ndarray, reps: int) -> float:
     """nn.BatchNorm1d forward + backward, training mode, on x: (N, p); median seconds."""
     layer = lib.nn.BatchNorm1d(x_host.shape[1], eps=EPS, momentum=MOMENTUM, **lib.options)
@@ -237,6 +253,7 @@ def worker(variant: str, args: argparse.Namespace) -> dict:
         times[f"step N={n}"] = {"seconds": seconds, "page_faults_per_step": faults}
     if variant in ("minigraph", "torch"):
         times["chain"] = {"seconds": chain_seconds(lib, reps["chain"], reps["chain_reps"])}
+        times["call"] = {"seconds": call_seconds(lib, reps["chain"], reps["chain_reps"])}
     for shape in args.bn_shapes if lib else []:
         x_host = numpy.random.default_rng(2).standard_normal(tuple(map(int, shape.split("x"))),
                                                                dtype=numpy.float32) * 2 + 1
@@ -282,8 +299,8 @@ def report_table(table: dict, device: str) -> str:
         if kind == "batch_norm":  # (PASSES N p 4 bytes / time) / (2 N p 4 bytes / copy time)
             copy = table[f"copy {size}"]["minigraph"]["seconds"]
             bandwidth = [PASSES[device] / 2 * copy / row[v]["seconds"] for v in FUSED]
-        rows.append([f"{key} ({'µs/node' if kind == 'chain' else 'ms'})",
-                     *(row[v]["seconds"] * (1e6 if kind == "chain" else 1e3) if v in row else None
+        rows.append([f"{key} ({PER_NODE.get(kind, 'ms')})",
+                     *(row[v]["seconds"] * (1e6 if kind in PER_NODE else 1e3) if v in row else None
                        for v in variants), ratio["minigraph"], ratio["minigraph-formula"],
                      limit and f"≤ {limit}", {True: "yes", False: "no"}.get(met), *bandwidth])
     headers = ["measurement", *variants, "minigraph / PyTorch", "formula / PyTorch", "target (× PyTorch)",

@@ -53,7 +53,10 @@ def test_train_step_quick_mode_runs_and_the_variants_agree(device):
     assert report["benchmark"] == "train_step" and report["agree"] and not report["problems"]
     assert {"minigraph", "minigraph-formula", "numpy"} <= set(report["variants"])
     kinds = {key.split()[0] for key in report["results"]}
-    assert {"step", "chain", "batch_norm", "copy"} <= kinds
+    assert {"step", "chain", "call", "batch_norm", "copy"} <= kinds
+    for kind in ("chain", "call"):  # per node and per call: minigraph and torch (where it ran), a positive time
+        assert set(report["results"][kind]) == {"minigraph", "torch"} & set(report["variants"]) and \
+            all(r["seconds"] > 0 for r in report["results"][kind].values())
     if device == "gpu":
         assert "name" in report["machine"]["gpu"], report["machine"]["gpu"]
 
