@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -71,6 +72,16 @@ def gpu_default_environment() -> dict[str, str]:
         paths.insert(0, str(ROOT / "tests" / "standin"))
     env = {k: v for k, v in os.environ.items() if k != "MINIGRAPH_DEVICE"}
     return {**env, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def run_python(code: str, *paths: Path, cwd: Path | None = None) -> str:
+    """Run ``code`` in a fresh interpreter with ``paths`` as its PYTHONPATH; its stdout, after
+    asserting that it exited 0 (stderr shown if not)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in paths)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def require_gpu() -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -19,7 +16,7 @@ from minigraph import nn
 from minigraph.backend import to_device
 from minigraph.nn.utils import clip_grad_norm_, clip_grad_value_
 
-from conftest import on_standin
+from conftest import on_standin, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = ((3, 4), (5,), (2, 2), ())  # a 0-d parameter too
@@ -480,7 +477,4 @@ def test_nn_utils_is_importable_under_pytorchs_names():
             "from minigraph.nn import utils\n"
             "assert a is utils and utils.clip_grad_norm_ is clip_grad_norm_\n"
             "print('ok')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    assert run_python(code, ROOT).strip() == "ok"
