@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -411,36 +412,44 @@ extern "C" __global__ void spin_for(unsigned long long nanoseconds) {
 """
 
 
+# Every way of reading a device array's value on the host: the stand-in's detector wraps them all.
+_HOST_READS = ("__bool__", "__float__", "__int__", "__index__", "__complex__", "__format__", "__repr__",
+               "__str__", "item", "get", "tolist")
+
+
 @contextlib.contextmanager
-def host_waits_seen(gpu: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], bool]]:
+def host_waits_seen(gpu: str, monkeypatch: pytest.MonkeyPatch, seconds: float) -> Iterator[Callable[[], bool]]:
     """Yields ``waited()``: whether the host has waited for a device value since the block began.
 
-    On a real GPU, the current stream is kept busy by a one-thread kernel for two seconds: work
+    On a real GPU, the current stream is kept busy by a one-thread kernel for ``seconds``: work
     queued behind it cannot finish, so the stream is done before then only if the host waited for
-    it (a read of any device value does). On the stand-in, which runs no CUDA, every way of
-    reading a device array on the host is wrapped to record that it was used.
+    it (a read of any device value does). The block must end its check within ``seconds``. On
+    the stand-in, which runs no CUDA, every way of reading a device array on the host is wrapped
+    to record that it was used (methods the class reaches through ``__getattr__`` included).
     """
     import cupy
 
     if on_standin(gpu):
         reads = []
-        for name in ("__bool__", "__float__", "__int__", "__index__", "item", "get", "tolist"):
-            original = getattr(cupy.ndarray, name, None)
-            if original is None:
-                continue
 
-            def recorded(self, *args, _original=original, _name=name, **kwargs):
-                reads.append(_name)
-                return _original(self, *args, **kwargs)
+        def recording(name: str) -> Callable:
+            own = cupy.ndarray.__dict__.get(name)
 
-            monkeypatch.setattr(cupy.ndarray, name, recorded)
-        yield lambda: bool(reads)
-        monkeypatch.undo()
+            def read(self, *args, **kwargs):
+                reads.append(name)
+                method = own.__get__(self) if own is not None else cupy.ndarray.__getattr__(self, name)
+                return method(*args, **kwargs)
+            return read
+
+        with monkeypatch.context() as patch:  # undoes these alone, leaving the fixtures' settings
+            for name in _HOST_READS:
+                patch.setattr(cupy.ndarray, name, recording(name), raising=False)
+            yield lambda: bool(reads)
         return
     stream = cupy.cuda.get_current_stream()
     stream.synchronize()
     spin = cupy.RawKernel(_SPIN_SOURCE, "spin_for")
-    spin((1,), (1,), (np.uint64(2_000_000_000),))
+    spin((1,), (1,), (np.uint64(seconds * 1e9),))
     try:
         yield lambda: stream.done
     finally:
@@ -451,16 +460,26 @@ def test_clipping_on_the_gpu_never_waits_for_the_device(gpu, rng, monkeypatch):
     """Clipping queues its work and returns, as PyTorch's clip_grad_norm_ does: no host read of
     the norm. Only error_if_nonfinite=True must wait, and the detector is shown to see that."""
     params, _ = with_grads(rng, lambda a: to_device(a, "gpu"), scale=10.0)
-    for norm_type in NORM_TYPES:  # compile CuPy's kernels now: a compile is not a wait, but slow
-        clip_grad_norm_(params, 1e6, norm_type)
-    clip_grad_value_(params, 1e6)
-    before = [host(p.grad) for p in params]
-    with host_waits_seen(gpu, monkeypatch) as waited:
+
+    def clip_all(max_norm: float, clip_value: float) -> None:
         for norm_type in NORM_TYPES:
-            total = clip_grad_norm_(params, 1.0, norm_type)
+            total = clip_grad_norm_(params, max_norm, norm_type)
             assert total.device == "gpu"
-        clip_grad_value_(params, 0.1)
-        assert not waited(), "clipping waited for the device"
+        clip_grad_value_(params, clip_value)
+
+    clip_all(1e6, 1e6)  # compiles CuPy's kernels now: a compile is not a wait, but it is slow
+    started = time.perf_counter()
+    clip_all(1e6, 1e6)
+    # The device is kept busy far longer than the host needs to queue the calls (at least 2 s).
+    busy_seconds = max(2.0, 50 * (time.perf_counter() - started))
+    before = [host(p.grad) for p in params]
+    with host_waits_seen(gpu, monkeypatch, busy_seconds) as waited:
+        started = time.perf_counter()
+        clip_all(1.0, 0.1)
+        waited_while_clipping, elapsed = waited(), time.perf_counter() - started
+        assert elapsed < busy_seconds, (f"inconclusive: clipping took {elapsed:.2f} s of host time, longer "
+                                        f"than the {busy_seconds:.1f} s the device was kept busy")
+        assert not waited_while_clipping, "clipping waited for the device"
         clip_grad_norm_(params, 1.0, error_if_nonfinite=True)
         assert waited()  # the one wait asked for is seen: the check above can fail
     assert all(np.abs(host(p.grad)).max() <= 0.1 for p in params)
