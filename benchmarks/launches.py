@@ -3,11 +3,12 @@
 Counted, not timed, on the CuPy stand-in (tests/standin), which runs anywhere: a profiler hook
 sees every call from outside the stand-in into it, and calls that only read metadata or make a
 view (``.shape``, ``.dtype``, ``.T``, ``.reshape``, ``x[i]`` ...: no kernel on a real GPU) are left
-out; ``xp.asarray`` is counted (it launches a copy when given a host array or another dtype). On a GPU where the
-step is launch-bound, its host time is about this count times the cost of one call
-(``train_step.py``'s ``call`` row). The stand-in has no CUDA, so minigraph's batch norm runs its
-formula here; on a real GPU its fused kernels make ``KERNEL_LAUNCHES`` launches per layer instead,
-and the script gives that estimate too.
+out, and so is ``xp.asarray`` of a device array it returns as it is. On a GPU where the step is
+launch-bound, this count times the cost of one call (``train_step.py``'s ``call`` row) is a lower
+bound on its host time: the Python between the calls adds to it. The stand-in has no CUDA, so
+minigraph's batch norm runs its formula here; the step as it runs on a GPU is estimated by taking
+out every call made from within ``ops/batch_norm.py`` and adding the fused kernels'
+``KERNEL_LAUNCHES`` per layer.
 
     python benchmarks/launches.py            # N = 256; --json for one JSON line; --quick: N = 64
 """
@@ -32,14 +33,16 @@ import train_step  # noqa: E402
 
 # The stand-in's entry points that never launch work: attribute lookups (a method found this way
 # is counted when it is called), views (indexing is taken as one: neither step indexes with
-# arrays, which would gather) and bookkeeping.
-NOT_WORK = frozenset({"__getattr__", "__getitem__", "__setattr__", "__init__", "__len__", "__repr__",
-                      "__format__", "flags", "get_array_module", "broadcast_to"})
+# arrays, which would gather), iteration (its items are views) and bookkeeping.
+NOT_WORK = frozenset({"__getattr__", "__getitem__", "__iter__", "__setattr__", "__init__", "__len__", "__repr__",
+                      "__format__", "flags", "get_array_module", "broadcast_to", "synchronize", "record", "use",
+                      "__enter__", "__exit__"})
 # Operations, by name, that read metadata, make a view or allocate without writing: no kernel.
 NO_KERNEL = frozenset({"reshape", "view", "transpose", "swapaxes", "squeeze", "expand_dims", "ravel",
                        "empty", "empty_like", "may_share_memory", "shares_memory", "result_type"})
 # minigraph/kernels/gpu.py: statistics partial, merge, normalise; gradient partial, merge, input gradient.
 KERNEL_LAUNCHES = 6
+BATCH_NORM_OP = str(ROOT / "minigraph" / "ops" / "batch_norm.py")
 
 
 def operation(frame: Any) -> str | None:
@@ -49,21 +52,38 @@ def operation(frame: Any) -> str | None:
         return None
     if entry == "op":  # an operator (__add__, __isub__, __gt__ ...): the name it was made with
         return local["name"]
-    if entry == "call":  # a NumPy function or method on stand-in arrays (_on_device)
+    if entry in ("call", "__array_function__"):  # a NumPy function or method on stand-in arrays
         name = getattr(local["func"], "__name__", "?")
     elif entry == "__call__":  # a ufunc (_Ufunc)
         name = local["self"].__name__
-    else:  # asarray, __setitem__, __bool__ ...: the stand-in's own definitions
+    elif entry == "__array_ufunc__":  # numpy.<ufunc>(stand-in array)
+        name = local["ufunc"].__name__
+    elif entry == "asarray":  # a device array of the asked dtype passes through
+        source, dtype = local["a"], local["dtype"]
+        passes = type(source) is cupy.ndarray and (dtype is None or source.dtype == numpy.dtype(dtype))
+        return None if passes else entry
+    else:  # __setitem__, array, get, __bool__ ...: the stand-in's own definitions
         name = entry
     return None if name in NO_KERNEL else name
 
 
-def count_calls(fn: Callable[[], Any]) -> collections.Counter:
-    """Run ``fn`` once; the stand-in calls it made that launch work, by (caller file:function, callee)."""
+def count_calls(fn: Callable[[], Any], within: str | None = None) -> collections.Counter:
+    """Run ``fn`` once; the stand-in calls it made that launch work, by (caller file:function, callee).
+
+    ``within``: a source file's path; count only the calls made while a function of that file is
+    running (on the stack), directly or through others.
+    """
     if not getattr(cupy, "IS_STANDIN", False):
         raise RuntimeError("launches.py counts calls on the CuPy stand-in, but `import cupy` found a real "
                            "CuPy; run it where tests/standin comes first (this script puts it first)")
     standin, counts = cupy.__file__, collections.Counter()
+
+    def inside(frame: Any) -> bool:
+        while frame is not None:
+            if frame.f_code.co_filename == within:
+                return True
+            frame = frame.f_back
+        return False
 
     def hook(frame: Any, event: str, arg: Any) -> None:
         if event != "call" or frame.f_code.co_filename != standin:
@@ -72,48 +92,36 @@ def count_calls(fn: Callable[[], Any]) -> collections.Counter:
         if caller is None or caller.f_code.co_filename == standin:
             return  # the stand-in's own inner calls: one user call is counted once
         callee = operation(frame)
-        if callee is None:
+        if callee is None or (within is not None and not inside(caller)):
             return
         where = os.path.relpath(caller.f_code.co_filename, ROOT)
         counts[(f"{where}:{caller.f_code.co_name}", callee)] += 1
 
+    before = sys.getprofile()
     sys.setprofile(hook)
     try:
         fn()
     finally:
-        sys.setprofile(None)
+        sys.setprofile(before)
     return counts
 
 
 def measure(n: int) -> dict:
+    """The counts for one step of each kind at batch size ``n``, after two steps to warm up."""
     params = train_step.initial_parameters()
     x, y = train_step.make_data(n)
     minigraph_step = train_step.Library("minigraph", "gpu").step(params, x, y)
     hand_step = train_step.hand_written_step(cupy, params, x, y)
-    layer = train_step.Library("minigraph", "gpu").nn.BatchNorm1d(train_step.WIDTHS[1], eps=train_step.EPS,
-                                                                  momentum=train_step.MOMENTUM, dtype="float32")
-    import minigraph
-
-    x_bn = minigraph.Tensor(cupy.asarray(numpy.random.default_rng(0).standard_normal(
-        (n, train_step.WIDTHS[1]), dtype=numpy.float32)), requires_grad=True)
-    grad_y = cupy.ones(x_bn.shape, dtype=cupy.float32)
-
-    def batch_norm_layer() -> None:
-        layer.zero_grad()
-        x_bn.grad = None
-        layer(x_bn).backward(grad_y)
-
     results = {}
-    for name, fn in (("minigraph step", minigraph_step), ("hand-written step", hand_step),
-                     ("minigraph BatchNorm1d layer", batch_norm_layer)):
-        fn(), fn()  # first calls allocate the hand-written buffers and the optimizer's state
+    for name, fn in (("minigraph step", minigraph_step), ("hand-written step", hand_step)):
+        fn(), fn()  # the first calls allocate the hand-written buffers and the optimizer's state
         counts = count_calls(fn)
         results[name] = {"calls": sum(counts.values()),
                          "by_caller": {f"{where} {callee}": k for (where, callee), k in counts.most_common()}}
-    layers = train_step.HIDDEN
+    batch_norm = sum(count_calls(minigraph_step, within=BATCH_NORM_OP).values())
+    results["minigraph step, within batch norm"] = {"calls": batch_norm}
     results["minigraph step, batch norm fused (estimate)"] = {
-        "calls": results["minigraph step"]["calls"]
-        - layers * (results["minigraph BatchNorm1d layer"]["calls"] - KERNEL_LAUNCHES)}
+        "calls": results["minigraph step"]["calls"] - batch_norm + train_step.HIDDEN * KERNEL_LAUNCHES}
     return results
 
 

@@ -71,28 +71,32 @@ def test_train_step_quick_mode_runs_and_the_variants_agree(device):
 
 
 def test_launches_counts_each_call_that_launches_work_once():
-    """Five operations that launch a kernel (two adds, a sum, a multiply, a maximum), and four that
-    only read metadata or make a view (.shape, .T, .reshape, [0])."""
+    """Five operations that launch a kernel (two adds, a sum, a multiply, a maximum), and five that
+    do not (.shape, .T, .reshape, [0], asarray of a device array); ``within`` keeps only the calls
+    made while a function of the named file runs."""
     code = ("import launches, cupy\n"
             "a = cupy.ones((3, 4))\n"
-            "counts = launches.count_calls(lambda: (a + a).sum(axis=0) * a.shape[0]"
-            " + cupy.maximum(a, 0).T.reshape(-1)[0])\n"
-            "print(sorted(callee for (where, callee), k in counts.items() for _ in range(k)))")
-    callees = eval(run_python(code, BENCHMARKS, cwd=BENCHMARKS).strip().splitlines()[-1])
-    assert callees == ["__add__", "__add__", "__mul__", "maximum", "sum"], callees
+            "f = lambda: (a + a).sum(axis=0) * a.shape[0] + cupy.maximum(cupy.asarray(a), 0).T.reshape(-1)[0]\n"
+            "names = lambda counts: sorted(callee for (where, callee), k in counts.items() for _ in range(k))\n"
+            "print(names(launches.count_calls(f)))\n"
+            "print(names(launches.count_calls(f, within='<string>')))\n"
+            "print(names(launches.count_calls(f, within='elsewhere.py')))")
+    everything, within, elsewhere = map(eval, run_python(code, BENCHMARKS, cwd=BENCHMARKS).split("\n")[-4:-1])
+    assert everything == ["__add__", "__add__", "__mul__", "maximum", "sum"], everything
+    assert within == everything and elsewhere == []
 
 
 def test_launches_quick_mode_counts_both_steps():
     report = run_script("launches.py")
     results = report["results"]
     step, hand = results["minigraph step"], results["hand-written step"]
-    layer = results["minigraph BatchNorm1d layer"]
-    assert step["calls"] > 0 and hand["calls"] > 0 and layer["calls"] > report["kernel_launches_per_layer"]
+    batch_norm = results["minigraph step, within batch norm"]["calls"]
+    assert hand["calls"] > 0 and 0 < batch_norm < step["calls"]
     assert sum(step["by_caller"].values()) == step["calls"]
     assert any(key.startswith("minigraph/ops/relu.py") for key in step["by_caller"])
-    assert any(key.startswith("minigraph/ops/batch_norm.py") for key in layer["by_caller"])
+    assert any(key.startswith("minigraph/ops/batch_norm.py") for key in step["by_caller"])
     fused = results["minigraph step, batch norm fused (estimate)"]["calls"]
-    assert fused == step["calls"] - train_step.HIDDEN * (layer["calls"] - report["kernel_launches_per_layer"])
+    assert fused == step["calls"] - batch_norm + train_step.HIDDEN * report["kernel_launches_per_layer"]
 
 
 def reference_gradients(x, gamma, beta, grad_y, ddof, eps, h=1e-6):
