@@ -207,8 +207,9 @@ def chain_seconds(lib: Library, length: int, reps: int) -> float:
 
 def call_seconds(lib: Library, length: int, reps: int) -> float:
     """One call of the array library under the variant, max(a, 0) on a 4×4 array (NumPy or
-    CuPy's ``maximum``; ``torch.relu``), ``length`` in a row: median seconds per call. What a
-    launch costs the host, with no engine around it: a ReLU node makes three such calls."""
+    CuPy's ``maximum``; ``torch.relu``: each library's call for a ReLU forward), ``length`` in a
+    row: median seconds per call. What a launch costs the host, with no engine around it: a ReLU
+    node makes three such calls."""
     a = lib.array(numpy.ones((4, 4)))
     call = (lambda: lib.lib.relu(a)) if lib.torch else (lambda: common.array_module(lib.device).maximum(a, 0))
 
