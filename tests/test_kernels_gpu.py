@@ -15,7 +15,8 @@ import pytest
 import minigraph as mg
 from minigraph import backend, kernels
 from conftest import require_gpu
-from test_kernels import assert_float64_paths_agree, problem, relative_error, term_scale
+from test_kernels import (assert_float32_fused_is_close, assert_float64_paths_agree, problem,
+                          relative_error, term_scale)
 
 # (2, 1): the smallest batch; (7, 3), (33, 40): one chunk, a partial tile; (300, 70): 9 chunks,
 # 3 tiles, the last partial; (1000, 5) and (5000, 2): many chunks of few columns; (4096, 513):
@@ -68,17 +69,9 @@ def test_float64_kernels_equal_the_formula_to_1e_12(cupy, monkeypatch, rng, shap
 def test_float32_kernels_are_within_1e_5_of_float64_and_no_less_accurate_than_the_formula(cupy, monkeypatch, rng,
                                                                                            shape):
     arrays = problem(rng, shape)
-    reference = run(monkeypatch, "formula", *arrays)
-    single = [a.astype(np.float32) for a in arrays]
-    fused = run(monkeypatch, "fused", *single)
-    formula = run(monkeypatch, "formula", *single)
-    for name in reference:
-        assert fused[name].dtype == np.float32
-        fused_error = relative_error(fused[name], reference[name], term_scale(name, *arrays))
-        assert fused_error <= 1e-5, name
-        # Sums in float64 and one rounding per element: never worse than float32 throughout, bar a last ulp.
-        assert fused_error <= 1.5 * relative_error(formula[name], reference[name], term_scale(name, *arrays)) \
-            + 1e-7, name
+    # Sums in float64 and one rounding per element: never worse than float32 throughout, bar a last ulp.
+    assert_float32_fused_is_close(run, monkeypatch, arrays, scale=lambda name: term_scale(name, *arrays),
+                                  slack=1.5, floor=1e-7)
 
 
 def test_the_float32_variance_survives_a_mean_of_1e4_standard_deviations(cupy, monkeypatch, rng):
